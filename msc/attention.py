@@ -331,22 +331,28 @@ def _natten(q, k, v, spec: WindowSpec, scale: float) -> torch.Tensor:
     )
 
 
-def tiled_keys_per_query(spec: WindowSpec, tile=DEFAULT_TILE) -> float:
-    """Keys the ``torch`` backend scores per query (its halo), for the cost model and complexity."""
-    keys = 1.0
-    for n, ks, d, tl in zip(spec.shape, spec.kernel_size, spec.dilation, tile):
-        group_len = math.ceil(n / d)
-        t_ = min(tl, group_len)
-        keys *= min(group_len, t_ + ks - 1) * math.ceil(group_len / t_) * t_ / group_len
-    return keys
+def tiled_pairs(spec: WindowSpec, tile=DEFAULT_TILE) -> int:
+    """(query, key) pairs the ``torch`` backend scores: every tile against its whole halo,
+    summed over dilation groups. Used by ``auto``'s cost model and by :mod:`msc.complexity`."""
+    per_axis = []
+    for n, ks, d, c, tl in zip(spec.shape, spec.kernel_size, spec.dilation, spec.is_causal, tile):
+        groups = [(n - g + d - 1) // d for g in range(d)]  # length of every dilation group
+        per_axis.append(sum(a.n_tiles * a.tile * a.halo for a in (_axis_tiling(lg, ks, c, tl) for lg in groups)))
+    return math.prod(per_axis)
+
+
+def choose_backend_for_spec(spec: WindowSpec) -> str:
+    """The cheaper exact CPU backend: tiled unless its halo work is near dense work (cost model)."""
+    n = math.prod(spec.shape)
+    return "torch" if tiled_pairs(spec) * TILED_OVERHEAD < n * n else "reference"
 
 
 def choose_backend(q: torch.Tensor, spec: WindowSpec) -> str:
     """What ``backend="auto"`` runs for these inputs."""
-    if _natten_available(q) and all(not c or k <= n for c, k, n in zip(spec.is_causal, spec.kernel_size, spec.shape)):
+    natten_accepts = all(not c or k <= n for c, k, n in zip(spec.is_causal, spec.kernel_size, spec.shape))
+    if natten_accepts and _natten_available(q):
         return "natten"
-    dense_keys = math.prod(spec.shape)
-    return "torch" if tiled_keys_per_query(spec) * TILED_OVERHEAD < dense_keys else "reference"
+    return choose_backend_for_spec(spec)
 
 
 def neighborhood_attention(

@@ -1,0 +1,356 @@
+"""The MSC transformer (paper Sec. 3; DESIGN.md §2).
+
+A DiT (Peebles & Xie, 2023) over per-frame patches whose self-attention is replaced by MSC attention:
+
+    x: [B, T, C, H, W] --patchify per frame--> tokens [B, T, h, w, D]
+    t: [B, T]           --per-frame embedding--> c [B, T, D]   (adaLN-Zero, broadcast over a frame)
+    L x MSCBlock:  x += g_attn * MSCAttention(mod(norm(x)), c);  x += g_mlp * MLP(mod(norm(x)))
+    final adaLN + linear back to patches -> y: [B, T, C, H, W]
+
+MSC attention splits its heads between two branches (Sec. 3.1–3.2):
+
+* High-Res: all tokens, neighborhood window ``k_s × k_s`` in space, causal window ``k_t`` in time;
+* Low-Res: tokens average-pooled by ``r_l`` per frame (the QKV projection runs on the pooled tokens),
+  global in the frame, causal and dilated by ``d`` over at most ``k_lo`` frames, upsampled back;
+
+and scales each frame's branch outputs by weights computed from that frame's noise embedding
+(Sec. 3.3, "noise scale modulated causal attention"), before one output projection. With
+``attention="dense"`` the same model uses plain frame-causal dense attention: the baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+
+from msc.attention import neighborhood_attention
+from msc.rotary import apply_rotary
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionWindows:
+    """Window sizes of MSC attention (parameters of the attention, not weights: DESIGN §4)."""
+
+    k_s: int = 7  # High-Res spatial window (k_s × k_s tokens)
+    k_t: int = 3  # High-Res causal temporal window (frames t-k_t+1 .. t)
+    d: int = 2  # Low-Res temporal stride
+    k_lo: int = 4  # Low-Res temporal reach (frames t, t-d, ..., at most k_lo of them)
+
+    def validate(self, grid: int) -> None:
+        """Raise ``ValueError`` naming the setting to change."""
+        for name in ("k_s", "k_t", "d", "k_lo"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.k_s > grid:
+            raise ValueError(f"spatial window k_s={self.k_s} is larger than the {grid} × {grid} token grid; use k_s <= {grid}.")
+
+    def history(self) -> Tuple[int, int]:
+        """Past frames each branch can see: (High-Res, Low-Res)."""
+        return self.k_t - 1, (self.k_lo - 1) * self.d
+
+
+@dataclass
+class MSCConfig:
+    """Everything needed to rebuild a model; saved as JSON next to the weights."""
+
+    image_size: int = 64
+    channels: int = 3
+    patch_size: int = 4
+    hidden_size: int = 192
+    depth: int = 8
+    num_heads: int = 6
+    low_res_heads: int = 3  # heads given to the Low-Res branch; the rest are High-Res
+    mlp_ratio: float = 4.0
+    k_s: int = 7
+    k_t: int = 3
+    d: int = 2
+    k_lo: int = 4
+    low_res_factors: List[int] = field(default_factory=lambda: [2, 2, 2, 2, 4, 4, 4, 4])  # r_l per layer
+    upsample: str = "nearest"  # Low-Res back to the full grid: "nearest" or "bilinear"
+    attention: str = "msc"  # "msc", or "dense" for the frame-causal dense baseline
+    rope_base: float = 100.0
+
+    def __post_init__(self):
+        self.low_res_factors = list(self.low_res_factors)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}.")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}.")
+        if self.attention not in ("msc", "dense"):
+            raise ValueError(f"attention must be 'msc' or 'dense', got {self.attention!r}.")
+        if self.upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
+        if len(self.low_res_factors) != self.depth:
+            raise ValueError(f"low_res_factors needs one factor per layer ({self.depth}), got {self.low_res_factors}.")
+        if self.attention == "msc":
+            if not 0 < self.low_res_heads < self.num_heads:
+                raise ValueError(f"low_res_heads must be between 1 and num_heads - 1, got {self.low_res_heads}.")
+            for r in self.low_res_factors:
+                if r < 1 or self.grid % r:
+                    raise ValueError(f"low-res factor {r} must divide the {self.grid} × {self.grid} token grid.")
+        self.windows.validate(self.grid)
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side of a frame."""
+        return self.image_size // self.patch_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def windows(self) -> AttentionWindows:
+        return AttentionWindows(self.k_s, self.k_t, self.d, self.k_lo)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# One registry of named sizes (as DiT's ``DiT_models``): ``tiny`` for tests, ``small`` is bundled.
+CONFIGS = {
+    "tiny": dict(image_size=16, patch_size=2, hidden_size=48, depth=2, num_heads=4, low_res_heads=2,
+                 k_s=3, k_t=2, d=2, k_lo=2, low_res_factors=[2, 4], mlp_ratio=2.0),
+    "small": dict(image_size=64, patch_size=4, hidden_size=192, depth=8, num_heads=6, low_res_heads=3),
+}
+
+
+def config_from_name(name: str, **overrides) -> MSCConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(CONFIGS)}.")
+    return MSCConfig(**{**CONFIGS[name], **overrides})
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation; ``x`` ``[B, T, h, w, D]``, ``shift``/``scale`` ``[B, T, D]`` per frame."""
+    return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+class TimestepEmbedder(nn.Module):
+    """Noise level in [0, 1] -> ``[.., D]``: sinusoidal features of ``1000 t`` and an MLP (DiT)."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_size // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000 * t.float()[..., None] * freqs  # [.., half]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class MSCAttention(nn.Module):
+    """MSC attention of one layer (or frame-causal dense attention for the baseline)."""
+
+    def __init__(self, config: MSCConfig, low_res_factor: int):
+        super().__init__()
+        self.config = config
+        self.r = low_res_factor
+        hd = config.head_dim
+        self.dense = config.attention == "dense"
+        self.heads_lo = 0 if self.dense else config.low_res_heads
+        self.heads_hi = config.num_heads - self.heads_lo
+        c = config.hidden_size
+        self.qkv_hi = nn.Linear(c, 3 * self.heads_hi * hd)
+        self.qkv_lo = None if self.dense else nn.Linear(c, 3 * self.heads_lo * hd)
+        # noise-gated branch weights: zero-initialised, so softmax starts at (1/2, 1/2)
+        self.gate = None if self.dense else nn.Linear(c, 2)
+        self.proj = nn.Linear(c, c)
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+
+    def branch_weights(self, c: torch.Tensor) -> torch.Tensor:
+        """``c`` ``[.., D]`` noise embedding -> ``[.., 2]`` weights of (High-Res, Low-Res)."""
+        return torch.softmax(self.gate(F.silu(c)).float(), dim=-1).to(c.dtype)
+
+    def _qkv(self, linear: nn.Linear, x: torch.Tensor, heads: int, first_frame: int, scale: int):
+        b, t, h, w, _ = x.shape
+        q, k, v = linear(x).view(b, t, h, w, 3, heads, self.config.head_dim).unbind(4)  # each [B, T, h, w, heads, hd]
+        base = self.config.rope_base
+        return apply_rotary(q, first_frame, scale, base), apply_rotary(k, first_frame, scale, base), v
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows) -> torch.Tensor:
+        """``x`` ``[B, T, h, w, D]`` (normalised, modulated), ``c`` ``[B, T, D]`` -> ``[B, T, h, w, D]``."""
+        b, t, h, w, _ = x.shape
+        q, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, 0, 1)
+        if self.dense:  # frame-causal, global in space
+            out = neighborhood_attention(q, k, v, (t, h, w), 1, (True, False, False))
+            return self.proj(out.reshape(b, t, h, w, -1))
+        hi = neighborhood_attention(q, k, v, (windows.k_t, windows.k_s, windows.k_s), 1, (True, False, False))
+        hi = hi.reshape(b, t, h, w, -1)  # [B, T, h, w, C_hi]
+
+        r = self.r
+        pooled = x.view(b, t, h // r, r, w // r, r, -1).mean(dim=(3, 5))  # [B, T, h/r, w/r, D]
+        q, k, v = self._qkv(self.qkv_lo, pooled, self.heads_lo, 0, r)
+        lo = neighborhood_attention(q, k, v, (windows.k_lo, h // r, w // r), (windows.d, 1, 1), (True, False, False))
+        lo = self._upsample(lo.reshape(b, t, h // r, w // r, -1), h, w)  # [B, T, h, w, C_lo]
+
+        g = self.branch_weights(c)[:, :, None, None, :]  # [B, T, 1, 1, 2]
+        return self.proj(torch.cat([hi * g[..., :1], lo * g[..., 1:]], dim=-1))
+
+    def _upsample(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, t, hp, wp, ch = x.shape
+        if self.config.upsample == "nearest":
+            return x[:, :, :, None, :, None].expand(b, t, hp, self.r, wp, self.r, ch).reshape(b, t, h, w, ch)
+        y = F.interpolate(x.reshape(b * t, hp, wp, ch).permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
+        return y.permute(0, 2, 3, 1).reshape(b, t, h, w, ch)
+
+
+class MSCBlock(nn.Module):
+    """DiT block with adaLN-Zero, per-frame modulation, and MSC attention."""
+
+    def __init__(self, config: MSCConfig, low_res_factor: int):
+        super().__init__()
+        c = config.hidden_size
+        self.norm1 = nn.LayerNorm(c, elementwise_affine=False, eps=1e-6)
+        self.attn = MSCAttention(config, low_res_factor)
+        self.norm2 = nn.LayerNorm(c, elementwise_affine=False, eps=1e-6)
+        hidden = int(c * config.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(c, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c))
+        nn.init.zeros_(self.adaLN[-1].weight)
+        nn.init.zeros_(self.adaLN[-1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=-1)  # each [B, T, D]
+        x = x + gate1[:, :, None, None] * self.attn(modulate(self.norm1(x), shift1, scale1), c, windows)
+        x = x + gate2[:, :, None, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, config: MSCConfig):
+        super().__init__()
+        c = config.hidden_size
+        self.norm = nn.LayerNorm(c, elementwise_affine=False, eps=1e-6)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(c, 2 * c))
+        self.linear = nn.Linear(c, config.patch_size**2 * config.channels)
+        for layer in (self.adaLN[-1], self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+class MSCModel(nn.Module, PyTorchModelHubMixin):
+    """MSC video diffusion transformer. ``model(x, t)`` predicts the rectified-flow velocity
+    (see :mod:`msc.diffusion`) of every frame; ``t`` holds one noise level per frame."""
+
+    def __init__(self, config: MSCConfig = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = MSCConfig(**kwargs)
+        elif isinstance(config, dict):
+            config = MSCConfig(**config)
+        self.config = config
+        c, p = config.hidden_size, config.patch_size
+        self.patch_embed = nn.Linear(config.channels * p * p, c)
+        self.t_embed = TimestepEmbedder(c)
+        self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
+        self.final = FinalLayer(config)
+        self._init_weights()
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.weight.abs().sum() > 0:
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+
+    # ---------------------------------------------------------------- I/O
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load from a local folder (``config.json`` + ``model.safetensors``) or a hub repo id.
+
+        A path that exists is used as a folder; a missing folder with path separators is reported
+        as missing instead of being sent to the hub as a repo id.
+        """
+        path = str(pretrained_model_name_or_path)
+        local = os.path.abspath(os.path.expanduser(path))
+        if os.path.isdir(local):
+            for name in ("config.json", "model.safetensors"):
+                if not os.path.isfile(os.path.join(local, name)):
+                    raise FileNotFoundError(f"{name} is missing from the weights folder {local}.")
+            path = local
+        elif os.path.exists(local) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep + os.sep in path:
+            raise FileNotFoundError(f"weights folder {local} does not exist.")
+        return super().from_pretrained(path, **kwargs)
+
+    # ---------------------------------------------------------------- forward
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, H, W]`` -> ``[B, T, h, w, C*p*p]``."""
+        b, t, ch, hgt, wid = x.shape
+        p = self.config.patch_size
+        x = x.view(b, t, ch, hgt // p, p, wid // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(b, t, hgt // p, wid // p, ch * p * p)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, h, w, C*p*p]`` -> ``[B, T, C, H, W]``."""
+        b, t, h, w, _ = x.shape
+        p, ch = self.config.patch_size, self.config.channels
+        x = x.view(b, t, h, w, ch, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, t, ch, h * p, w * p)
+
+    def check_inputs(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        cfg = self.config
+        expected = (cfg.channels, cfg.image_size, cfg.image_size)
+        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
+            raise ValueError(f"x must be [B, T, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}.")
+        if t.shape != x.shape[:2]:
+            raise ValueError(f"t must hold one noise level per frame, shape {tuple(x.shape[:2])}, got {tuple(t.shape)}.")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, windows: Optional[AttentionWindows] = None) -> torch.Tensor:
+        """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``."""
+        self.check_inputs(x, t)
+        windows = windows or self.config.windows
+        windows.validate(self.config.grid)
+        tokens = self.patch_embed(self.patchify(x))  # [B, T, h, w, D]
+        c = self.t_embed(t)  # [B, T, D]
+        for block in self.blocks:
+            tokens = block(tokens, c, windows)
+        return self.unpatchify(self.final(tokens, c))
+
+    @torch.no_grad()
+    def gates(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` ``[N]`` noise levels -> ``[N, depth, 2]`` branch weights (High-Res, Low-Res).
+
+        The dense baseline has no branches and reports ``(1, 0)``.
+        """
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.patch_embed.weight.device).reshape(-1)
+        if self.config.attention == "dense":
+            out = torch.zeros(t.numel(), self.config.depth, 2, device=t.device)
+            out[..., 0] = 1
+            return out
+        c = self.t_embed(t)  # [N, D]
+        return torch.stack([block.attn.branch_weights(c) for block in self.blocks], dim=1)
