@@ -174,11 +174,18 @@ def _to_heads_first(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, t * h * w, nh, d).transpose(1, 2)
 
 
+@functools.lru_cache(maxsize=4)  # 64 MB each at 4k tokens
+def _dense_bias(spec: WindowSpec, dtype, device) -> torch.Tensor:
+    """``[1, 1, N, N]`` additive mask (0 inside the window, -inf outside): a 4-D float mask keeps
+    PyTorch's fused CPU flash kernel, where a boolean one falls back to the unfused math path."""
+    mask = dense_window_mask(spec)
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))[None, None].to(device)
+
+
 def _reference(q, k, v, spec: WindowSpec, scale: float) -> torch.Tensor:
     b, t, h, w, nh, _ = q.shape
-    mask = dense_window_mask(spec).to(q.device)  # [N, N]
     out = F.scaled_dot_product_attention(
-        _to_heads_first(q), _to_heads_first(k), _to_heads_first(v), attn_mask=mask, scale=scale
+        _to_heads_first(q), _to_heads_first(k), _to_heads_first(v), attn_mask=_dense_bias(spec, q.dtype, q.device), scale=scale
     )  # [B, heads, N, Dv]
     return out.transpose(1, 2).reshape(b, t, h, w, nh, v.shape[-1])
 

@@ -1,0 +1,140 @@
+"""Training data: a seeded procedural video generator and a folder of the user's own videos.
+
+The procedural clips hold both kinds of motion the paper separates (Sec. 3.2):
+
+* **global motion**: a camera pans over, and zooms into, a large smooth texture (the paper's
+  I-frame time scale: the whole scene moves together);
+* **local motion**: 1–4 sprites (discs, squares, rings) move at constant velocity, bounce off the
+  frame's edges and occlude each other in a fixed depth order (the P-frame time scale).
+
+Every clip is a pure function of its seed; training draws seeds ``0 .. 2^30 - 1`` and the held-out test
+set uses seeds from :data:`TEST_SEED_OFFSET` upwards, which training never touches.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+TEST_SEED_OFFSET = 1 << 30  # held-out seeds start here; torch seeds its CPU generator with 32 bits, so stay below 2^32
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv")
+
+
+def _texture(g: torch.Generator, size: int) -> torch.Tensor:
+    """``[3, size, size]`` smooth random texture in [-1, 1]: random low-frequency colour waves."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    img = torch.zeros(3, size, size)
+    for _ in range(6):
+        freq = 1 + 5 * torch.rand(2, generator=g)
+        phase = 2 * math.pi * torch.rand(1, generator=g)
+        wave = torch.sin(2 * math.pi * (freq[0] * xx + freq[1] * yy) + phase)  # [size, size]
+        colour = torch.rand(3, 1, 1, generator=g) * 2 - 1
+        img += colour * wave
+    base = torch.rand(3, 1, 1, generator=g) * 1.2 - 0.6
+    return (base + 0.35 * img / 2).clamp(-1, 1)
+
+
+def procedural_clip(seed: int, frames: int = 16, size: int = 64) -> torch.Tensor:
+    """The clip of ``seed``: ``[T, 3, size, size]`` float32 in [-1, 1]."""
+    g = torch.Generator().manual_seed(int(seed))
+    # -- global motion: a camera path over a texture four times the frame's area
+    texture = _texture(g, 2 * size)[None]  # [1, 3, 2S, 2S]
+    pan = (torch.rand(2, generator=g) * 2 - 1) * 0.03  # texture units per frame (texture spans [-1, 1])
+    start = (torch.rand(2, generator=g) * 2 - 1) * 0.3
+    zoom0 = 0.45 + 0.1 * torch.rand(1, generator=g).item()  # frame covers this fraction of the texture
+    zoom_rate = (torch.rand(1, generator=g).item() * 2 - 1) * 0.01
+    # -- local motion: sprites with position, velocity, radius, colour, shape
+    n_sprites = int(torch.randint(1, 5, (1,), generator=g))
+    pos = torch.rand(n_sprites, 2, generator=g) * 0.6 + 0.2  # in [0, 1] frame units
+    vel = (torch.rand(n_sprites, 2, generator=g) * 2 - 1) * 0.04
+    radius = 0.06 + 0.08 * torch.rand(n_sprites, generator=g)
+    colour = torch.rand(n_sprites, 3, generator=g) * 2 - 1
+    shape = torch.randint(0, 3, (n_sprites,), generator=g)
+
+    coords = (torch.arange(size) + 0.5) / size
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # [S, S]
+    out = torch.empty(frames, 3, size, size)
+    for f in range(frames):
+        half = zoom0 * (1 + zoom_rate * f)
+        centre = (start + pan * f).clamp(-1 + half, 1 - half)
+        lin = torch.linspace(-half, half, size)
+        gy, gx = torch.meshgrid(lin + centre[1], lin + centre[0], indexing="ij")
+        grid = torch.stack([gx, gy], dim=-1)[None]  # [1, S, S, 2]
+        frame = F.grid_sample(texture, grid, mode="bilinear", align_corners=False)[0]  # [3, S, S]
+        for i in range(n_sprites):  # painter's order: later sprites occlude earlier ones
+            dx, dy = xx - pos[i, 0], yy - pos[i, 1]
+            if shape[i] == 0:  # disc
+                dist = torch.sqrt(dx**2 + dy**2) - radius[i]
+            elif shape[i] == 1:  # square
+                dist = torch.maximum(dx.abs(), dy.abs()) - radius[i]
+            else:  # ring
+                dist = (torch.sqrt(dx**2 + dy**2) - 0.7 * radius[i]).abs() - 0.3 * radius[i]
+            alpha = (0.5 - dist * size).clamp(0, 1)  # one-pixel anti-aliased edge
+            frame = frame * (1 - alpha) + colour[i, :, None, None] * alpha
+        out[f] = frame
+        # advance sprites, bouncing off the frame edges
+        pos = pos + vel
+        low, high = radius[:, None], 1 - radius[:, None]
+        bounce = (pos < low) | (pos > high)
+        vel = torch.where(bounce, -vel, vel)
+        pos = torch.where(pos < low, 2 * low - pos, torch.where(pos > high, 2 * high - pos, pos))
+    return out.clamp(-1, 1)
+
+
+class ProceduralVideos(torch.utils.data.Dataset):
+    """Clips by index: ``split="train"`` uses seed ``index``, ``"test"`` seed ``TEST_SEED_OFFSET + index``."""
+
+    def __init__(self, frames: int = 16, size: int = 64, split: str = "train", length: int = TEST_SEED_OFFSET):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        self.frames, self.size, self.length = frames, size, length
+        self.offset = 0 if split == "train" else TEST_SEED_OFFSET
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return procedural_clip(self.offset + int(index), self.frames, self.size)
+
+
+class FolderVideos(torch.utils.data.Dataset):
+    """A user's own videos (mp4, webm, gif, mov, avi, mkv) under ``root``, as clips of ``frames``
+    frames centre-cropped and resized to ``size``. Files that cannot be read, or that are shorter
+    than ``frames``, are skipped with a warning."""
+
+    def __init__(self, root: str, frames: int = 16, size: int = 64):
+        from msc.video import VideoError, read_video
+
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"video folder {root} does not exist.")
+        paths = sorted(
+            os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)
+        )
+        self.frames, self.size = frames, size
+        self.clips: List[torch.Tensor] = []
+        for path in paths:
+            try:
+                video = read_video(path, size=size)
+            except VideoError as err:
+                warnings.warn(f"skipping {path}: {err}")
+                continue
+            if video.shape[0] < frames:
+                warnings.warn(f"skipping {path}: {video.shape[0]} frames, fewer than the {frames} needed.")
+                continue
+            self.clips.append(video)
+        if not self.clips:
+            raise ValueError(f"no readable video of at least {frames} frames in {root}.")
+        # every window of ``frames`` consecutive frames is one training example
+        self.index = [(c, s) for c, clip in enumerate(self.clips) for s in range(clip.shape[0] - frames + 1)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        c, s = self.index[index % len(self.index)]
+        return self.clips[c][s : s + self.frames]

@@ -1,0 +1,293 @@
+"""Train an MSC (or dense-baseline) model: ``python -m msc.train``.
+
+    python -m msc.train --config small --out runs/small --steps 20000            # procedural data
+    python -m msc.train --config small --data /path/to/videos --out runs/mine    # your own videos
+    python -m msc.train --out runs/small --resume                                # continue exactly
+    torchrun --nproc_per_node 2 -m msc.train --config small --out runs/ddp       # data-parallel
+
+AdamW with linear warm-up then cosine decay, gradient clipping, an EMA of the weights, a progress bar
+with loss and throughput, a JSON-lines log, periodic checkpoints and sample videos. Everything a
+step draws (clips, noise levels, noise) is a function of ``(seed, step, rank)``, so ``--resume``
+continues the same loss curve and ``--batch-size`` is the global batch whatever the process count.
+DDP runs on gloo on CPU and NCCL on GPUs; a CUDA GPU is used with bf16 autocast when present.
+
+Checkpoints are safetensors (model, EMA, optimizer state flattened to tensors) plus JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from msc.data import FolderVideos, ProceduralVideos
+from msc.diffusion import diffusion_loss
+from msc.model import CONFIGS, MSCModel, config_from_name
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizer state <-> safetensors (no pickle anywhere)
+# --------------------------------------------------------------------------------------------------
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer):
+    """Split an optimizer state dict into ``{name: tensor}`` and a JSON-able remainder."""
+    state = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.contiguous()
+                meta["state"][str(pid)][key] = "tensor"
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], meta: dict) -> None:
+    state = {}
+    for pid, pstate in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in pstate.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``base``, then cosine decay to 10 % of it at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def update_ema(ema: MSCModel, model: MSCModel, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of the global batch of ``step``: clips ``step * B + rank * B/world ...``."""
+    local = global_batch // world
+    first = step * global_batch + rank * local
+    return torch.stack([dataset[(first + i) % len(dataset)] for i in range(local)])
+
+
+class Checkpoint:
+    """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json."""
+
+    def __init__(self, out: str):
+        self.dir = os.path.join(out, "checkpoint")
+
+    def exists(self) -> bool:
+        return os.path.isfile(os.path.join(self.dir, "state.json"))
+
+    def save(self, model, ema, optimizer, state: dict) -> None:
+        tmp = self.dir + ".tmp"
+        os.makedirs(tmp, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, os.path.join(tmp, "ema.safetensors"))
+        tensors, meta = optimizer_to_tensors(optimizer)
+        save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump({**state, "optimizer": meta, "config": model.config.to_dict()}, f)
+        # swap in atomically-enough: a crash mid-save leaves the previous checkpoint intact
+        old = self.dir + ".old"
+        if os.path.isdir(self.dir):
+            os.replace(self.dir, old)
+        os.replace(tmp, self.dir)
+        if os.path.isdir(old):
+            for name in os.listdir(old):
+                os.remove(os.path.join(old, name))
+            os.rmdir(old)
+
+    def load(self, model, ema, optimizer) -> dict:
+        with open(os.path.join(self.dir, "state.json")) as f:
+            state = json.load(f)
+        model.load_state_dict(load_file(os.path.join(self.dir, "model.safetensors")))
+        ema.load_state_dict(load_file(os.path.join(self.dir, "ema.safetensors")))
+        optimizer_from_tensors(optimizer, load_file(os.path.join(self.dir, "optimizer.safetensors")), state.pop("optimizer"))
+        return state
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="small", choices=sorted(CONFIGS), help="model size from the registry")
+    p.add_argument("--attention", default="msc", choices=["msc", "dense"], help="dense = the frame-causal baseline")
+    p.add_argument("--data", default="procedural", help="'procedural' or a folder of videos")
+    p.add_argument("--out", required=True, help="run folder: checkpoint/, log.jsonl, samples/, final weights")
+    p.add_argument("--frames", type=int, default=16, help="frames per training clip")
+    p.add_argument("--batch-size", type=int, default=4, help="global batch (split across processes)")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay (0 disables)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--sample-every", type=int, default=0, help="write a sample video every N steps (0: only at the end)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--resume", action="store_true", help="continue from out/checkpoint exactly")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. depth=4")
+    return p.parse_args(argv)
+
+
+def _overrides(pairs):
+    """``["depth=4", "upsample=bilinear"]`` -> ``{"depth": 4, "upsample": "bilinear"}`` (values as JSON when they parse)."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def write_sample(model: MSCModel, path: str, step: int, frames: int) -> None:
+    """Extend a held-out clip with the sampler and write context + generated frames as mp4."""
+    from msc.sampling import sample_video
+    from msc.video import write_video
+
+    context = ProceduralVideos(frames=4, size=model.config.image_size, split="test")[step % 997][None]
+    video = sample_video(model, context, frames, steps=16, seed=step)
+    write_video(path, video[0], fps=8, scale=max(1, 256 // model.config.image_size))
+
+
+def train(args) -> dict:
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    use_cuda = torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
+
+    config = config_from_name(args.config, attention=args.attention, **_overrides(args.set))
+    torch.manual_seed(args.seed)
+    model = MSCModel(config).to(device)
+    ema = MSCModel(config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.99),
+    )
+    ckpt = Checkpoint(args.out)
+    start_step, elapsed_before = 0, 0.0
+    if args.resume:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.dir}.")
+        state = ckpt.load(model, ema, optimizer)
+        start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    dataset = (
+        ProceduralVideos(args.frames, config.image_size)
+        if args.data == "procedural"
+        else FolderVideos(args.data, args.frames, config.image_size)
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext()
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "log.jsonl")
+    if rank == 0 and not args.resume and os.path.exists(log_path):
+        os.remove(log_path)
+    bar = None
+    if rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.steps, initial=start_step, dynamic_ncols=True, file=sys.stderr)
+
+    t0 = time.time()
+    last_log_time, last_log_step = t0, start_step
+    losses = []
+    step = start_step
+    while step < args.steps:
+        lr = learning_rate(step, args.lr, args.warmup, args.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        clips = batch_for_step(dataset, step, args.batch_size, rank, world).to(device)
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
+        with autocast:
+            loss = diffusion_loss(net, clips, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        optimizer.step()
+        if args.ema:
+            update_ema(ema, model, args.ema)
+        step += 1
+        loss_value = loss.detach()
+        if distributed:
+            dist.all_reduce(loss_value)
+            loss_value /= world
+        losses.append(loss_value.item())
+
+        if rank == 0:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+            if step % args.log_every == 0 or step == args.steps:
+                now = time.time()
+                rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                record = dict(step=step, loss=losses[-1], loss_avg=sum(losses[-args.log_every:]) / len(losses[-args.log_every:]),
+                              lr=lr, grad_norm=float(grad_norm), steps_per_s=rate,
+                              clips_per_s=rate * args.batch_size, elapsed=elapsed_before + now - t0)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                last_log_time, last_log_step = now, step
+        out_of_time = args.max_minutes and (time.time() - t0) / 60 >= args.max_minutes
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            if rank == 0:
+                ckpt.save(model, ema, optimizer, {"step": step, "elapsed": elapsed_before + time.time() - t0, "args": vars(args)})
+            if distributed:
+                dist.barrier()
+        if rank == 0 and args.sample_every and step % args.sample_every == 0:
+            write_sample(ema if args.ema else model, os.path.join(args.out, "samples", f"step{step:07d}.mp4"), step, 8)
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    if rank == 0 and step >= args.steps:
+        final = ema if args.ema else model
+        final.save_pretrained(os.path.join(args.out, "final"))
+    if distributed:
+        dist.destroy_process_group()
+    return {"step": step, "losses": losses, "elapsed": elapsed_before + time.time() - t0}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Video in and out with imageio + imageio-ffmpeg (DESIGN.md §5).
+
+``read_video`` decodes mp4 / webm / mov / avi / mkv through ffmpeg and gif through Pillow,
+centre-crops to a square, resizes, and returns ``[T, 3, size, size]`` in [-1, 1]. ``write_video``
+writes H.264 yuv420p mp4 (what browsers play). Every failure a user can cause raises
+:class:`VideoError` with one sentence saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MAX_INPUT_PIXELS = 4096 * 4096  # larger frames are refused before decoding
+MAX_INPUT_FRAMES = 2000
+
+
+class VideoError(ValueError):
+    """A video that cannot be used, with a message for the user."""
+
+
+def _to_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
+    """``[H, W, C]`` uint8 -> ``[3, size, size]`` float in [-1, 1], centre-cropped to a square."""
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    frame = frame[:, :, :3]
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = torch.from_numpy(np.ascontiguousarray(frame[top : top + side, left : left + side])).permute(2, 0, 1).float()
+    x = F.interpolate(x[None], size=(size, size), mode="area" if side >= size else "bilinear", align_corners=None if side >= size else False)[0]
+    return (x / 127.5 - 1).clamp(-1, 1)
+
+
+def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None) -> torch.Tensor:
+    """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1]. With ``fps``, frames are picked at that
+    rate (nearest source frame). Raises :class:`VideoError` for anything unusable."""
+    import imageio.v3 as iio
+
+    if not os.path.isfile(path):
+        raise VideoError(f"{os.path.basename(str(path))} does not exist.")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{os.path.basename(path)} is empty (0 bytes).")
+    name = os.path.basename(path)
+    try:
+        meta = iio.immeta(path)
+    except Exception:
+        meta = {}
+    src_fps = float(meta.get("fps") or 0) or None
+    step = 1.0 if (fps is None or src_fps is None) else max(src_fps / fps, 1e-6)
+    frames = []
+    try:
+        for i, frame in enumerate(iio.imiter(path)):
+            if frame.ndim < 2 or frame.shape[0] * frame.shape[1] > MAX_INPUT_PIXELS:
+                raise VideoError(
+                    f"{name} has frames of {frame.shape[1]}×{frame.shape[0]} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame."
+                )
+            if step != 1.0 and round(len(frames) * step) != i:
+                continue
+            frames.append(_to_tensor(frame, size))
+            if len(frames) > max_frames:
+                raise VideoError(f"{name} has more than {max_frames} frames; trim it to at most {max_frames}.")
+    except VideoError:
+        raise
+    except Exception as err:  # imageio / ffmpeg / Pillow: corrupt data, no video stream, unknown format
+        reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise VideoError(f"{name} could not be decoded as a video ({reason}).") from None
+    if not frames:
+        raise VideoError(f"{name} contains no video frames.")
+    return torch.stack(frames)
+
+
+def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1) -> str:
+    """Write ``[T, 3, H, W]`` in [-1, 1] as H.264 yuv420p mp4, each pixel enlarged ``scale`` times
+    (nearest) for display. Returns ``path``."""
+    import imageio_ffmpeg
+
+    if video.dim() != 4 or video.shape[1] != 3:
+        raise ValueError(f"video must be [T, 3, H, W], got {tuple(video.shape)}.")
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if scale > 1:
+        x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    frames = x.permute(0, 2, 3, 1).cpu().numpy()  # [T, H, W, 3]
+    h, w = frames.shape[1:3]
+    if h % 2 or w % 2:  # yuv420p needs even sides
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = frames.shape[1:3]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(
+        path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        output_params=["-crf", "18", "-movflags", "+faststart"], macro_block_size=1,
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path
