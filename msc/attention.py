@@ -316,6 +316,8 @@ def _tiled(q, k, v, spec: WindowSpec, scale: float, tile=DEFAULT_TILE) -> torch.
         return _tiled_undilated(q, k, v, spec.kernel_size, spec.is_causal, scale, tile)
     out = q.new_empty(*q.shape[:5], v.shape[-1])
     for sl in _dilation_groups(spec):
+        if out[sl].numel() == 0:  # a dilation larger than the axis leaves some groups empty
+            continue
         out[sl] = _tiled_undilated(q[sl], k[sl], v[sl], spec.kernel_size, spec.is_causal, scale, tile)
     return out
 
@@ -343,7 +345,7 @@ def tiled_pairs(spec: WindowSpec, tile=DEFAULT_TILE) -> int:
     summed over dilation groups. Used by ``auto``'s cost model and by :mod:`msc.complexity`."""
     per_axis = []
     for n, ks, d, c, tl in zip(spec.shape, spec.kernel_size, spec.dilation, spec.is_causal, tile):
-        groups = [(n - g + d - 1) // d for g in range(d)]  # length of every dilation group
+        groups = [(n - g + d - 1) // d for g in range(min(d, n))]  # length of every non-empty dilation group
         per_axis.append(sum(a.n_tiles * a.tile * a.halo for a in (_axis_tiling(lg, ks, c, tl) for lg in groups)))
     return math.prod(per_axis)
 

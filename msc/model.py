@@ -135,6 +135,57 @@ def config_from_name(name: str, **overrides) -> MSCConfig:
 
 
 # --------------------------------------------------------------------------------------------------
+# KV cache (DESIGN.md §4)
+# --------------------------------------------------------------------------------------------------
+
+
+class BranchCache:
+    """Keys and values of one branch of one layer for the last ``keep`` committed frames
+    (``keep=None`` keeps every frame: the dense baseline has no bounded window)."""
+
+    def __init__(self, keep: Optional[int]):
+        self.keep = keep
+        self.k: Optional[torch.Tensor] = None  # [B, n, h, w, heads, D], rotary already applied
+        self.v: Optional[torch.Tensor] = None
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.k is None else self.k.shape[1]
+
+    def with_past(self, k: torch.Tensor, v: torch.Tensor):
+        """Prepend the cached frames: ``(k_all, v_all, n_past)``."""
+        if self.k is None:
+            return k, v, 0
+        return torch.cat([self.k, k], dim=1), torch.cat([self.v, v], dim=1), self.k.shape[1]
+
+    def commit(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Append new frames' keys and values, keeping only the last ``keep`` frames."""
+        k_all, v_all, _ = self.with_past(k, v)
+        if self.keep is not None:
+            k_all, v_all = k_all[:, max(0, k_all.shape[1] - self.keep):], v_all[:, max(0, v_all.shape[1] - self.keep):]
+        self.k, self.v = k_all.detach(), v_all.detach()
+
+
+class KVCache:
+    """Past frames' keys and values for every layer, bounded by the attention windows.
+
+    Frame-level causality makes a frame's keys and values final once the frame is: they are
+    computed once (``model(x, t, cache=cache, commit=True)``) and only the last window's worth is
+    kept: ``k_t - 1`` frames for the High-Res branch and ``(k_lo - 1)·d`` for the Low-Res branch, so
+    the cost of a new frame and the cache's memory do not grow with the video's length.
+    """
+
+    def __init__(self, config: "MSCConfig", windows: Optional[AttentionWindows] = None):
+        self.windows = windows or config.windows
+        keep_hi, keep_lo = (None, None) if config.attention == "dense" else self.windows.history()
+        self.layers = [(BranchCache(keep_hi), BranchCache(keep_lo)) for _ in range(config.depth)]
+        self.frames = 0  # frames committed so far: the absolute index of the next frame
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for pair in self.layers for b in pair for t in (b.k, b.v) if t is not None)
+
+
+# --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
 
@@ -190,24 +241,51 @@ class MSCAttention(nn.Module):
         base = self.config.rope_base
         return apply_rotary(q, first_frame, scale, base), apply_rotary(k, first_frame, scale, base), v
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows) -> torch.Tensor:
-        """``x`` ``[B, T, h, w, D]`` (normalised, modulated), ``c`` ``[B, T, D]`` -> ``[B, T, h, w, D]``."""
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows, cache=None, first_frame: int = 0, commit: bool = False
+    ) -> torch.Tensor:
+        """``x`` ``[B, T, h, w, D]`` (normalised, modulated), ``c`` ``[B, T, D]`` -> ``[B, T, h, w, D]``.
+
+        With ``cache`` (this layer's ``(High-Res, Low-Res)`` :class:`BranchCache` pair) the frames of
+        ``x`` are frames ``first_frame ..`` of the video and attend the cached past as well;
+        ``commit`` appends their keys and values to the cache.
+        """
         b, t, h, w, _ = x.shape
-        q, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, 0, 1)
+        hi_cache, lo_cache = cache if cache is not None else (None, None)
+        q, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, first_frame, 1)
         if self.dense:  # frame-causal, global in space
-            out = neighborhood_attention(q, k, v, (t, h, w), 1, (True, False, False))
+            out = self._attend(q, k, v, hi_cache, commit, lambda frames: ((frames, h, w), 1))
             return self.proj(out.reshape(b, t, h, w, -1))
-        hi = neighborhood_attention(q, k, v, (windows.k_t, windows.k_s, windows.k_s), 1, (True, False, False))
+        hi = self._attend(q, k, v, hi_cache, commit, lambda frames: ((windows.k_t, windows.k_s, windows.k_s), 1))
         hi = hi.reshape(b, t, h, w, -1)  # [B, T, h, w, C_hi]
 
         r = self.r
         pooled = x.view(b, t, h // r, r, w // r, r, -1).mean(dim=(3, 5))  # [B, T, h/r, w/r, D]
-        q, k, v = self._qkv(self.qkv_lo, pooled, self.heads_lo, 0, r)
-        lo = neighborhood_attention(q, k, v, (windows.k_lo, h // r, w // r), (windows.d, 1, 1), (True, False, False))
+        q, k, v = self._qkv(self.qkv_lo, pooled, self.heads_lo, first_frame, r)
+        lo = self._attend(q, k, v, lo_cache, commit, lambda frames: ((windows.k_lo, h // r, w // r), (windows.d, 1, 1)))
         lo = self._upsample(lo.reshape(b, t, h // r, w // r, -1), h, w)  # [B, T, h, w, C_lo]
 
         g = self.branch_weights(c)[:, :, None, None, :]  # [B, T, 1, 1, 2]
         return self.proj(torch.cat([hi * g[..., :1], lo * g[..., 1:]], dim=-1))
+
+    @staticmethod
+    def _attend(q, k, v, cache, commit, window):
+        """Causal-in-time attention of the new frames over (cached past +) new frames.
+
+        ``window(frames)`` gives ``(kernel_size, dilation)`` for a sequence of ``frames`` frames.
+        Cached frames get zero queries whose outputs are dropped: they only lend keys and values.
+        """
+        n_past = 0
+        if cache is not None:
+            k_all, v_all, n_past = cache.with_past(k, v)
+            if commit:
+                cache.commit(k, v)
+            k, v = k_all, v_all
+            if n_past:
+                q = torch.cat([q.new_zeros(q.shape[0], n_past, *q.shape[2:]), q], dim=1)
+        kernel, dilation = window(k.shape[1])
+        out = neighborhood_attention(q, k, v, kernel, dilation, (True, False, False))
+        return out[:, n_past:]
 
     def _upsample(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, t, hp, wp, ch = x.shape
@@ -232,9 +310,10 @@ class MSCBlock(nn.Module):
         nn.init.zeros_(self.adaLN[-1].weight)
         nn.init.zeros_(self.adaLN[-1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows, cache=None, first_frame=0, commit=False) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=-1)  # each [B, T, D]
-        x = x + gate1[:, :, None, None] * self.attn(modulate(self.norm1(x), shift1, scale1), c, windows)
+        attn = self.attn(modulate(self.norm1(x), shift1, scale1), c, windows, cache, first_frame, commit)
+        x = x + gate1[:, :, None, None] * attn
         x = x + gate2[:, :, None, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
 
@@ -330,15 +409,35 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         if t.shape != x.shape[:2]:
             raise ValueError(f"t must hold one noise level per frame, shape {tuple(x.shape[:2])}, got {tuple(t.shape)}.")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, windows: Optional[AttentionWindows] = None) -> torch.Tensor:
-        """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        windows: Optional[AttentionWindows] = None,
+        cache: Optional[KVCache] = None,
+        commit: bool = False,
+    ) -> torch.Tensor:
+        """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``.
+
+        ``windows`` overrides the attention windows of the config (sampling-time settings). With a
+        :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
+        their keys and values to the cache (do it once per frame, with the frame in its final state).
+        """
         self.check_inputs(x, t)
+        if cache is not None:
+            if windows is not None and windows != cache.windows:
+                raise ValueError("the windows differ from the ones the KV cache was built with; start a new cache.")
+            windows = cache.windows
         windows = windows or self.config.windows
         windows.validate(self.config.grid)
+        first_frame = cache.frames if cache is not None else 0
         tokens = self.patch_embed(self.patchify(x))  # [B, T, h, w, D]
         c = self.t_embed(t)  # [B, T, D]
-        for block in self.blocks:
-            tokens = block(tokens, c, windows)
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            tokens = block(tokens, c, windows, layer_cache, first_frame, commit)
+        if cache is not None and commit:
+            cache.frames += x.shape[1]
         return self.unpatchify(self.final(tokens, c))
 
     @torch.no_grad()

@@ -1,65 +1,220 @@
-"""Samplers: extend a video frame-chunk by frame-chunk (DESIGN.md §4; paper Sec. 3.3).
+"""Samplers: extend a video chunk by chunk without breaking frame order (paper Sec. 3.3; DESIGN §4).
 
-Pure functions in the style of k-diffusion's ``sampling.py``: ``sample_video(model, context, frames,
-...)`` returns the context followed by the generated frames, and reports progress through an
-optional ``callback(info)``.
+Pure functions in the style of k-diffusion's ``sampling.py``. One calling convention::
 
-The ``autoregressive`` frame schedule: frames are generated in chunks; each chunk starts as pure
-noise (level 1) and is integrated along the rectified-flow ODE ``dx/dt = v`` (Euler steps on the
-noise-level schedule) while the frames before it sit at ``context_noise``. Because attention is
-frame-causal, earlier frames never change.
+    result = sample_video(model, context, frames, steps=16, schedule="autoregressive", ...)
+    result.video   # [B, K + frames, C, H, W]: the context followed by the new frames
+    result.gates   # one record per model call: frames, their noise levels, [n, depth, 2] gates
+
+and an optional ``callback(info: dict)`` called after every denoising step.
+
+**Frame schedules** (how noise levels are arranged across frames):
+
+* ``autoregressive``: chunks of ``chunk`` frames are denoised from level 1 to 0 together,
+  conditioned on the finished past;
+* ``diffusion-forcing``: the pyramid of Diffusion Forcing: a sliding window in which each frame is
+  ``ar_step`` denoising steps behind the previous one; a frame is emitted when it reaches 0;
+* ``full-sequence``: all new frames share one level (the non-causal baseline).
+
+**Updates** follow the rectified-flow ODE ``dx/dt = v``. From level ``t`` to ``t' < t`` with the
+predictions ``x̂₀ = x - t·v`` and ``ε̂ = x + (1 - t)·v``:
+``x' = (1 - t')·x̂₀ + t'·(√(1-η²)·ε̂ + η·z)``, ``z ~ N(0, I)``; ``η = 0`` is the deterministic (DDIM-like,
+here exactly Euler) update, ``η > 0`` stochastic.
+
+**Context and the KV cache.** Finished frames (uploaded context or generated) are *committed*: they
+are given ``context_noise`` once and run through the model once, and their keys and values go into a
+:class:`~msc.model.KVCache` that keeps only the last window's worth. Later model calls process only
+the frames being denoised. ``use_cache=False`` instead re-runs every committed frame at every call
+(same numbers, cost growing with the video): the reference the tests compare against.
+
+**Randomness** is drawn per frame from ``(seed, frame index)``, so a seed gives the same video, and a
+frame never changes when later frames are generated.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
 import torch
 
 from msc.diffusion import add_noise, noise_levels
+from msc.model import AttentionWindows, KVCache
+
+FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
+MAX_FRAMES = 4096  # a single call never generates more frames than this
+
+
+class SamplingCancelled(Exception):
+    """Raised between steps when ``cancel()`` returns True; ``.video`` holds the finished frames."""
+
+    def __init__(self, video: torch.Tensor):
+        super().__init__("sampling was cancelled")
+        self.video = video
+
+
+@dataclass
+class SamplingResult:
+    video: torch.Tensor  # [B, K + N, C, H, W]
+    gates: List[dict] = field(default_factory=list)  # per model call: step, frames, t, gates [n, depth, 2]
+    model_calls: int = 0
+
+
+def _frame_noise(seed: int, frame: int, kind: int, step: int, shape, device) -> torch.Tensor:
+    """Noise owned by one frame: kind 0 initial noise, 1 context noise, 2 stochastic update ``step``."""
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + frame * 4099 + kind * 131 + step) % (1 << 63))
+    return torch.randn(shape, generator=g).to(device)
+
+
+def _noise_for(seed: int, frames: List[int], kind: int, step: int, shape, device) -> torch.Tensor:
+    """``[B, n, C, H, W]`` per-frame noise for absolute ``frames``; ``shape`` is ``(B, C, H, W)``."""
+    return torch.stack([_frame_noise(seed, f, kind, step, shape, device) for f in frames], dim=1)
+
+
+def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_step: int) -> List[List[tuple]]:
+    """The denoising plan: a list of model calls, each a list of ``(new frame index, step index)``
+    moving that frame from ``levels[step]`` to ``levels[step + 1]``. Frames finish in order."""
+    if schedule not in FRAME_SCHEDULES:
+        raise ValueError(f"frame schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}.")
+    if schedule == "full-sequence":
+        chunk = frames
+    if schedule in ("autoregressive", "full-sequence"):
+        plan = []
+        for start in range(0, frames, chunk):
+            members = range(start, min(start + chunk, frames))
+            plan.extend([[(j, i) for j in members] for i in range(steps)])
+        return plan
+    # diffusion forcing: frame j starts at tick j * ar_step and takes one step per tick
+    plan = []
+    for tick in range((frames - 1) * ar_step + steps):
+        call = [(j, tick - j * ar_step) for j in range(frames) if 0 <= tick - j * ar_step < steps]
+        if call:
+            plan.append(call)
+    return plan
+
+
+def check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule) -> None:
+    """Raise ``ValueError`` naming the setting to change."""
+    for name, value, low in (("frames", frames, 1), ("steps", steps, 1), ("chunk", chunk, 1), ("ar_step", ar_step, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if frames > MAX_FRAMES:
+        raise ValueError(f"frames must be at most {MAX_FRAMES}, got {frames}.")
+    if not 0 <= context_noise < 1:
+        raise ValueError(f"context_noise must be in [0, 1), got {context_noise}.")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}.")
+    if schedule not in FRAME_SCHEDULES:
+        raise ValueError(f"frame schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}.")
 
 
 @torch.no_grad()
 def sample_video(
     model,
-    context: torch.Tensor,
+    context: Optional[torch.Tensor],
     frames: int,
     steps: int = 16,
     chunk: int = 4,
-    schedule: str = "cosine",
+    schedule: str = "autoregressive",
+    ar_step: int = 2,
+    noise_schedule: str = "cosine",
     shift: float = 3.0,
     context_noise: float = 0.0,
+    eta: float = 0.0,
     seed: int = 0,
+    windows: Optional[AttentionWindows] = None,
+    use_cache: bool = True,
+    batch: int = 1,
     callback: Optional[Callable[[dict], None]] = None,
-) -> torch.Tensor:
-    """Generate ``frames`` new frames after ``context`` ``[B, K, C, H, W]`` (K may be 0).
+    cancel: Optional[Callable[[], bool]] = None,
+) -> SamplingResult:
+    """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from nothing).
 
-    Returns ``[B, K + frames, C, H, W]`` in [-1, 1].
+    See the module docstring for the schedules, the update rule and the cache.
     """
-    if frames < 1:
-        raise ValueError(f"frames must be at least 1, got {frames}.")
-    if chunk < 1:
-        raise ValueError(f"chunk must be at least 1, got {chunk}.")
+    check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule)
+    cfg = model.config
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(int(seed))
-    levels = noise_levels(schedule, steps, shift).tolist()
-    video = context.to(device)
-    b = video.shape[0]
-    shape = tuple(video.shape[2:]) if video.shape[1] else (model.config.channels, model.config.image_size, model.config.image_size)
-    done = 0
-    while done < frames:
-        n = min(chunk, frames - done)
-        k = video.shape[1]
-        ctx_levels = torch.full((b, k), float(context_noise), device=device)
-        ctx = add_noise(video, torch.randn(video.shape, generator=g).to(device), ctx_levels) if context_noise > 0 else video
-        x = torch.randn((b, n, *shape), generator=g).to(device)
-        for i in range(steps):
-            t_now, t_next = levels[i], levels[i + 1]
-            t = torch.cat([ctx_levels, torch.full((b, n), t_now, device=device)], dim=1)
-            v = model(torch.cat([ctx, x], dim=1), t)[:, k:]
-            x = x + (t_next - t_now) * v
-            if callback is not None:
-                callback({"chunk_start": done, "chunk_frames": n, "step": i + 1, "steps": steps, "t": t_next})
-        video = torch.cat([video, x.clamp(-1, 1)], dim=1)
-        done += n
-    return video
+    frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    if context is None:
+        context = torch.zeros(batch, 0, *frame_shape)
+    if context.dim() != 5 or tuple(context.shape[2:]) != frame_shape:
+        raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
+    windows = windows or cfg.windows
+    windows.validate(cfg.grid)
+    levels = noise_levels(noise_schedule, steps, shift).tolist()
+    b, k0 = context.shape[:2]
+    noise_shape = (b, *frame_shape)
+
+    video = context.to(device).float()  # finished frames, clean
+    committed = torch.zeros(b, 0, *frame_shape, device=device)  # finished frames as the model sees them
+    cache = KVCache(cfg, windows) if use_cache else None
+
+    def commit(new_frames: torch.Tensor) -> None:
+        """Give finished frames their context noise and, with the cache, run them through once."""
+        nonlocal committed
+        first = committed.shape[1]
+        idx = list(range(first, first + new_frames.shape[1]))
+        x = new_frames
+        if context_noise > 0:
+            x = add_noise(x, _noise_for(seed, idx, 1, 0, noise_shape, device), torch.full((b, len(idx)), context_noise, device=device))
+        committed = torch.cat([committed, x], dim=1)
+        if cache is not None:
+            for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
+                part = x[:, s : s + 16]
+                model(part, torch.full(part.shape[:2], float(context_noise), device=device), cache=cache, commit=True)
+
+    if k0:
+        commit(video)
+
+    plan = frame_schedule_plan(schedule, frames, steps, chunk, ar_step)
+    # the frames being denoised: absolute index -> current sample
+    active = {}
+    finished_new = 0
+    result = SamplingResult(video=video)
+    for call_index, call in enumerate(plan):
+        if cancel is not None and cancel():
+            raise SamplingCancelled(video.cpu())
+        for j, step in call:
+            if step == 0 and (k0 + j) not in active:
+                active[k0 + j] = _frame_noise(seed, k0 + j, 0, 0, noise_shape, device)
+        frame_ids = [k0 + j for j, _ in call]
+        t_now = torch.tensor([levels[s] for _, s in call], device=device)
+        t_next = torch.tensor([levels[s + 1] for _, s in call], device=device)
+        x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
+        t = t_now[None].expand(b, -1)
+        if cache is not None:
+            v = model(x, t, cache=cache)
+        else:
+            n_ctx = committed.shape[1]
+            full_t = torch.cat([torch.full((b, n_ctx), float(context_noise), device=device), t], dim=1)
+            v = model(torch.cat([committed, x], dim=1), full_t, windows=windows)[:, n_ctx:]
+        result.model_calls += 1
+        tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
+        x0 = x - tn * v
+        eps = x + (1 - tn) * v
+        if eta > 0:
+            fresh = torch.stack([_frame_noise(seed, f, 2, s, noise_shape, device) for f, (_, s) in zip(frame_ids, call)], dim=1)
+            eps = math.sqrt(1 - eta**2) * eps + eta * fresh
+        x = (1 - tx) * x0 + tx * eps
+        for i, f in enumerate(frame_ids):
+            active[f] = x[:, i]
+        result.gates.append({"call": call_index, "frames": frame_ids, "t": t_now.tolist(), "gates": model.gates(t_now).cpu()})
+        # emit frames that reached level 0, in order
+        reached_zero = {f for f, (_, s) in zip(frame_ids, call) if s == steps - 1}
+        done = []
+        while k0 + finished_new in reached_zero:
+            done.append(active.pop(k0 + finished_new).clamp(-1, 1))
+            finished_new += 1
+        if done:
+            new = torch.stack(done, dim=1)
+            video = torch.cat([video, new], dim=1)
+            commit(new)
+        if callback is not None:
+            callback({
+                "call": call_index + 1, "calls": len(plan), "frames": frame_ids, "t": t_next.tolist(),
+                "finished": finished_new, "total": frames, "video": video if done else None,
+            })
+    result.video = video.cpu()
+    return result

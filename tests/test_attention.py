@@ -179,6 +179,15 @@ def test_invalid_tensors_raise():
         neighborhood_attention(q, k.double(), v, 3)
 
 
+def test_causal_dilation_larger_than_the_video():
+    """The first frames of a generation: fewer frames than the Low-Res stride."""
+    q, k, v = _qkv((1, 4, 4))
+    for backend in ("torch", "reference"):
+        out = neighborhood_attention(q, k, v, (4, 4, 4), (3, 1, 1), (True, False, False), backend=backend)
+        ref = neighborhood_attention(q, k, v, (1, 4, 4), 1, (True, False, False), backend="reference")
+        assert (out - ref).abs().max().item() <= TOL
+
+
 def test_causal_kernel_longer_than_video_is_cut_not_rejected():
     q, k, v = _qkv((2, 4, 4))
     out = neighborhood_attention(q, k, v, (8, 3, 3), 1, (True, False, False), backend="torch")

@@ -1,0 +1,121 @@
+"""The sampler: KV cache against full forwards, determinism, schedules, causality, cancel, errors."""
+
+import pytest
+import torch
+
+from msc.model import AttentionWindows, KVCache, MSCModel, config_from_name
+from msc.sampling import SamplingCancelled, frame_schedule_plan, sample_video
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = MSCModel(config_from_name("tiny"))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return m.eval()
+
+
+def _context(frames=3, seed=0):
+    return torch.rand(1, frames, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("attention", ["msc", "dense"])
+def test_cached_forward_equals_full_forward(attention):
+    torch.manual_seed(0)
+    m = MSCModel(config_from_name("tiny", attention=attention)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t = torch.randn(2, 13, 3, 16, 16), torch.rand(2, 13)
+    with torch.no_grad():
+        full = m(x, t)
+        cache = KVCache(m.config)
+        parts = [m(x[:, a:b], t[:, a:b], cache=cache, commit=True) for a, b in [(0, 1), (1, 5), (5, 6), (6, 13)]]
+    assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-4
+    if attention == "msc":  # bounded: k_t - 1 and (k_lo - 1)·d frames
+        hi, lo = cache.layers[0]
+        assert (hi.frames, lo.frames) == m.config.windows.history()
+
+
+@pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing", "full-sequence"])
+@pytest.mark.parametrize("context_noise, eta", [(0.0, 0.0), (0.1, 0.5)])
+def test_sampling_with_cache_equals_without(model, schedule, context_noise, eta):
+    kw = dict(steps=4, chunk=3, schedule=schedule, context_noise=context_noise, eta=eta, seed=3)
+    a = sample_video(model, _context(), 7, **kw)
+    b = sample_video(model, _context(), 7, use_cache=False, **kw)
+    assert a.video.shape == (1, 10, 3, 16, 16)
+    assert torch.equal(a.video[:, :3], _context())  # the context comes back unchanged
+    assert (a.video - b.video).abs().max().item() <= 1e-4
+
+
+def test_same_seed_same_video_other_seed_other_video(model):
+    a = sample_video(model, _context(), 4, steps=3, seed=5).video
+    assert torch.equal(a, sample_video(model, _context(), 4, steps=3, seed=5).video)
+    assert not torch.equal(a, sample_video(model, _context(), 4, steps=3, seed=6).video)
+
+
+@pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing"])
+def test_generated_frames_never_change_when_later_frames_are_generated(model, schedule):
+    short = sample_video(model, _context(), 4, steps=3, chunk=2, schedule=schedule, seed=2).video
+    long = sample_video(model, _context(), 10, steps=3, chunk=2, schedule=schedule, seed=2).video
+    assert (long[:, : short.shape[1]] - short).abs().max().item() <= 1e-5
+
+
+def test_frame_schedule_plans():
+    ar = frame_schedule_plan("autoregressive", 5, 3, 2, 1)
+    assert ar[:3] == [[(0, 0), (1, 0)], [(0, 1), (1, 1)], [(0, 2), (1, 2)]] and ar[-1] == [(4, 2)]
+    assert len(frame_schedule_plan("full-sequence", 5, 3, 2, 1)) == 3
+    df = frame_schedule_plan("diffusion-forcing", 3, 4, 1, 2)
+    assert df[0] == [(0, 0)] and df[2] == [(0, 2), (1, 0)] and df[-1] == [(2, 3)]
+    # every frame takes every step once, in order
+    for plan in (ar, df):
+        seen = {}
+        for call in plan:
+            for j, s in call:
+                assert seen.get(j, -1) == s - 1
+                seen[j] = s
+
+
+def test_from_nothing_callback_gates_and_windows(model):
+    infos = []
+    windows = AttentionWindows(k_s=5, k_t=2, d=1, k_lo=3)
+    res = sample_video(model, None, 3, steps=2, chunk=2, windows=windows, callback=infos.append)
+    assert res.video.shape == (1, 3, 3, 16, 16) and torch.isfinite(res.video).all()
+    assert [i["call"] for i in infos] == [1, 2, 3, 4] and infos[-1]["finished"] == 3
+    assert len(res.gates) == 4 and res.gates[0]["gates"].shape == (2, model.config.depth, 2)
+    assert res.gates[0]["t"] == [1.0, 1.0]
+
+
+def test_cancel_between_steps_returns_finished_frames(model):
+    calls = []
+    with pytest.raises(SamplingCancelled) as err:
+        sample_video(model, _context(), 6, steps=2, chunk=2, callback=calls.append, cancel=lambda: len(calls) >= 3)
+    assert err.value.video.shape[1] == 3 + 2  # context + the first finished chunk
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(frames=0), "frames must be an integer >= 1"),
+        (dict(steps=0), "steps"),
+        (dict(chunk=0), "chunk"),
+        (dict(context_noise=1.5), "context_noise"),
+        (dict(schedule="random"), "frame schedule"),
+        (dict(noise_schedule="sigmoid"), "noise schedule"),
+        (dict(windows=AttentionWindows(k_s=99)), "larger than the 8 × 8 token grid"),
+        (dict(frames=10**6), "at most"),
+    ],
+)
+def test_bad_sampling_arguments(model, kwargs, message):
+    args = dict(frames=2, steps=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        sample_video(model, _context(), **args)
+
+
+def test_context_of_wrong_size_is_refused(model):
+    with pytest.raises(ValueError, match="context must be"):
+        sample_video(model, torch.zeros(1, 2, 3, 32, 32), 2)
