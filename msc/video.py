@@ -52,6 +52,8 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
     except Exception:
         meta = {}
     src_fps = float(meta.get("fps") or 0) or None
+    if src_fps is None and meta.get("duration"):  # gif: milliseconds per frame
+        src_fps = 1000.0 / float(meta["duration"])
     step = 1.0 if (fps is None or src_fps is None) else max(src_fps / fps, 1e-6)
     frames = []
     try:

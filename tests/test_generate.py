@@ -1,0 +1,57 @@
+"""The generate CLI end to end: a saved tiny model, a real input mp4, the written mp4 decoded by ffmpeg."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from msc.data import procedural_clip
+from msc.model import MSCModel, config_from_name
+from msc.video import read_video, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "tiny"
+    torch.manual_seed(0)
+    MSCModel(config_from_name("tiny")).save_pretrained(str(path))
+    return str(path)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "msc.generate", *args, "--no-progress"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_extend_an_mp4(weights, tmp_path):
+    clip = write_video(str(tmp_path / "in.mp4"), procedural_clip(3, 6, 16), fps=8)
+    out = str(tmp_path / "out.mp4")
+    r = _run("--weights", weights, "--input", clip, "--context", "4", "--frames", "3", "--steps", "2",
+             "--out", out, "--k-s", "5", "--schedule", "diffusion-forcing")
+    assert r.returncode == 0, r.stderr
+    video = read_video(out, size=16)
+    assert video.shape == (7, 3, 16, 16)
+    assert (video[:4] - read_video(clip, size=16)[-4:]).abs().mean() < 0.05  # the context comes first
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--input", "missing.mp4"], "does not exist"),
+        (["--k-s", "99"], "larger than"),
+        (["--frames", "0"], "frames must be"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(weights, tmp_path, extra, message):
+    # argparse keeps the last value of a repeated option, so ``extra`` overrides the defaults here
+    r = _run("--weights", weights, "--frames", "2", "--steps", "1", "--out", str(tmp_path / "o.mp4"), *extra)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_weights_folder(tmp_path):
+    r = _run("--weights", str(tmp_path / "nope"), "--frames", "2", "--out", str(tmp_path / "o.mp4"))
+    assert r.returncode == 2 and "does not exist" in r.stderr

@@ -1,0 +1,90 @@
+"""Video I/O through real ffmpeg-encoded files, and every bad input a user can hand us."""
+
+import subprocess
+import wave
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from msc.data import procedural_clip
+from msc.video import MAX_INPUT_FRAMES, VideoError, read_video, write_video
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _probe(path):
+    """ffmpeg's own description of a file (stderr of ``ffmpeg -i``)."""
+    return subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def test_round_trip_through_h264(tmp_path):
+    clip = procedural_clip(4, 12, 32)
+    path = write_video(str(tmp_path / "clip.mp4"), clip, fps=8, scale=2)
+    info = _probe(path)
+    assert "h264" in info and "yuv420p" in info and "64x64" in info
+    back = read_video(path, size=32)
+    assert back.shape == clip.shape
+    assert (back - clip).abs().mean().item() < 0.03  # lossy codec, close
+
+
+@pytest.mark.parametrize("ext, codec", [("webm", ["-c:v", "libvpx-vp9"]), ("mov", ["-c:v", "libx264"]), ("gif", []), ("avi", ["-c:v", "mjpeg"])])
+def test_reads_other_containers_with_crop_and_fps(tmp_path, ext, codec):
+    src = write_video(str(tmp_path / "src.mp4"), procedural_clip(5, 16, 32), fps=16)
+    out = tmp_path / f"wide.{ext}"
+    # a non-square 96x64 version at 16 fps
+    subprocess.run([FFMPEG, "-y", "-loglevel", "error", "-i", src, "-vf", "scale=96:64", *codec, str(out)], check=True)
+    video = read_video(str(out), size=16, fps=8)
+    assert video.shape[1:] == (3, 16, 16)
+    assert 7 <= video.shape[0] <= 9  # 16 frames at 16 fps picked at 8 fps
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    good = write_video(str(tmp_path / "good.mp4"), procedural_clip(1, 8, 32))
+    path.write_bytes(open(good, "rb").read()[:200] + b"\x00garbage" * 50)
+    with pytest.raises(VideoError, match="corrupt.mp4"):
+        read_video(str(path))
+
+
+def test_not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("hello, this is text")
+    with pytest.raises(VideoError, match="could not be decoded|no video"):
+        read_video(str(path))
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes((np.sin(np.arange(8000) / 5) * 1000).astype(np.int16).tobytes())
+    with pytest.raises(VideoError, match="sound.wav"):
+        read_video(str(path))
+
+
+def test_empty_and_missing_files(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        read_video(str(tmp_path / "empty.mp4"))
+    with pytest.raises(VideoError, match="does not exist"):
+        read_video(str(tmp_path / "missing.mp4"))
+
+
+def test_absurd_resolution_and_length(tmp_path, monkeypatch):
+    import msc.video as V
+
+    path = write_video(str(tmp_path / "clip.mp4"), procedural_clip(2, 12, 32), fps=8)
+    monkeypatch.setattr(V, "MAX_INPUT_PIXELS", 16 * 16)  # a 32x32 frame is "absurd" at this limit
+    with pytest.raises(VideoError, match="pixels"):
+        read_video(path)
+    monkeypatch.undo()
+    with pytest.raises(VideoError, match="more than 5 frames"):
+        read_video(path, max_frames=5)
+    assert MAX_INPUT_FRAMES >= 256
+
+
+def test_write_rejects_wrong_shape(tmp_path):
+    with pytest.raises(ValueError, match=r"\[T, 3, H, W\]"):
+        write_video(str(tmp_path / "x.mp4"), torch.zeros(2, 4, 8, 8))
