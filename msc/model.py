@@ -254,8 +254,7 @@ class MSCAttention(nn.Module):
         hi_cache, lo_cache = cache if cache is not None else (None, None)
         q, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, first_frame, 1)
         if self.dense:  # frame-causal, global in space
-            out = self._attend(q, k, v, hi_cache, commit, lambda frames: ((frames, h, w), 1))
-            return self.proj(out.reshape(b, t, h, w, -1))
+            return self.proj(self._attend_dense(q, k, v, hi_cache, commit).reshape(b, t, h, w, -1))
         hi = self._attend(q, k, v, hi_cache, commit, lambda frames: ((windows.k_t, windows.k_s, windows.k_s), 1))
         hi = hi.reshape(b, t, h, w, -1)  # [B, T, h, w, C_hi]
 
@@ -267,6 +266,23 @@ class MSCAttention(nn.Module):
 
         g = self.branch_weights(c)[:, :, None, None, :]  # [B, T, 1, 1, 2]
         return self.proj(torch.cat([hi * g[..., :1], lo * g[..., 1:]], dim=-1))
+
+    @staticmethod
+    def _attend_dense(q, k, v, cache, commit):
+        """Frame-causal global attention for the baseline. With a cache, each new frame attends the
+        cached frames and the new frames up to itself, one unmasked SDPA call per new frame."""
+        if cache is None:
+            return neighborhood_attention(q, k, v, (q.shape[1], q.shape[2], q.shape[3]), 1, (True, False, False))
+        k_all, v_all, n_past = cache.with_past(k, v)
+        if commit:
+            cache.commit(k, v)
+        heads_first = lambda x: x.flatten(1, 3).transpose(1, 2)  # [B, T, h, w, H, D] -> [B, H, T*h*w, D]
+        outs = []
+        for i in range(q.shape[1]):
+            o = F.scaled_dot_product_attention(heads_first(q[:, i : i + 1]), heads_first(k_all[:, : n_past + i + 1]),
+                                               heads_first(v_all[:, : n_past + i + 1]))  # [B, H, h*w, D]
+            outs.append(o.transpose(1, 2).reshape(q.shape[0], 1, *q.shape[2:4], q.shape[4], -1))
+        return torch.cat(outs, dim=1)  # [B, T, h, w, H, D]
 
     @staticmethod
     def _attend(q, k, v, cache, commit, window):
