@@ -168,7 +168,7 @@ def _dense_window_mask(shape, kernel_size, dilation, is_causal) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _to_heads_first(x: torch.Tensor) -> torch.Tensor:
+def to_heads_first(x: torch.Tensor) -> torch.Tensor:
     """``[B, T, H, W, heads, D]`` -> ``[B, heads, T*H*W, D]``."""
     b, t, h, w, nh, d = x.shape
     return x.reshape(b, t * h * w, nh, d).transpose(1, 2)
@@ -185,7 +185,7 @@ def _dense_bias(spec: WindowSpec, dtype, device) -> torch.Tensor:
 def _reference(q, k, v, spec: WindowSpec, scale: float) -> torch.Tensor:
     b, t, h, w, nh, _ = q.shape
     out = F.scaled_dot_product_attention(
-        _to_heads_first(q), _to_heads_first(k), _to_heads_first(v), attn_mask=_dense_bias(spec, q.dtype, q.device), scale=scale
+        to_heads_first(q), to_heads_first(k), to_heads_first(v), attn_mask=_dense_bias(spec, q.dtype, q.device), scale=scale
     )  # [B, heads, N, Dv]
     return out.transpose(1, 2).reshape(b, t, h, w, nh, v.shape[-1])
 

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from msc.attention import neighborhood_attention
+from msc.attention import neighborhood_attention, to_heads_first
 from msc.rotary import apply_rotary
 
 # --------------------------------------------------------------------------------------------------
@@ -152,18 +152,16 @@ class BranchCache:
     def frames(self) -> int:
         return 0 if self.k is None else self.k.shape[1]
 
-    def with_past(self, k: torch.Tensor, v: torch.Tensor):
-        """Prepend the cached frames: ``(k_all, v_all, n_past)``."""
-        if self.k is None:
-            return k, v, 0
-        return torch.cat([self.k, k], dim=1), torch.cat([self.v, v], dim=1), self.k.shape[1]
-
-    def commit(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Append new frames' keys and values, keeping only the last ``keep`` frames."""
-        k_all, v_all, _ = self.with_past(k, v)
-        if self.keep is not None:
-            k_all, v_all = k_all[:, max(0, k_all.shape[1] - self.keep):], v_all[:, max(0, v_all.shape[1] - self.keep):]
-        self.k, self.v = k_all.detach(), v_all.detach()
+    def with_past(self, k: torch.Tensor, v: torch.Tensor, commit: bool = False):
+        """Prepend the cached frames: ``(k_all, v_all, n_past)``. With ``commit`` the new frames
+        are also kept, trimmed to the last ``keep`` frames."""
+        n_past = self.frames
+        if n_past:
+            k, v = torch.cat([self.k, k], dim=1), torch.cat([self.v, v], dim=1)
+        if commit:
+            first = 0 if self.keep is None else max(0, k.shape[1] - self.keep)
+            self.k, self.v = k[:, first:].detach(), v[:, first:].detach()
+        return k, v, n_past
 
 
 class KVCache:
@@ -255,13 +253,13 @@ class MSCAttention(nn.Module):
         q, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, first_frame, 1)
         if self.dense:  # frame-causal, global in space
             return self.proj(self._attend_dense(q, k, v, hi_cache, commit).reshape(b, t, h, w, -1))
-        hi = self._attend(q, k, v, hi_cache, commit, lambda frames: ((windows.k_t, windows.k_s, windows.k_s), 1))
+        hi = self._attend(q, k, v, hi_cache, commit, (windows.k_t, windows.k_s, windows.k_s), 1)
         hi = hi.reshape(b, t, h, w, -1)  # [B, T, h, w, C_hi]
 
         r = self.r
         pooled = x.view(b, t, h // r, r, w // r, r, -1).mean(dim=(3, 5))  # [B, T, h/r, w/r, D]
         q, k, v = self._qkv(self.qkv_lo, pooled, self.heads_lo, first_frame, r)
-        lo = self._attend(q, k, v, lo_cache, commit, lambda frames: ((windows.k_lo, h // r, w // r), (windows.d, 1, 1)))
+        lo = self._attend(q, k, v, lo_cache, commit, (windows.k_lo, h // r, w // r), (windows.d, 1, 1))
         lo = self._upsample(lo.reshape(b, t, h // r, w // r, -1), h, w)  # [B, T, h, w, C_lo]
 
         g = self.branch_weights(c)[:, :, None, None, :]  # [B, T, 1, 1, 2]
@@ -273,34 +271,26 @@ class MSCAttention(nn.Module):
         cached frames and the new frames up to itself, one unmasked SDPA call per new frame."""
         if cache is None:
             return neighborhood_attention(q, k, v, (q.shape[1], q.shape[2], q.shape[3]), 1, (True, False, False))
-        k_all, v_all, n_past = cache.with_past(k, v)
-        if commit:
-            cache.commit(k, v)
-        heads_first = lambda x: x.flatten(1, 3).transpose(1, 2)  # [B, T, h, w, H, D] -> [B, H, T*h*w, D]
+        k_all, v_all, n_past = cache.with_past(k, v, commit)
         outs = []
         for i in range(q.shape[1]):
-            o = F.scaled_dot_product_attention(heads_first(q[:, i : i + 1]), heads_first(k_all[:, : n_past + i + 1]),
-                                               heads_first(v_all[:, : n_past + i + 1]))  # [B, H, h*w, D]
+            o = F.scaled_dot_product_attention(to_heads_first(q[:, i : i + 1]), to_heads_first(k_all[:, : n_past + i + 1]),
+                                               to_heads_first(v_all[:, : n_past + i + 1]))  # [B, H, h*w, D]
             outs.append(o.transpose(1, 2).reshape(q.shape[0], 1, *q.shape[2:4], q.shape[4], -1))
         return torch.cat(outs, dim=1)  # [B, T, h, w, H, D]
 
     @staticmethod
-    def _attend(q, k, v, cache, commit, window):
+    def _attend(q, k, v, cache, commit, kernel_size, dilation):
         """Causal-in-time attention of the new frames over (cached past +) new frames.
 
-        ``window(frames)`` gives ``(kernel_size, dilation)`` for a sequence of ``frames`` frames.
         Cached frames get zero queries whose outputs are dropped: they only lend keys and values.
         """
         n_past = 0
         if cache is not None:
-            k_all, v_all, n_past = cache.with_past(k, v)
-            if commit:
-                cache.commit(k, v)
-            k, v = k_all, v_all
+            k, v, n_past = cache.with_past(k, v, commit)
             if n_past:
                 q = torch.cat([q.new_zeros(q.shape[0], n_past, *q.shape[2:]), q], dim=1)
-        kernel, dilation = window(k.shape[1])
-        out = neighborhood_attention(q, k, v, kernel, dilation, (True, False, False))
+        out = neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False))
         return out[:, n_past:]
 
     def _upsample(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
