@@ -91,10 +91,10 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
     return (pred.float() - velocity_target(x0, noise).float()).pow(2).mean()
 
 
-def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``.
     ``x0`` ``[B, T, C, H, W]``."""
     b, t = x0.shape[:2]
-    levels = sample_training_levels(b, t, generator).to(x0.device)
+    levels = sample_training_levels(b, t, generator, clean_prefix_prob).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     return velocity_loss(model, x0, levels, noise)

@@ -66,11 +66,12 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Dict[str, 
 # --------------------------------------------------------------------------------------------------
 
 
-def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
-    """Linear warm-up to ``base``, then cosine decay to 10 % of it at ``total``."""
+def learning_rate(step: int, base: float, warmup: int, total: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up to ``base``, then cosine decay to 10 % of it at ``total`` steps, or earlier
+    when ``time_progress`` (the fraction of a wall-time budget used) is further along."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -148,6 +149,11 @@ def parse_args(argv=None):
     p.add_argument("--sample-every", type=int, default=0, help="write a sample video every N steps (0: only at the end)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--budget-minutes", type=float, default=0,
+                   help="a wall-time training budget: the learning rate decays over it (or over --steps, whichever "
+                        "comes first) and training ends with the final weights when it is used up; counts across --resume")
+    p.add_argument("--clean-prefix-prob", type=float, default=0.25,
+                   help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint exactly")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -230,14 +236,19 @@ def train(args) -> dict:
     last_log_time, last_log_step = t0, start_step
     losses = []
     step = start_step
-    while step < args.steps:
-        lr = learning_rate(step, args.lr, args.warmup, args.steps)
+    def budget_used() -> float:
+        if not args.budget_minutes:
+            return 0.0
+        return (elapsed_before + time.time() - t0) / (60 * args.budget_minutes)
+
+    while step < args.steps and budget_used() < 1.0:
+        lr = learning_rate(step, args.lr, args.warmup, args.steps, budget_used())
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips = batch_for_step(dataset, step, args.batch_size, rank, world).to(device)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
         with autocast:
-            loss = diffusion_loss(net, clips, gen)
+            loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -255,7 +266,7 @@ def train(args) -> dict:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-            if step % args.log_every == 0 or step == args.steps:
+            if step % args.log_every == 0 or step == args.steps or budget_used() >= 1.0:
                 now = time.time()
                 rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
                 record = dict(step=step, loss=losses[-1], loss_avg=sum(losses[-args.log_every:]) / len(losses[-args.log_every:]),
@@ -265,7 +276,8 @@ def train(args) -> dict:
                     f.write(json.dumps(record) + "\n")
                 last_log_time, last_log_step = now, step
         out_of_time = args.max_minutes and (time.time() - t0) / 60 >= args.max_minutes
-        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+        finished = step == args.steps or budget_used() >= 1.0
+        if step % args.ckpt_every == 0 or finished or out_of_time:
             if rank == 0:
                 ckpt.save(model, ema, optimizer, {"step": step, "elapsed": elapsed_before + time.time() - t0, "args": vars(args)})
             if distributed:
@@ -276,7 +288,7 @@ def train(args) -> dict:
             break
     if bar is not None:
         bar.close()
-    if rank == 0 and step >= args.steps:
+    if rank == 0 and (step >= args.steps or budget_used() >= 1.0):
         final = ema if args.ema else model
         final.save_pretrained(os.path.join(args.out, "final"))
     if distributed:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from msc.data import procedural_clip
 from msc.diffusion import sample_training_levels, velocity_loss
 from msc.model import MSCModel, config_from_name
-from msc.train import main as train_main
+from msc.train import learning_rate, main as train_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +58,23 @@ def test_resume_reproduces_the_loss_curve(tmp_path):
     final_b = MSCModel.from_pretrained(os.path.join(split, "final"))
     for (name, p), q in zip(final_a.state_dict().items(), final_b.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_wall_time_budget_decays_the_rate_and_ends_with_final_weights(tmp_path):
+    out = str(tmp_path / "budget")
+    train_main(TINY_RUN + ["--out", out, "--steps", "100000", "--budget-minutes", "0.15", "--ckpt-every", "100000"])
+    log = _log(out)
+    assert 1 < len(log) < 100000
+    assert log[-1]["lr"] < 0.2 * max(r["lr"] for r in log)  # cosine decay over the budget, not over --steps
+    assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
+    assert os.path.exists(os.path.join(out, "checkpoint"))
+
+
+def test_learning_rate_follows_the_further_of_steps_and_time():
+    assert learning_rate(50, 1.0, 10, 1000, time_progress=1.0) == pytest.approx(0.1)
+    assert learning_rate(1000, 1.0, 10, 1000, time_progress=0.0) == pytest.approx(0.1)
+    assert learning_rate(10, 1.0, 10, 1000) == pytest.approx(1.0)
+    assert learning_rate(4, 1.0, 10, 1000, time_progress=1.0) == pytest.approx(0.5)  # warm-up first
 
 
 def _batch():
