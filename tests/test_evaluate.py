@@ -1,0 +1,50 @@
+"""The evaluation harness on a tiny untrained model (the bundled model's figures are in its card)."""
+
+import json
+
+import pytest
+import torch
+
+from msc.evaluate import EvalSettings, copy_last, evaluate, held_out_clips, main
+from msc.model import MSCModel, config_from_name
+
+
+def test_copy_last_and_held_out_clips():
+    clips = held_out_clips(2, 6, 16)
+    assert clips.shape == (2, 6, 3, 16, 16)
+    pred = copy_last(clips[:, :4], 3)
+    assert torch.equal(pred[:, 2], clips[:, 3])
+
+
+def test_evaluate_reports_every_method_and_the_rollout():
+    torch.manual_seed(0)
+    model = MSCModel(config_from_name("tiny")).eval()
+    settings = EvalSettings(clips=2, context=4, horizon=4, steps=2, chunk=2, rollout=12, rollout_clips=1)
+    report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings)
+    assert list(report["methods"]) == ["copy-last", "msc", "dense"]
+    for scores in report["methods"].values():
+        assert len(scores["psnr"]) == 4 and len(scores["ssim"]) == 4
+    assert report["methods"]["copy-last"]["motion"] == 0
+    rollout = report["rollout"]
+    assert rollout["video"].shape == (1, 12, 3, 16, 16) and len(rollout["frame_mean"]) == 12
+    assert isinstance(rollout["stable"], bool)
+
+
+def test_cli_writes_json_videos_and_gates_plot(tmp_path):
+    torch.manual_seed(0)
+    MSCModel(config_from_name("tiny")).save_pretrained(tmp_path / "w")
+    out = tmp_path / "eval.json"
+    code = main(["--weights", str(tmp_path / "w"), "--clips", "2", "--context", "2", "--horizon", "2", "--steps", "2",
+                 "--chunk", "2", "--rollout", "4", "--rollout-clips", "1", "--json", str(out),
+                 "--videos", str(tmp_path / "v"), "--gates-plot", str(tmp_path / "gates.png")])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"copy-last", "msc"} and report["rollout"]["frames"] == 4
+    assert len(report["gates"]["low_res_share"]) == 2
+    assert (tmp_path / "v" / "continuation_msc.mp4").stat().st_size > 0
+    assert (tmp_path / "gates.png").stat().st_size > 0
+
+
+def test_cli_reports_a_missing_weights_folder(tmp_path, capsys):
+    assert main(["--weights", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
