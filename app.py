@@ -1,7 +1,17 @@
-"""MSC video diffusion — Gradio app (placeholder until the app issue lands).
+"""MSC video diffusion — the Gradio app: ``python app.py``.
 
-Serves on 127.0.0.1 (port from GRADIO_SERVER_PORT, default 7860), offline.
+    python app.py                      # http://127.0.0.1:7860, offline, the bundled weights/
+    python app.py --port 8000 --weights runs/small/final
+    python app.py --host 0.0.0.0       # explicit opt-in to listen beyond this machine
+    python app.py --share              # explicit opt-in to a public Gradio link (needs internet)
+
+Tabs: *Generate / Extend* (extend a clip chunk by chunk with the KV-cached sampler), *Branch
+weights* (the learned noise gates, paper §3), *Windows explained* (the keys one token attends to,
+and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/generate``,
+``/stop``, ``/light_cone``.
 """
+
+from __future__ import annotations
 
 import os
 
@@ -9,18 +19,292 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import fields  # noqa: E402
+
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+
+from msc.diffusion import SCHEDULES  # noqa: E402
+from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure  # noqa: E402
+from msc.model import MSCModel  # noqa: E402
+from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
+from msc.sampling import FRAME_SCHEDULES  # noqa: E402
+from msc.studio import (  # noqa: E402
+    MAX_CONTEXT, MAX_NEW_FRAMES, MAX_STEPS, Session, Settings, UserError, frame_strip, load_clip, prune_old_files,
+    run_generation,
+)
+from msc.video import write_video  # noqa: E402
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_WEIGHTS = os.path.join(ROOT, "weights")
+ASSETS = os.path.join(ROOT, "assets")
+CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
+FPS, DISPLAY_SCALE = 8, 4
+SESSION_IDLE_SECONDS = 30 * 60
+MAX_FILE_SIZE = "64mb"
 
 
-def build_app() -> gr.Blocks:
-    with gr.Blocks(title="MSC video diffusion") as demo:
-        gr.Markdown(
-            "# MSC video diffusion\n"
-            "Multi-scale spatio-temporal causal attention for autoregressive video diffusion. "
-            "The generator is not bundled yet; this page will host it."
-        )
-    return demo
+def load_model(weights: str) -> MSCModel:
+    """The model from a local weights folder, with a clear error when it is not there."""
+    folder = os.path.abspath(os.path.expanduser(weights))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"weights folder {folder} does not exist; pass --weights FOLDER (config.json + model.safetensors).")
+    return MSCModel.from_pretrained(folder).eval()
+
+
+def example_clips() -> list:
+    if not os.path.isdir(ASSETS):
+        return []
+    return sorted(os.path.join(ASSETS, n) for n in os.listdir(ASSETS) if n.startswith("heldout") and n.endswith(".mp4"))
+
+
+class MSCApp:
+    """The model, the figures that do not change, and the event handlers."""
+
+    def __init__(self, model: MSCModel):
+        self.model = model
+        self.config = model.config
+        self.out_dir = tempfile.mkdtemp(prefix="msc-app-")
+        self.cancel_flags = {}  # session hash -> threading.Event of its running generation
+        self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
+        w = self.config.windows
+        self.defaults = Settings(k_s=w.k_s, k_t=w.k_t, d=w.d, k_lo=w.k_lo)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _write(self, video: torch.Tensor, mark_from) -> str:
+        prune_old_files(self.out_dir)
+        path = os.path.join(self.out_dir, f"{uuid.uuid4().hex[:12]}.mp4")
+        return write_video(path, video, fps=FPS, scale=DISPLAY_SCALE, mark_from=mark_from)
+
+    def _cancel_flag(self, request: gr.Request | None) -> threading.Event:
+        key = getattr(request, "session_hash", None) or "api"
+        flag = self.cancel_flags.setdefault(key, threading.Event())
+        flag.clear()
+        return flag
+
+    def _settings(self, values) -> Settings:
+        try:
+            settings = Settings.from_values(*values)
+            settings.check(self.config)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        return settings
+
+    # ------------------------------------------------------------------ handlers
+
+    def preview_clip(self, clip, context):
+        """Show the frames the model will be conditioned on, as it sees them."""
+        if not clip:
+            return None, ""
+        try:
+            frames = load_clip(clip, self.config, int(context or 1))
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        path = self._write(frames, None)
+        size = self.config.image_size
+        return path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, centre-cropped)."
+
+    def generate(self, clip, *values, progress=gr.Progress(), request: gr.Request = None):
+        """Extend ``clip`` (a generator: yields the frame strip as chunks finish, then the video)."""
+        *values, session = values
+        settings = self._settings(values)
+        try:
+            context = load_clip(clip, self.config, settings.context)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        session = session if isinstance(session, Session) else Session()
+        session.start(context)
+        yield from self._run(session, context, settings, 0, progress, request)
+
+    def _run(self, session: Session, context: torch.Tensor, settings: Settings, frame_offset: int, progress, request):
+        cancel = self._cancel_flag(request)
+        k = context.shape[0]
+        progress(0, desc="starting")
+        for update in run_generation(self.model, context, settings, cancel, frame_offset=frame_offset):
+            if update.kind == "step":
+                progress((update.call, update.calls), desc=update.describe(settings, k), unit="model calls")
+            elif update.kind == "frames":
+                full = torch.cat([session.video[: session.frames - k], update.video], dim=0)
+                strip = frame_strip(full, session.first_generated, mark=settings.mark)
+                status = f"{update.finished} / {settings.frames} new frames finished…"
+                yield gr.skip(), strip, status, gr.skip(), gr.skip()
+            elif update.kind == "error":
+                raise gr.Error(f"generation failed: {update.error}") from None
+            else:
+                done = update.kind == "done"
+                new = update.video[k:]
+                if new.shape[0] == 0:
+                    yield gr.skip(), gr.skip(), "Stopped before any frame was finished; nothing changed.", gr.skip(), session
+                    return
+                video = torch.cat([session.video, new], dim=0)
+                gates = update.result.gates if done else []
+                session.add(video, gates, settings)
+                path = self._write(video, session.first_generated if settings.mark else None)
+                strip = frame_strip(video, session.first_generated, mark=settings.mark)
+                plot = gates_over_generation(gates) if gates and self.config.attention == "msc" else None
+                status = (f"Generated {new.shape[0]} frames after {session.first_generated} context frames "
+                          f"({update.result.model_calls} model calls)." if done else
+                          f"Stopped: kept the {new.shape[0]} frames finished before Stop.")
+                yield path, strip, status, plot, session
+                return
+
+    def stop(self, request: gr.Request = None):
+        key = getattr(request, "session_hash", None) or "api"
+        if key in self.cancel_flags:
+            self.cancel_flags[key].set()
+        return "Stopping after the current denoising step…"
+
+    def extend(self, clip, frames, steps=16, chunk=4, seed=0):
+        """API: extend a clip by ``frames`` frames with default settings; returns the mp4 (context + new)."""
+        values = [getattr(self.defaults, f.name) for f in fields(Settings)]
+        settings = self._settings([frames, values[1], chunk, steps, *values[4:13], seed, values[14]])
+        try:
+            context = load_clip(clip, self.config, settings.context)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        for update in run_generation(self.model, context, settings, threading.Event()):
+            if update.kind == "error":
+                raise gr.Error(f"generation failed: {update.error}") from None
+            if update.kind == "done":
+                return self._write(update.video, context.shape[0])
+
+    def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):
+        settings = self._settings([frames, context, 1, 1, "autoregressive", 1, "cosine", 3.0, 0.0, k_s, k_t, d, k_lo, 0, True])
+        r = self.config.low_res_factors[int(layer)] if self.config.low_res_factors else 1
+        grid = self.config.grid
+        try:
+            cone = light_cone(settings.windows(), grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        total = settings.context + settings.frames
+        return light_cone_figure(cone), cost_markdown(cost_table(self.config, settings.windows(), total), total)
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self) -> gr.Blocks:
+        cfg, d = self.config, self.defaults
+        grid = cfg.grid
+        with gr.Blocks(title="MSC video diffusion", delete_cache=(3600, 3600)) as demo:
+            gr.Markdown(
+                "# MSC video diffusion\n"
+                "Multi-scale spatio-temporal causal attention: every layer mixes a **High-Res** branch "
+                "(local windows in space and time) and a **Low-Res** branch (pooled frames, far back in "
+                "time), weighted by gates that depend on the noise level. Upload a clip or pick an "
+                f"example; the model ({cfg.image_size}×{cfg.image_size} pixels, {grid}×{grid} tokens) "
+                "continues it chunk by chunk with a bounded KV cache."
+            )
+            session = gr.State(None, time_to_live=SESSION_IDLE_SECONDS)
+            with gr.Tab("Generate / Extend"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        clip = gr.File(label="Clip to extend (mp4, webm, mov, gif)", file_types=CLIP_TYPES, type="filepath")
+                        if example_clips():
+                            gr.Examples(example_clips(), inputs=[clip], label="Held-out example clips")
+                        context_view = gr.Video(label="Context the model sees", interactive=False, height=200, autoplay=True, loop=True)
+                        context_info = gr.Markdown()
+                        frames = gr.Slider(1, MAX_NEW_FRAMES, value=d.frames, step=1, label="Frames to generate")
+                        context = gr.Slider(1, MAX_CONTEXT, value=d.context, step=1, label="Context frames (last frames of the clip)")
+                        with gr.Row():
+                            generate_btn = gr.Button("Generate", variant="primary")
+                            stop_btn = gr.Button("Stop", variant="stop")
+                        with gr.Accordion("Sampler", open=False):
+                            chunk = gr.Slider(1, 16, value=d.chunk, step=1, label="Chunk size (frames denoised together)")
+                            steps = gr.Slider(1, MAX_STEPS, value=d.steps, step=1, label="Denoising steps per frame")
+                            schedule = gr.Radio(list(FRAME_SCHEDULES), value=d.schedule, label="Frame schedule")
+                            ar_step = gr.Slider(1, 16, value=d.ar_step, step=1, label="ar_step (diffusion forcing: steps between neighbouring frames)")
+                            noise_schedule = gr.Radio(list(SCHEDULES), value=d.noise_schedule, label="Noise schedule")
+                            shift = gr.Slider(0.1, 10, value=d.shift, step=0.1, label="Shift (shifted schedule)")
+                            context_noise = gr.Slider(0, 0.5, value=d.context_noise, step=0.01, label="Context noise level")
+                            seed = gr.Number(value=d.seed, precision=0, minimum=0, label="Seed")
+                        with gr.Accordion("Attention windows (sampling-time settings)", open=False):
+                            k_s = gr.Slider(1, grid, value=d.k_s, step=1, label="k_s: High-Res spatial window")
+                            k_t = gr.Slider(1, 16, value=d.k_t, step=1, label="k_t: High-Res temporal window (frames)")
+                            stride = gr.Slider(1, 8, value=d.d, step=1, label="d: Low-Res temporal stride")
+                            k_lo = gr.Slider(1, 16, value=d.k_lo, step=1, label="k_lo: Low-Res temporal reach (frames)")
+                        mark = gr.Checkbox(value=d.mark, label="Mark generated frames with a magenta border")
+                    with gr.Column(scale=1):
+                        output = gr.Video(label="Context + generated", interactive=False, autoplay=True, loop=True, height=320)
+                        strip = gr.Image(label="Latest frames (updates as each chunk finishes)", interactive=False, type="numpy")
+                        status = gr.Markdown()
+                        run_plot = gr.Plot(label="Gates during this generation")
+            with gr.Tab("Branch weights"):
+                gr.Markdown(
+                    "The Low-Res share of every layer's gate against the noise level, read from the trained "
+                    "weights. The paper argues that the coarse branch should matter more when frames are noisy. "
+                    "The plot under *Generate* shows the gates of the last generation, call by call."
+                )
+                gr.Plot(value=self.gates_figure, label="Learned gates", format="png")
+            with gr.Tab("Windows explained"):
+                gr.Markdown(
+                    "Pick a query token: the coloured tokens are the keys each branch attends to in the current "
+                    "and previous frames, from the same masks the attention kernels use. The window sliders are "
+                    "the ones under *Generate › Attention windows*."
+                )
+                with gr.Row():
+                    q_frame = gr.Slider(0, 32, value=8, step=1, label="Query frame")
+                    q_y = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query row")
+                    q_x = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
+                    layer = gr.Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
+                cone_plot = gr.Plot(label="Light cone", format="png")
+                cost = gr.Markdown()
+
+            settings_inputs = [frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
+                               k_s, k_t, stride, k_lo, seed, mark]
+            clip.change(self.preview_clip, [clip, context], [context_view, context_info], api_visibility="private")
+            gen_event = generate_btn.click(self.generate, [clip, *settings_inputs, session], [output, strip, status, run_plot, session],
+                                           api_name="generate", concurrency_limit=1, concurrency_id="sampler",
+                                           show_progress_on=[output])
+            stop_btn.click(self.stop, None, [status], api_name="stop", queue=False)
+            cone_inputs = [k_s, k_t, stride, k_lo, frames, context, q_frame, q_y, q_x, layer]
+            for control in cone_inputs:
+                control.change(self.cone, cone_inputs, [cone_plot, cost], api_visibility="private", trigger_mode="always_last")
+            demo.load(self.cone, cone_inputs, [cone_plot, cost], api_name="light_cone")
+
+            with gr.Row(visible=False):  # the plain API endpoint, no UI
+                api_clip = gr.File(file_types=CLIP_TYPES, type="filepath")
+                api_frames = gr.Number(value=d.frames, precision=0)
+                api_steps = gr.Number(value=d.steps, precision=0)
+                api_chunk = gr.Number(value=d.chunk, precision=0)
+                api_seed = gr.Number(value=d.seed, precision=0)
+                api_out = gr.Video()
+                api_btn = gr.Button()
+            api_btn.click(self.extend, [api_clip, api_frames, api_steps, api_chunk, api_seed], [api_out],
+                          api_name="extend", concurrency_limit=1, concurrency_id="sampler")
+            self.generate_event = gen_event
+        return demo
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="folder with config.json + model.safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface, an explicit opt-in)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs internet; opt-in)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond this are refused")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    try:
+        model = load_model(args.weights)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    demo = MSCApp(model).build()
+    demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
+                show_error=True, footer_links=["api"])
+    return 0
 
 
 if __name__ == "__main__":
-    build_app().launch(server_name="127.0.0.1", server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    sys.exit(main())

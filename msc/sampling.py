@@ -6,7 +6,10 @@ Pure functions in the style of k-diffusion's ``sampling.py``. One calling conven
     result.video   # [B, K + frames, C, H, W]: the context followed by the new frames
     result.gates   # one record per model call: frames, their noise levels, [n, depth, 2] gates
 
-and an optional ``callback(info: dict)`` called after every denoising step.
+and an optional ``callback(info: dict)`` called after every model call with ``call`` / ``calls``,
+``frames`` (absolute indices being denoised), ``steps`` (their steps done, 1-based), ``t`` (their
+levels now), ``finished`` / ``total`` (new frames done) and ``video`` (all finished frames, when this
+call finished some, else ``None``).
 
 **Frame schedules** (how noise levels are arranged across frames):
 
@@ -128,10 +131,13 @@ def sample_video(
     batch: int = 1,
     callback: Optional[Callable[[dict], None]] = None,
     cancel: Optional[Callable[[], bool]] = None,
+    frame_offset: int = 0,
 ) -> SamplingResult:
     """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from nothing).
 
-    See the module docstring for the schedules, the update rule and the cache.
+    ``frame_offset``: the index of the first context frame in a longer video. Noise is drawn per
+    absolute frame index, so continuing a video from its last frames draws the same noise as
+    generating it in one run. See the module docstring for the schedules, the update rule and the cache.
     """
     check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule)
     cfg = model.config
@@ -158,7 +164,7 @@ def sample_video(
         idx = list(range(first, first + new_frames.shape[1]))
         x = new_frames
         if context_noise > 0:
-            x = add_noise(x, _noise_for(seed, idx, 1, 0, noise_shape, device), torch.full((b, len(idx)), context_noise, device=device))
+            x = add_noise(x, _noise_for(seed, [frame_offset + i for i in idx], 1, 0, noise_shape, device), torch.full((b, len(idx)), context_noise, device=device))
         committed = torch.cat([committed, x], dim=1)
         if cache is not None:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
@@ -178,7 +184,7 @@ def sample_video(
             raise SamplingCancelled(video.cpu())
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
-                active[k0 + j] = _frame_noise(seed, k0 + j, 0, 0, noise_shape, device)
+                active[k0 + j] = _frame_noise(seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
         frame_ids = [k0 + j for j, _ in call]
         t_now = torch.tensor([levels[s] for _, s in call], device=device)
         t_next = torch.tensor([levels[s + 1] for _, s in call], device=device)
@@ -195,7 +201,7 @@ def sample_video(
         x0 = x - tn * v
         eps = x + (1 - tn) * v
         if eta > 0:
-            fresh = torch.stack([_frame_noise(seed, f, 2, s, noise_shape, device) for f, (_, s) in zip(frame_ids, call)], dim=1)
+            fresh = torch.stack([_frame_noise(seed, frame_offset + f, 2, s, noise_shape, device) for f, (_, s) in zip(frame_ids, call)], dim=1)
             eps = math.sqrt(1 - eta**2) * eps + eta * fresh
         x = (1 - tx) * x0 + tx * eps
         for i, f in enumerate(frame_ids):
@@ -213,7 +219,8 @@ def sample_video(
             commit(new)
         if callback is not None:
             callback({
-                "call": call_index + 1, "calls": len(plan), "frames": frame_ids, "t": t_next.tolist(),
+                "call": call_index + 1, "calls": len(plan), "frames": frame_ids, "steps": [s + 1 for _, s in call],
+                "t": t_next.tolist(),
                 "finished": finished_new, "total": frames, "video": video if done else None,
             })
     result.video = video.cpu()

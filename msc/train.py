@@ -125,6 +125,20 @@ class Checkpoint:
         return state
 
 
+def export_checkpoint(out: str, dest: str, weights: str = "ema") -> str:
+    """Write the ``weights`` ("ema" or "model") of ``out/checkpoint`` as a weights folder
+    (config.json + model.safetensors), e.g. to try a run that is still training."""
+    ckpt = Checkpoint(out)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint in {ckpt.dir}.")
+    with open(os.path.join(ckpt.dir, "state.json")) as f:
+        config = json.load(f)["config"]
+    model = MSCModel(config)
+    model.load_state_dict(load_file(os.path.join(ckpt.dir, f"{weights}.safetensors")))
+    model.save_pretrained(dest)
+    return dest
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
@@ -158,6 +172,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. depth=4")
+    p.add_argument("--export", metavar="FOLDER", help="only write the EMA weights of out/checkpoint to FOLDER, then exit")
     return p.parse_args(argv)
 
 
@@ -298,6 +313,9 @@ def train(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.export:
+        print(export_checkpoint(args.out, args.export, "ema" if args.ema else "model"))
+        return
     train(args)
 
 

@@ -77,9 +77,23 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
     return torch.stack(frames)
 
 
-def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1) -> str:
+GENERATED_BORDER_RGB = (255, 64, 160)  # magenta: rare in the procedural data, visible on both themes
+
+
+def mark_frames(x: torch.Tensor, first: int, width: int, rgb=GENERATED_BORDER_RGB) -> torch.Tensor:
+    """Draw a ``width``-pixel border of colour ``rgb`` on frames ``first ..`` of ``[T, 3, H, W]`` uint8."""
+    out = x.clone()
+    colour = torch.tensor(rgb, dtype=torch.uint8)[:, None, None]
+    marked = out[first:]  # a view: writes go to ``out``
+    for part in (marked[..., :width, :], marked[..., -width:, :], marked[..., :, :width], marked[..., :, -width:]):
+        part[:] = colour
+    return out
+
+
+def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1, mark_from: int | None = None) -> str:
     """Write ``[T, 3, H, W]`` in [-1, 1] as H.264 yuv420p mp4, each pixel enlarged ``scale`` times
-    (nearest) for display. Returns ``path``."""
+    (nearest) for display. ``mark_from``: frames from this index on (the generated ones) get a thin
+    coloured border. Returns ``path``."""
     import imageio_ffmpeg
 
     if video.dim() != 4 or video.shape[1] != 3:
@@ -87,6 +101,8 @@ def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1
     x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     if scale > 1:
         x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    if mark_from is not None and mark_from < x.shape[0]:
+        x = mark_frames(x, mark_from, width=max(2, x.shape[-1] // 64))
     frames = x.permute(0, 2, 3, 1).cpu().numpy()  # [T, H, W, 3]
     h, w = frames.shape[1:3]
     if h % 2 or w % 2:  # yuv420p needs even sides

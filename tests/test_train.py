@@ -68,6 +68,10 @@ def test_wall_time_budget_decays_the_rate_and_ends_with_final_weights(tmp_path):
     assert log[-1]["lr"] < 0.2 * max(r["lr"] for r in log)  # cosine decay over the budget, not over --steps
     assert os.path.exists(os.path.join(out, "final", "model.safetensors"))
     assert os.path.exists(os.path.join(out, "checkpoint"))
+    train_main(["--out", out, "--export", str(tmp_path / "exported")])  # the checkpoint's EMA = the final weights
+    final = MSCModel.from_pretrained(os.path.join(out, "final")).state_dict()
+    exported = MSCModel.from_pretrained(str(tmp_path / "exported")).state_dict()
+    assert all(torch.equal(final[k], exported[k]) for k in final)
 
 
 def test_learning_rate_follows_the_further_of_steps_and_time():

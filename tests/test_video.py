@@ -88,3 +88,13 @@ def test_absurd_resolution_and_length(tmp_path, monkeypatch):
 def test_write_rejects_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match=r"\[T, 3, H, W\]"):
         write_video(str(tmp_path / "x.mp4"), torch.zeros(2, 4, 8, 8))
+
+
+def test_generated_frames_get_a_border_that_survives_the_codec(tmp_path):
+    clip = torch.zeros(6, 3, 32, 32)  # mid-grey
+    path = write_video(str(tmp_path / "marked.mp4"), clip, fps=8, scale=4, mark_from=4)
+    back = read_video(path, size=128)  # [6, 3, 128, 128]
+    edge, centre = back[:, :, 0, 64], back[:, :, 64, 64]  # [6, 3]
+    assert (edge[:4] - centre[:4]).abs().max() < 0.05  # context frames: no border
+    assert (edge[4:, 0] > 0.6).all() and (edge[4:, 1] < -0.3).all()  # generated: magenta border
+    assert (centre[4:] - centre[:4].mean(0)).abs().max() < 0.05  # the picture itself is untouched

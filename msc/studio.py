@@ -1,0 +1,251 @@
+"""The app's engine without its UI: settings and their checks, clip loading, a sampler run in a
+worker thread that reports progress, and per-tab sessions. ``app.py`` only lays out and wires.
+
+Everything a user can get wrong raises :class:`UserError` (a ``ValueError``) whose message says what
+to change; the app shows it as a ``gr.Error`` and keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from msc.diffusion import SCHEDULES
+from msc.model import AttentionWindows
+from msc.sampling import FRAME_SCHEDULES, SamplingCancelled, check_sampling_args, sample_video
+from msc.video import VideoError, mark_frames, read_video
+
+MAX_NEW_FRAMES = 256  # per request; Continue extends further
+MAX_CONTEXT = 64
+MAX_STEPS = 100
+MAX_SESSION_FRAMES = 2048
+
+
+class UserError(ValueError):
+    """Bad input, with a message that says what to change."""
+
+
+@dataclass
+class Settings:
+    """Every control of the Generate tab. Defaults give a good result in a few seconds on 2 cores."""
+
+    frames: int = 16  # new frames
+    context: int = 8  # last frames of the clip the model is conditioned on
+    chunk: int = 4
+    steps: int = 16
+    schedule: str = "autoregressive"
+    ar_step: int = 2
+    noise_schedule: str = "cosine"
+    shift: float = 3.0
+    context_noise: float = 0.0
+    k_s: int = 7
+    k_t: int = 3
+    d: int = 2
+    k_lo: int = 4
+    seed: int = 0
+    mark: bool = True  # border on generated frames
+
+    @classmethod
+    def from_values(cls, *values) -> "Settings":
+        """From the UI's component values, in field order; numbers arrive as floats."""
+        names = [f.name for f in cls.__dataclass_fields__.values()]
+        kwargs = dict(zip(names, values))
+        for name in ("frames", "context", "chunk", "steps", "ar_step", "k_s", "k_t", "d", "k_lo", "seed"):
+            value = kwargs.get(name)
+            if value is None:
+                raise UserError(f"{name} is empty; enter a whole number.")
+            if float(value) != int(float(value)):
+                raise UserError(f"{name} must be a whole number, got {value}.")
+            kwargs[name] = int(float(value))
+        for name in ("shift", "context_noise"):
+            if kwargs.get(name) is None:
+                raise UserError(f"{name} is empty; enter a number.")
+            kwargs[name] = float(kwargs[name])
+        return cls(**kwargs)
+
+    def windows(self) -> AttentionWindows:
+        return AttentionWindows(self.k_s, self.k_t, self.d, self.k_lo)
+
+    def check(self, config) -> None:
+        """Raise :class:`UserError` for any setting the model or the sampler cannot use."""
+        if not 1 <= self.frames <= MAX_NEW_FRAMES:
+            raise UserError(f"frames to generate must be between 1 and {MAX_NEW_FRAMES}, got {self.frames}.")
+        if not 1 <= self.context <= MAX_CONTEXT:
+            raise UserError(f"context frames must be between 1 and {MAX_CONTEXT}, got {self.context}.")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise UserError(f"denoising steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
+        if self.schedule not in FRAME_SCHEDULES:
+            raise UserError(f"frame schedule must be one of {', '.join(FRAME_SCHEDULES)}.")
+        if self.noise_schedule not in SCHEDULES:
+            raise UserError(f"noise schedule must be one of {', '.join(SCHEDULES)}.")
+        if self.noise_schedule == "shifted" and not 0 < self.shift <= 100:
+            raise UserError(f"the shift of the shifted schedule must be in (0, 100], got {self.shift}.")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}.")
+        try:
+            self.windows().validate(config.grid)
+            check_sampling_args(self.frames, self.steps, self.chunk, self.ar_step, self.context_noise, 0.0, self.schedule)
+        except UserError:
+            raise
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+
+def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
+    """The last ``context`` frames of a clip as the model sees them: ``[K, C, S, S]`` in [-1, 1]."""
+    if not path:
+        raise UserError("no clip: upload a video (mp4, webm, mov, gif) or pick an example.")
+    try:
+        video = read_video(str(path), size=config.image_size)
+    except VideoError as err:
+        raise UserError(f"{err} Upload an mp4, webm, mov or gif clip.") from None
+    return video[-context:]
+
+
+# --------------------------------------------------------------------------------------------------
+# A sampler run in a worker thread
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """One report of a running generation.
+
+    ``kind``: ``"step"`` (a model call finished), ``"frames"`` (new frames finished; ``video`` holds
+    all frames so far), ``"done"`` (``result``), ``"cancelled"`` (``video`` holds the finished frames)
+    or ``"error"`` (``error``).
+    """
+
+    kind: str
+    call: int = 0
+    calls: int = 0
+    finished: int = 0
+    total: int = 0
+    frames: List[int] = field(default_factory=list)
+    steps: List[int] = field(default_factory=list)
+    video: Optional[torch.Tensor] = None
+    result: object = None
+    error: Optional[BaseException] = None
+
+    def describe(self, settings: "Settings", context: int) -> str:
+        """What this call did, e.g. ``"chunk 2/4 (frames 13-16) · step 5/16"``, frames counted from 1
+        over context + new."""
+        lo, hi = min(self.frames) + 1, max(self.frames) + 1
+        frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
+        if settings.schedule == "diffusion-forcing":
+            return f"{frames} in flight at steps {min(self.steps)}-{max(self.steps)}/{settings.steps} · {self.finished}/{self.total} new frames done"
+        chunk = settings.frames if settings.schedule == "full-sequence" else settings.chunk
+        index, count = (min(self.frames) - context) // chunk + 1, -(-settings.frames // chunk)
+        return f"chunk {index}/{count} ({frames}) · step {max(self.steps)}/{settings.steps}"
+
+
+def run_generation(model, context: Optional[torch.Tensor], settings: Settings, cancel: threading.Event,
+                   frame_offset: int = 0, **sampler_kwargs) -> Iterator[Update]:
+    """Run :func:`msc.sampling.sample_video` in a thread and yield its progress as :class:`Update` s.
+
+    ``context`` ``[K, C, H, W]`` (or ``None``). Setting ``cancel`` stops the sampler after the current
+    model call; the frames finished by then arrive in a ``"cancelled"`` update.
+    """
+    reports: "queue.Queue[Update]" = queue.Queue()
+    batch_context = None if context is None else context[None]
+
+    def callback(info: dict) -> None:
+        progress = (info["call"], info["calls"], info["finished"], info["total"], list(info["frames"]), list(info["steps"]))
+        reports.put(Update("step", *progress))
+        if info["video"] is not None:
+            reports.put(Update("frames", *progress, video=info["video"][0].cpu()))
+
+    def work() -> None:
+        try:
+            result = sample_video(
+                model, batch_context, settings.frames, steps=settings.steps, chunk=settings.chunk,
+                schedule=settings.schedule, ar_step=settings.ar_step, noise_schedule=settings.noise_schedule,
+                shift=settings.shift, context_noise=settings.context_noise, seed=settings.seed,
+                windows=settings.windows(), callback=callback, cancel=cancel.is_set, frame_offset=frame_offset,
+                **sampler_kwargs,
+            )
+            reports.put(Update("done", result=result, video=result.video[0]))
+        except SamplingCancelled as stop:
+            reports.put(Update("cancelled", video=stop.video[0]))
+        except BaseException as err:  # reported to the caller's thread
+            reports.put(Update("error", error=err))
+
+    worker = threading.Thread(target=work, name="msc-sampler", daemon=True)
+    worker.start()
+    try:
+        while True:
+            update = reports.get()
+            yield update
+            if update.kind in ("done", "cancelled", "error"):
+                return
+    finally:  # the consumer went away (e.g. the request was cancelled): stop the worker too
+        cancel.set()
+        worker.join(timeout=60)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sessions (one per browser tab)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """The video of one browser tab: the user's context frames then everything generated, with the
+    frame count after every generation so the last ones can be undone."""
+
+    video: Optional[torch.Tensor] = None  # [T, C, H, W] in [-1, 1]
+    first_generated: int = 0  # frames before this index came from the user's clip
+    history: List[int] = field(default_factory=list)  # video length after each generation
+    gates: list = field(default_factory=list)  # gate records of the last generation
+    settings: Optional[dict] = None  # settings of the last generation
+    touched: float = field(default_factory=time.time)
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.video is None else int(self.video.shape[0])
+
+    def start(self, context: torch.Tensor) -> None:
+        self.video, self.first_generated, self.history, self.gates = context, context.shape[0], [], []
+
+    def add(self, video: torch.Tensor, gates: list, settings: Settings) -> None:
+        if video.shape[0] > MAX_SESSION_FRAMES:
+            raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; start a new one.")
+        self.video, self.gates, self.settings = video, gates, asdict(settings)
+        self.history.append(video.shape[0])
+        self.touched = time.time()
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------------
+
+
+def frame_strip(video: torch.Tensor, first_generated: int, count: int = 8, scale: int = 2, mark: bool = True) -> np.ndarray:
+    """The last ``count`` frames side by side, ``[H*scale, count*W*scale, 3]`` uint8, generated ones
+    with a border."""
+    shown = video[-count:]
+    first = max(0, first_generated - (video.shape[0] - shown.shape[0]))
+    x = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [n, 3, H, W]
+    x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    if mark and first < x.shape[0]:
+        x = mark_frames(x, first, width=max(2, x.shape[-1] // 32))
+    return x.permute(2, 0, 3, 1).reshape(x.shape[2], -1, 3).numpy()
+
+
+def prune_old_files(folder: str, max_age_s: float = 3600) -> None:
+    """Delete outputs older than ``max_age_s`` (Gradio keeps its own copy of what it served)."""
+    now = time.time()
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if now - os.path.getmtime(path) > max_age_s:
+                os.remove(path)
+        except OSError:
+            pass

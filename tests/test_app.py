@@ -1,0 +1,175 @@
+"""The app end to end: ``python app.py`` on a free port with the bundled weights, driven through
+``gradio_client`` and a real Chromium (Playwright). Videos are checked by decoding them with ffmpeg."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from msc.video import read_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSET = os.path.join(ROOT, "assets", "heldout_0.mp4")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    log = open(os.path.join(ROOT, ".pytest_cache", f"app-{port}.log") if os.path.isdir(os.path.join(ROOT, ".pytest_cache")) else os.devnull, "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env={**os.environ, **OFFLINE},
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"app.py did not come up on {url} (exit code {proc.poll()})")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def _frames(path) -> int:
+    return read_video(path, size=64).shape[0]
+
+
+def test_extend_an_asset_clip(client):
+    from gradio_client import handle_file
+
+    start = time.time()
+    out = client.predict(handle_file(ASSET), 8, api_name="/extend")
+    assert time.time() - start < 60
+    assert _frames(out) == 8 + 8  # the default 8 context frames, then 8 new ones
+    assert read_video(out, size=256).shape[-1] == 256
+
+
+def test_generate_with_every_setting(client):
+    from gradio_client import handle_file
+
+    video, strip, status, plot = client.predict(
+        handle_file(ASSET), 6, 4, 2, 4, "diffusion-forcing", 2, "shifted", 2.0, 0.05, 5, 2, 1, 3, 3, True,
+        api_name="/generate",
+    )
+    assert _frames(video) == 4 + 6
+    assert "Generated 6 frames after 4 context frames" in status
+    assert os.path.getsize(strip) > 0 and plot is not None
+
+
+@pytest.mark.parametrize("change, message", [  # Gradio checks the controls' ranges; the app checks the rest
+    (dict(frames=10_000), "10000 is greater than maximum value 256"),
+    (dict(k_s=99), "99 is greater than maximum value 16"),
+    (dict(context_noise=1.5), "1.5 is greater than maximum value 0.5"),
+    (dict(schedule="sideways"), "sideways"),
+    (dict(steps=2.5), "steps must be a whole number"),
+])
+def test_bad_settings_say_what_to_change(client, change, message):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    values = dict(frames=4, context=4, chunk=2, steps=2, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
+                  shift=3.0, context_noise=0.0, k_s=7, k_t=3, d=2, k_lo=4, seed=0, mark=True)
+    values.update(change)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(ASSET), *values.values(), api_name="/generate")
+
+
+def test_bad_files_then_the_app_keeps_serving(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(50_000))
+    with pytest.raises(AppError, match="could not be decoded as a video"):
+        client.predict(handle_file(str(junk)), 4, api_name="/extend")
+    text = tmp_path / "notes.gif"
+    text.write_text("not a gif at all")
+    with pytest.raises(AppError, match="could not be decoded|contains no video frames"):
+        client.predict(handle_file(str(text)), 4, api_name="/extend")
+    huge = tmp_path / "huge.mp4"
+    with open(huge, "wb") as f:
+        f.truncate(70 * 1024 * 1024)  # above max_file_size
+    with pytest.raises(Exception):
+        client.predict(handle_file(str(huge)), 4, api_name="/extend")
+    assert _frames(client.predict(handle_file(ASSET), 4, api_name="/extend")) == 8 + 4
+
+
+def test_extend_endpoint_checks_what_the_controls_cannot(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="frames to generate must be between 1 and 256, got 10000"):
+        client.predict(handle_file(ASSET), 10_000, api_name="/extend")
+    with pytest.raises(AppError, match="chunk must be an integer >= 1"):
+        client.predict(handle_file(ASSET), 4, 4, 0, api_name="/extend")
+
+
+def test_light_cone_endpoint(client):
+    plot, cost = client.predict(5, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone")
+    assert plot is not None
+    assert "paper's formula" in cost and "Dense frame-causal attention" in cost
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "app.py", "--weights", str(tmp_path / "nowhere")], cwd=ROOT,
+                          env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+
+
+@pytest.mark.browser
+def test_browser_upload_generate_and_play(server, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server, wait_until="load")
+        page.get_by_role("button", name="Generate").wait_for(timeout=30_000)
+        page.locator("input[type=file]").first.set_input_files(ASSET)
+        page.get_by_text("8 context frames at 64×64").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Generated 16 frames after 8 context frames").wait_for(timeout=60_000)
+        output = page.locator("video").nth(1)
+        output.wait_for(timeout=30_000)
+        page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=output.element_handle(), timeout=30_000)
+        duration = output.evaluate("v => v.duration")
+        assert duration == pytest.approx(24 / 8, abs=0.3)  # 24 frames at 8 fps
+        output.evaluate("v => { v.muted = true; return v.play(); }")
+        page.wait_for_function("v => v.currentTime > 0", arg=output.element_handle(), timeout=10_000)
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        assert (tmp_path / "app.png").stat().st_size > 10_000
+        browser.close()

@@ -1,0 +1,93 @@
+"""The app's engine without a browser: settings checks, clip loading, the threaded sampler run, sessions."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from msc.data import procedural_clip
+from msc.model import MSCModel, config_from_name
+from msc.sampling import sample_video
+from msc.studio import Session, Settings, UserError, frame_strip, load_clip, run_generation
+from msc.video import write_video
+
+TINY = config_from_name("tiny")  # 16 px, 8 × 8 tokens, k_s 3, k_t 2, d 2, k_lo 2
+TINY_WINDOWS = dict(k_s=3, k_t=2, d=2, k_lo=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MSCModel(TINY).eval()
+
+
+def test_settings_from_ui_values_and_their_checks():
+    s = Settings.from_values(8, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+    assert s.frames == 8 and s.seed == 7 and isinstance(s.steps, int)
+    s.check(TINY)
+    with pytest.raises(UserError, match="whole number"):
+        Settings.from_values(8.5, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+    with pytest.raises(UserError, match="steps is empty"):
+        Settings.from_values(8, 4, 2, None, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+    bad = {
+        "larger than the 8 × 8 token grid": dict(k_s=9),
+        "frames to generate": dict(frames=0),
+        "denoising steps": dict(steps=1000),
+        "context_noise": dict(context_noise=1.0),
+        "frame schedule": dict(schedule="sideways"),
+        "shift": dict(noise_schedule="shifted", shift=0.0),
+        "k_lo must be a positive": dict(k_lo=0),
+    }
+    for message, change in bad.items():
+        with pytest.raises(UserError, match=message):
+            Settings(**{**TINY_WINDOWS, **change}).check(TINY)
+
+
+def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):
+    clip = procedural_clip(0, 10, 16)
+    path = write_video(str(tmp_path / "c.mp4"), clip, fps=8, scale=4)
+    frames = load_clip(path, TINY, 4)
+    assert frames.shape == (4, 3, 16, 16)
+    assert (frames - clip[-4:]).abs().mean() < 0.05
+    (tmp_path / "junk.mp4").write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(UserError, match="could not be decoded.*Upload an mp4"):
+        load_clip(str(tmp_path / "junk.mp4"), TINY, 4)
+    with pytest.raises(UserError, match="no clip"):
+        load_clip(None, TINY, 4)
+
+
+def test_run_generation_reports_every_call_and_matches_the_sampler(model):
+    context = procedural_clip(1, 4, 16)
+    settings = Settings(frames=4, context=4, chunk=2, steps=3, **TINY_WINDOWS)
+    updates = list(run_generation(model, context, settings, threading.Event()))
+    kinds = [u.kind for u in updates]
+    assert kinds.count("step") == 6 and kinds.count("frames") == 2 and kinds[-1] == "done"
+    assert updates[0].describe(settings, 4) == "chunk 1/2 (frames 5-6) · step 1/3"
+    direct = sample_video(model, context[None], 4, steps=3, chunk=2, windows=settings.windows()).video[0]
+    assert torch.equal(updates[-1].video, direct)
+
+
+def test_cancel_keeps_the_finished_frames(model):
+    context = procedural_clip(2, 4, 16)
+    settings = Settings(frames=8, context=4, chunk=2, steps=2, **TINY_WINDOWS)
+    cancel = threading.Event()
+    seen = []
+    for update in run_generation(model, context, settings, cancel):
+        seen.append(update)
+        if update.kind == "frames" and update.finished == 4:
+            cancel.set()
+    assert seen[-1].kind == "cancelled"
+    assert seen[-1].video.shape[0] == 4 + 4
+
+
+def test_session_history_and_the_frame_strip():
+    session = Session()
+    session.start(torch.zeros(4, 3, 16, 16))
+    session.add(torch.zeros(8, 3, 16, 16), [], Settings())
+    session.add(torch.zeros(12, 3, 16, 16), [], Settings())
+    assert session.history == [8, 12] and session.frames == 12 and session.first_generated == 4
+    strip = frame_strip(torch.zeros(6, 3, 16, 16), first_generated=4, count=4, scale=2)
+    assert strip.shape == (32, 4 * 32, 3) and strip.dtype == np.uint8
+    assert tuple(strip[0, 2 * 32 + 5]) == (255, 64, 160)  # generated frames have the border
+    assert tuple(strip[0, 5]) == (128, 128, 128)  # context frames do not
