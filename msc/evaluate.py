@@ -28,8 +28,8 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -124,19 +124,26 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
     }
 
 
-def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, rollout_model: Optional[str] = None) -> dict:
-    """Scores of every model, of copy-last, and the rollout of ``rollout_model`` (default: the first)."""
+def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, rollout_model: Optional[str] = None,
+             guidance: Sequence[float] = (1.0,), guidance_mode: str = "vanilla") -> dict:
+    """Scores of every model, of copy-last, and the rollout of ``rollout_model`` (default: the first).
+    The first model is also sampled at every history-guidance scale in ``guidance`` (named
+    ``"msc w=2"``; ``w = 1`` is the plain sampler)."""
     size = next(iter(models.values())).config.image_size
     clips = held_out_clips(settings.clips, settings.context + settings.horizon, size)
     context, truth = clips[:, : settings.context], clips[:, settings.context:]
     report = {"settings": asdict(settings), "methods": {}}
     report["methods"]["copy-last"] = continuation_scores(copy_last(context, settings.horizon), truth)
-    for name, model in models.items():
+    runs = [(name, model, 1.0) for name, model in models.items()]
+    first = next(iter(models))
+    runs[1:1] = [(f"{first} w={w:g}", models[first], float(w)) for w in guidance if float(w) != 1.0]
+    for name, model, w in runs:
+        run_settings = replace(settings, sampler={**settings.sampler, "history_guidance": w, "guidance_mode": guidance_mode})
         start = time.time()
-        generated = generate_continuations(model, context, settings.horizon, settings)
+        generated = generate_continuations(model, context, settings.horizon, run_settings)
         report["methods"][name] = continuation_scores(generated, truth)
-        report["methods"][name]["seconds"] = time.time() - start
-        report["methods"][name]["finite"] = bool(torch.isfinite(generated).all())
+        report["methods"][name].update(seconds=time.time() - start, finite=bool(torch.isfinite(generated).all()),
+                                       history_guidance=w)
         report.setdefault("videos", {})[name] = torch.cat([context, generated], dim=1)  # [N, K + M, C, H, W]
     if settings.rollout:
         name = rollout_model or next(iter(models))
@@ -147,15 +154,17 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, rollout_model:
 
 
 def format_table(report: dict) -> str:
+    """One row per method: PSNR per horizon, mean PSNR / SSIM, motion against the ground truth's."""
     methods = report["methods"]
     names = list(methods)
     horizon = len(methods[names[0]]["psnr"])
-    head = "horizon | " + " | ".join(f"{n} PSNR / SSIM" for n in names)
-    lines = [head, "-" * len(head)]
-    for h in range(horizon):
-        lines.append(f"{h + 1:7d} | " + " | ".join(f"{methods[n]['psnr'][h]:6.2f} / {methods[n]['ssim'][h]:.3f}" for n in names))
-    lines.append("   mean | " + " | ".join(f"{methods[n]['psnr_mean']:6.2f} / {methods[n]['ssim_mean']:.3f}" for n in names))
-    lines.append(" motion | " + " | ".join(f"{methods[n]['motion']:.4f} (truth {methods[n]['motion_truth']:.4f})" for n in names))
+    width = max(len(n) for n in names)
+    head = f"{'method':<{width}} | " + " ".join(f"{f'h={h + 1}':>6}" for h in range(horizon)) + " |   PSNR   SSIM | motion (truth)"
+    lines = ["PSNR (dB) per horizon, then means over the horizon", head, "-" * len(head)]
+    for n in names:
+        m = methods[n]
+        lines.append(f"{n:<{width}} | " + " ".join(f"{v:6.2f}" for v in m["psnr"])
+                     + f" | {m['psnr_mean']:6.2f}  {m['ssim_mean']:.3f} | {m['motion']:.4f} ({m['motion_truth']:.4f})")
     if "rollout" in report:
         r = report["rollout"]
         lines.append(
@@ -183,6 +192,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--rollout", type=int, default=d.rollout, help="long-rollout frames (0: skip)")
     p.add_argument("--rollout-clips", type=int, default=d.rollout_clips)
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0], metavar="W",
+                   help="history-guidance scales to sweep on the evaluated model, e.g. 1 1.5 2 3")
+    p.add_argument("--guidance-mode", default="vanilla", choices=["vanilla", "fractional"])
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--videos", help="write the first clip's context + continuation per model, and the rollout, as mp4 here")
     p.add_argument("--gates-plot", help="write the learned-gates heatmap (PNG) here")
@@ -210,7 +222,7 @@ def main(argv=None) -> int:
                             args.noise_schedule, args.context_noise, args.seed, args.rollout, args.rollout_clips)
     try:
         models = _load_models(args)
-        report = evaluate(models, settings)
+        report = evaluate(models, settings, guidance=args.guidance, guidance_mode=args.guidance_mode)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -229,7 +241,8 @@ def main(argv=None) -> int:
 
         os.makedirs(args.videos, exist_ok=True)
         for name, video in videos.items():
-            write_video(os.path.join(args.videos, f"continuation_{name}.mp4"), video[0], fps=8, scale=4)
+            slug = name.replace(" ", "_").replace("=", "")
+            write_video(os.path.join(args.videos, f"continuation_{slug}.mp4"), video[0], fps=8, scale=4, mark_from=settings.context)
         if rollout_video is not None:
             write_video(os.path.join(args.videos, f"rollout{settings.rollout}.mp4"), rollout_video[0], fps=8, scale=4)
     print(format_table(report))

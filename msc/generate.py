@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from msc.diffusion import SCHEDULES  # noqa: E402
 from msc.model import AttentionWindows, MSCModel  # noqa: E402
-from msc.sampling import FRAME_SCHEDULES, sample_video  # noqa: E402
+from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES, GUIDANCE_SCHEDULES, sample_video  # noqa: E402
 from msc.video import VideoError, read_video, write_video  # noqa: E402
 
 
@@ -40,6 +40,13 @@ def parse_args(argv=None):
     p.add_argument("--shift", type=float, default=3.0, help="shift of the 'shifted' noise schedule")
     p.add_argument("--context-noise", type=float, default=0.0, help="noise level given to context frames")
     p.add_argument("--eta", type=float, default=0.0, help="0: deterministic updates, up to 1: stochastic")
+    p.add_argument("--history-guidance", type=float, default=1.0, metavar="W",
+                   help="history guidance scale (1: off; >1 follows the context more, at one more forward per step)")
+    p.add_argument("--guidance-mode", default="vanilla", choices=GUIDANCE_MODES,
+                   help="vanilla: the history-free pass sees the history at noise 1; fractional: at --guidance-level")
+    p.add_argument("--guidance-level", type=float, default=0.5, help="fractional guidance: the history's noise level")
+    p.add_argument("--guidance-schedule", default="constant", choices=GUIDANCE_SCHEDULES,
+                   help="constant: W at every level; linear: W at pure noise fading to 1 at clean")
     p.add_argument("--k-s", type=int, help="override the spatial window")
     p.add_argument("--k-t", type=int, help="override the High-Res temporal window")
     p.add_argument("--d", type=int, help="override the Low-Res temporal stride")
@@ -81,6 +88,8 @@ def main(argv=None) -> int:
             model, context, args.frames, steps=args.steps, chunk=args.chunk, schedule=args.schedule,
             ar_step=args.ar_step, noise_schedule=args.noise_schedule, shift=args.shift,
             context_noise=args.context_noise, eta=args.eta, seed=args.seed, windows=windows, callback=progress,
+            history_guidance=args.history_guidance, guidance_mode=args.guidance_mode,
+            guidance_level=args.guidance_level, guidance_schedule=args.guidance_schedule,
         )
         if bar is not None:
             bar.close()

@@ -65,7 +65,8 @@ class SamplingResult:
 
 
 def _frame_noise(seed: int, frame: int, kind: int, step: int, shape, device) -> torch.Tensor:
-    """Noise owned by one frame: kind 0 initial noise, 1 context noise, 2 stochastic update ``step``."""
+    """Noise owned by one frame: kind 0 initial noise, 1 context noise, 2 stochastic update ``step``,
+    3 the noise that hides the history from the history-free pass of history guidance."""
     g = torch.Generator().manual_seed((int(seed) * 1_000_003 + frame * 4099 + kind * 131 + step) % (1 << 63))
     return torch.randn(shape, generator=g).to(device)
 
@@ -112,6 +113,73 @@ def check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, sched
         raise ValueError(f"frame schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}.")
 
 
+GUIDANCE_MODES = ("vanilla", "fractional")
+GUIDANCE_SCHEDULES = ("constant", "linear")
+
+
+def guidance_scale(w: float, schedule: str, t: torch.Tensor) -> torch.Tensor:
+    """History-guidance scale per frame at noise levels ``t`` ``[n]``: ``constant`` is ``w``
+    everywhere; ``linear`` fades from ``w`` at pure noise to 1 (no guidance) at a clean frame,
+    ``1 + (w - 1)·t``, so guidance shapes the coarse content and leaves the details alone."""
+    if schedule == "constant":
+        return torch.full_like(t, float(w))
+    if schedule == "linear":
+        return 1 + (float(w) - 1) * t
+    raise ValueError(f"guidance schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}.")
+
+
+def check_guidance_args(w, mode, level, schedule) -> None:
+    """Raise ``ValueError`` naming the setting to change."""
+    if not 0 <= float(w) <= 20:
+        raise ValueError(f"history guidance must be in [0, 20] (1 = off), got {w}.")
+    if mode not in GUIDANCE_MODES:
+        raise ValueError(f"guidance mode must be one of {GUIDANCE_MODES}, got {mode!r}.")
+    if mode == "fractional" and not 0 < float(level) < 1:
+        raise ValueError(f"the fractional guidance level must be in (0, 1), got {level}.")
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}.")
+
+
+class _History:
+    """The finished frames as one pass of the model sees them: each at noise level ``level`` (with
+    noise of kind ``noise_kind`` drawn per frame), kept as keys and values in a bounded
+    :class:`~msc.model.KVCache`, or as a tensor re-run at every call without the cache."""
+
+    def __init__(self, model, windows, level: float, noise_kind: int, use_cache: bool, seed: int, frame_offset: int,
+                 noise_shape, device):
+        self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
+        self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
+        b = noise_shape[0]
+        self.frames = torch.zeros(b, 0, *noise_shape[1:], device=device)  # [B, n, C, H, W] as the model sees them
+        self.cache = KVCache(model.config, windows) if use_cache else None
+
+    def __len__(self) -> int:
+        return self.frames.shape[1]
+
+    def commit(self, new_frames: torch.Tensor) -> None:
+        """Add finished frames (clean, ``[B, n, C, H, W]``): noise them to ``level`` and, with the
+        cache, run them through the model once."""
+        b, first = new_frames.shape[0], len(self)
+        idx = [self.offset + i for i in range(first, first + new_frames.shape[1])]
+        x = new_frames
+        if self.level > 0:
+            noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
+            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device))
+        self.frames = torch.cat([self.frames, x], dim=1)
+        if self.cache is not None:
+            for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
+                part = x[:, s : s + 16]
+                self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history."""
+        if self.cache is not None:
+            return self.model(x, t, cache=self.cache)
+        b, n_past = x.shape[0], len(self)
+        full_t = torch.cat([torch.full((b, n_past), self.level, device=x.device), t], dim=1)
+        return self.model(torch.cat([self.frames, x], dim=1), full_t, windows=self.windows)[:, n_past:]
+
+
 @torch.no_grad()
 def sample_video(
     model,
@@ -132,14 +200,29 @@ def sample_video(
     callback: Optional[Callable[[dict], None]] = None,
     cancel: Optional[Callable[[], bool]] = None,
     frame_offset: int = 0,
+    history_guidance: float = 1.0,
+    guidance_mode: str = "vanilla",
+    guidance_level: float = 0.5,
+    guidance_schedule: str = "constant",
 ) -> SamplingResult:
     """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from nothing).
 
     ``frame_offset``: the index of the first context frame in a longer video. Noise is drawn per
     absolute frame index, so continuing a video from its last frames draws the same noise as
-    generating it in one run. See the module docstring for the schedules, the update rule and the cache.
+    generating it in one run.
+
+    **History guidance** (Diffusion Forcing Transformer's observation: a model trained with per-frame
+    noise levels already predicts without history when the history is at full noise):
+    ``v = v_free + w·(v_history − v_free)``, where ``v_free`` sees every finished frame at noise
+    level 1 (``guidance_mode="vanilla"``) or at ``guidance_level`` (``"fractional"``: only the fine
+    detail of the history is withheld). ``w = history_guidance``, constant or fading with the noise
+    level (``guidance_schedule``, see :func:`guidance_scale`). ``w = 1`` runs exactly the unguided
+    sampler; otherwise each model call costs two forwards, each pass with its own KV cache.
+
+    See the module docstring for the schedules, the update rule and the cache.
     """
     check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule)
+    check_guidance_args(history_guidance, guidance_mode, guidance_level, guidance_schedule)
     cfg = model.config
     device = next(model.parameters()).device
     frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
@@ -154,22 +237,15 @@ def sample_video(
     noise_shape = (b, *frame_shape)
 
     video = context.to(device).float()  # finished frames, clean
-    committed = torch.zeros(b, 0, *frame_shape, device=device)  # finished frames as the model sees them
-    cache = KVCache(cfg, windows) if use_cache else None
+    passes = [_History(model, windows, context_noise, 1, use_cache, seed, frame_offset, noise_shape, device)]
+    guided = float(history_guidance) != 1.0
+    if guided:  # the history-free pass
+        free_level = 1.0 if guidance_mode == "vanilla" else guidance_level
+        passes.append(_History(model, windows, free_level, 3, use_cache, seed, frame_offset, noise_shape, device))
 
     def commit(new_frames: torch.Tensor) -> None:
-        """Give finished frames their context noise and, with the cache, run them through once."""
-        nonlocal committed
-        first = committed.shape[1]
-        idx = list(range(first, first + new_frames.shape[1]))
-        x = new_frames
-        if context_noise > 0:
-            x = add_noise(x, _noise_for(seed, [frame_offset + i for i in idx], 1, 0, noise_shape, device), torch.full((b, len(idx)), context_noise, device=device))
-        committed = torch.cat([committed, x], dim=1)
-        if cache is not None:
-            for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
-                part = x[:, s : s + 16]
-                model(part, torch.full(part.shape[:2], float(context_noise), device=device), cache=cache, commit=True)
+        for history in passes:
+            history.commit(new_frames)
 
     if k0:
         commit(video)
@@ -190,13 +266,13 @@ def sample_video(
         t_next = torch.tensor([levels[s + 1] for _, s in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
-        if cache is not None:
-            v = model(x, t, cache=cache)
-        else:
-            n_ctx = committed.shape[1]
-            full_t = torch.cat([torch.full((b, n_ctx), float(context_noise), device=device), t], dim=1)
-            v = model(torch.cat([committed, x], dim=1), full_t, windows=windows)[:, n_ctx:]
+        v = passes[0].predict(x, t)
         result.model_calls += 1
+        if guided and len(passes[1]):  # with no history yet, both passes would agree
+            v_free = passes[1].predict(x, t)
+            result.model_calls += 1
+            w = guidance_scale(history_guidance, guidance_schedule, t_now)[None, :, None, None, None]
+            v = v_free + w * (v - v_free)
         tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
         x0 = x - tn * v
         eps = x + (1 - tn) * v

@@ -20,8 +20,10 @@ def test_evaluate_reports_every_method_and_the_rollout():
     torch.manual_seed(0)
     model = MSCModel(config_from_name("tiny")).eval()
     settings = EvalSettings(clips=2, context=4, horizon=4, steps=2, chunk=2, rollout=12, rollout_clips=1)
-    report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings)
-    assert list(report["methods"]) == ["copy-last", "msc", "dense"]
+    report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings,
+                      guidance=(1.0, 2.0))
+    assert list(report["methods"]) == ["copy-last", "msc", "msc w=2", "dense"]
+    assert report["methods"]["msc w=2"]["history_guidance"] == 2.0
     for scores in report["methods"].values():
         assert len(scores["psnr"]) == 4 and len(scores["ssim"]) == 4
     assert report["methods"]["copy-last"]["motion"] == 0

@@ -44,12 +44,26 @@ def test_extend_an_mp4(weights, tmp_path):
         (["--input", "missing.mp4"], "does not exist"),
         (["--k-s", "99"], "larger than"),
         (["--frames", "0"], "frames must be"),
+        (["--history-guidance", "-2"], "history guidance must be in"),
+        (["--history-guidance", "2", "--guidance-mode", "fractional", "--guidance-level", "1.5"], "fractional guidance level"),
     ],
 )
 def test_bad_input_gives_one_clear_line(weights, tmp_path, extra, message):
     # argparse keeps the last value of a repeated option, so ``extra`` overrides the defaults here
     r = _run("--weights", weights, "--frames", "2", "--steps", "1", "--out", str(tmp_path / "o.mp4"), *extra)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_history_guidance_flags(weights, tmp_path):
+    outs = []
+    for w in ("1", "2"):
+        outs.append(str(tmp_path / f"w{w}.mp4"))
+        r = _run("--weights", weights, "--frames", "4", "--steps", "2", "--chunk", "2", "--out", outs[-1],
+                 "--history-guidance", w, "--guidance-mode", "fractional", "--guidance-level", "0.3",
+                 "--guidance-schedule", "linear")
+        assert r.returncode == 0, r.stderr
+    a, b = read_video(outs[0], size=16), read_video(outs[1], size=16)
+    assert a.shape == b.shape == (4, 3, 16, 16)
 
 
 def test_missing_weights_folder(tmp_path):
