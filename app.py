@@ -8,7 +8,7 @@
 Tabs: *Generate / Extend* (extend a clip chunk by chunk with the KV-cached sampler), *Branch
 weights* (the learned noise gates, paper §3), *Windows explained* (the keys one token attends to,
 and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/generate``,
-``/stop``, ``/light_cone``.
+``/continue``, ``/undo``, ``/stop``, ``/light_cone``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import fields  # noqa: E402
 
@@ -33,10 +34,10 @@ from msc.diffusion import SCHEDULES  # noqa: E402
 from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
-from msc.sampling import FRAME_SCHEDULES  # noqa: E402
+from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES  # noqa: E402
 from msc.studio import (  # noqa: E402
-    MAX_CONTEXT, MAX_NEW_FRAMES, MAX_STEPS, Session, Settings, UserError, frame_strip, load_clip, prune_old_files,
-    run_generation,
+    MAX_CONTEXT, MAX_NEW_FRAMES, MAX_SESSION_FRAMES, MAX_STEPS, Session, SessionStore, Settings, UserError, frame_strip, load_clip,
+    prune_old_files, run_generation,
 )
 from msc.video import write_video  # noqa: E402
 
@@ -47,6 +48,7 @@ CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
 FPS, DISPLAY_SCALE = 8, 4
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_FILE_SIZE = "64mb"
+DEFAULT_GUIDANCE = 1.0  # history guidance w; see the model card's sweep
 
 
 def load_model(weights: str) -> MSCModel:
@@ -64,18 +66,24 @@ def example_clips() -> list:
 
 
 class MSCApp:
-    """The model, the figures that do not change, and the event handlers."""
+    """The model, the per-tab sessions, the figures that do not change, and the event handlers."""
 
-    def __init__(self, model: MSCModel):
+    def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS):
         self.model = model
         self.config = model.config
         self.out_dir = tempfile.mkdtemp(prefix="msc-app-")
-        self.cancel_flags = {}  # session hash -> threading.Event of its running generation
+        self.sessions = SessionStore(idle_seconds=idle_seconds)
+        threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
+        self.cancel_flags = {}  # session key -> threading.Event of its running generation
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
         w = self.config.windows
-        self.defaults = Settings(k_s=w.k_s, k_t=w.k_t, d=w.d, k_lo=w.k_lo)
+        self.defaults = Settings(k_s=w.k_s, k_t=w.k_t, d=w.d, k_lo=w.k_lo, history_guidance=DEFAULT_GUIDANCE)
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _key(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "api"
 
     def _write(self, video: torch.Tensor, mark_from) -> str:
         prune_old_files(self.out_dir)
@@ -83,8 +91,7 @@ class MSCApp:
         return write_video(path, video, fps=FPS, scale=DISPLAY_SCALE, mark_from=mark_from)
 
     def _cancel_flag(self, request: gr.Request | None) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "api"
-        flag = self.cancel_flags.setdefault(key, threading.Event())
+        flag = self.cancel_flags.setdefault(self._key(request), threading.Event())
         flag.clear()
         return flag
 
@@ -95,6 +102,16 @@ class MSCApp:
         except UserError as err:
             raise gr.Error(str(err)) from None
         return settings
+
+    def _show(self, session: Session, status: str, mark: bool = True):
+        """Outputs of a finished request: video, frame strip, status, gates plot."""
+        if session.video is None:
+            return None, None, status, None
+        mark_from = session.first_generated if mark else None
+        path = self._write(session.video, mark_from)
+        strip = frame_strip(session.video, session.first_generated, mark=mark)
+        plot = gates_over_generation(session.gates) if session.gates and self.config.attention == "msc" else None
+        return path, strip, status, plot
 
     # ------------------------------------------------------------------ handlers
 
@@ -110,60 +127,96 @@ class MSCApp:
         size = self.config.image_size
         return path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, centre-cropped)."
 
-    def generate(self, clip, *values, progress=gr.Progress(), request: gr.Request = None):
-        """Extend ``clip`` (a generator: yields the frame strip as chunks finish, then the video)."""
-        *values, session = values
-        settings = self._settings(values)
+    # Gradio injects ``progress`` and ``request`` by parameter position, so the handlers spell out
+    # every setting (in :class:`Settings` field order) instead of taking ``*values``.
+
+    def generate(self, clip, frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
+                 k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark,
+                 progress=gr.Progress(), request: gr.Request = None):
+        """Start this tab's video from ``clip`` and extend it (yields the frame strip as chunks finish)."""
+        settings = self._settings([frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
+                                   k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark])
         try:
             context = load_clip(clip, self.config, settings.context)
         except UserError as err:
             raise gr.Error(str(err)) from None
-        session = session if isinstance(session, Session) else Session()
+        session = self.sessions.get(self._key(request))
         session.start(context)
-        yield from self._run(session, context, settings, 0, progress, request)
+        yield from self._extend(session, settings, "Generated", progress, request)
 
-    def _run(self, session: Session, context: torch.Tensor, settings: Settings, frame_offset: int, progress, request):
+    def continue_(self, frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
+                  k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark,
+                  progress=gr.Progress(), request: gr.Request = None):
+        """Extend this tab's current video (its last ``context`` frames condition the new ones)."""
+        settings = self._settings([frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
+                                   k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark])
+        session = self.sessions.get(self._key(request))
+        if session.video is None:
+            raise gr.Error("nothing to continue yet: press Generate first.")
+        yield from self._extend(session, settings, "Continued with", progress, request)
+
+    def undo(self, mark=True, request: gr.Request = None):
+        session = self.sessions.get(self._key(request))
+        try:
+            removed = session.undo()
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        left = session.frames - session.first_generated
+        return self._show(session, f"Undid the last chunk ({removed} frames); {left} generated frames left.", bool(mark))
+
+    def _extend(self, session: Session, settings: Settings, verb: str, progress, request):
+        try:
+            context, offset = session.context(settings.context)
+            if session.frames + settings.frames > MAX_SESSION_FRAMES:
+                raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; Undo, or start again with Generate.")
+        except UserError as err:
+            raise gr.Error(str(err)) from None
         cancel = self._cancel_flag(request)
-        k = context.shape[0]
+        k, before = context.shape[0], session.frames
         progress(0, desc="starting")
-        for update in run_generation(self.model, context, settings, cancel, frame_offset=frame_offset):
+        for update in run_generation(self.model, context, settings, cancel, frame_offset=offset):
             if update.kind == "step":
                 progress((update.call, update.calls), desc=update.describe(settings, k), unit="model calls")
             elif update.kind == "frames":
-                full = torch.cat([session.video[: session.frames - k], update.video], dim=0)
-                strip = frame_strip(full, session.first_generated, mark=settings.mark)
+                session.add_chunk(update.video[k + session.frames - before:])
+                strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
                 status = f"{update.finished} / {settings.frames} new frames finished…"
-                yield gr.skip(), strip, status, gr.skip(), gr.skip()
+                yield gr.skip(), strip, status, gr.skip()
             elif update.kind == "error":
                 raise gr.Error(f"generation failed: {update.error}") from None
             else:
-                done = update.kind == "done"
-                new = update.video[k:]
-                if new.shape[0] == 0:
-                    yield gr.skip(), gr.skip(), "Stopped before any frame was finished; nothing changed.", gr.skip(), session
-                    return
-                video = torch.cat([session.video, new], dim=0)
-                gates = update.result.gates if done else []
-                session.add(video, gates, settings)
-                path = self._write(video, session.first_generated if settings.mark else None)
-                strip = frame_strip(video, session.first_generated, mark=settings.mark)
-                plot = gates_over_generation(gates) if gates and self.config.attention == "msc" else None
-                status = (f"Generated {new.shape[0]} frames after {session.first_generated} context frames "
-                          f"({update.result.model_calls} model calls)." if done else
-                          f"Stopped: kept the {new.shape[0]} frames finished before Stop.")
-                yield path, strip, status, plot, session
+                new = session.frames - before
+                if update.kind == "done":
+                    session.add_gates(update.result.gates, offset)
+                    status = (f"{verb} {new} frames after {k} context frames ({update.result.model_calls} model calls); "
+                              f"the video has {session.frames} frames.")
+                else:
+                    status = f"Stopped: kept the {new} frames finished before Stop."
+                yield self._show(session, status, settings.mark)
                 return
 
     def stop(self, request: gr.Request = None):
-        key = getattr(request, "session_hash", None) or "api"
-        if key in self.cancel_flags:
-            self.cancel_flags[key].set()
+        flag = self.cancel_flags.get(self._key(request))
+        if flag is not None:
+            flag.set()
         return "Stopping after the current denoising step…"
 
+    def close_tab(self, request: gr.Request = None):
+        """The tab closed (or its connection dropped): free its video unless it reconnects soon."""
+        self.sessions.close(self._key(request))
+
+    def _sweep_forever(self, every_seconds: float = 30) -> None:
+        while True:
+            time.sleep(every_seconds)
+            self.sessions.sweep()
+            for key in [k for k in self.cancel_flags if k not in self.sessions]:
+                self.cancel_flags.pop(key, None)
+
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
-        """API: extend a clip by ``frames`` frames with default settings; returns the mp4 (context + new)."""
-        values = [getattr(self.defaults, f.name) for f in fields(Settings)]
-        settings = self._settings([frames, values[1], chunk, steps, *values[4:13], seed, values[14]])
+        """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new)."""
+        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
+        values.update(frames=frames, steps=steps, chunk=chunk, seed=seed)
+        settings = self._settings(list(values.values()))
         try:
             context = load_clip(clip, self.config, settings.context)
         except UserError as err:
@@ -175,7 +228,9 @@ class MSCApp:
                 return self._write(update.video, context.shape[0])
 
     def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):
-        settings = self._settings([frames, context, 1, 1, "autoregressive", 1, "cosine", 3.0, 0.0, k_s, k_t, d, k_lo, 0, True])
+        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
+        values.update(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo)
+        settings = self._settings(list(values.values()))
         r = self.config.low_res_factors[int(layer)] if self.config.low_res_factors else 1
         grid = self.config.grid
         try:
@@ -197,9 +252,9 @@ class MSCApp:
                 "(local windows in space and time) and a **Low-Res** branch (pooled frames, far back in "
                 "time), weighted by gates that depend on the noise level. Upload a clip or pick an "
                 f"example; the model ({cfg.image_size}×{cfg.image_size} pixels, {grid}×{grid} tokens) "
-                "continues it chunk by chunk with a bounded KV cache."
+                "continues it chunk by chunk with a bounded KV cache. *Continue* extends the result, "
+                "*Undo* drops its last chunk."
             )
-            session = gr.State(None, time_to_live=SESSION_IDLE_SECONDS)
             with gr.Tab("Generate / Extend"):
                 with gr.Row():
                     with gr.Column(scale=1):
@@ -209,10 +264,13 @@ class MSCApp:
                         context_view = gr.Video(label="Context the model sees", interactive=False, height=200, autoplay=True, loop=True)
                         context_info = gr.Markdown()
                         frames = gr.Slider(1, MAX_NEW_FRAMES, value=d.frames, step=1, label="Frames to generate")
-                        context = gr.Slider(1, MAX_CONTEXT, value=d.context, step=1, label="Context frames (last frames of the clip)")
+                        context = gr.Slider(1, MAX_CONTEXT, value=d.context, step=1, label="Context frames (the last frames the model is conditioned on)")
                         with gr.Row():
                             generate_btn = gr.Button("Generate", variant="primary")
                             stop_btn = gr.Button("Stop", variant="stop")
+                        with gr.Row():
+                            continue_btn = gr.Button("Continue")
+                            undo_btn = gr.Button("Undo last chunk")
                         with gr.Accordion("Sampler", open=False):
                             chunk = gr.Slider(1, 16, value=d.chunk, step=1, label="Chunk size (frames denoised together)")
                             steps = gr.Slider(1, MAX_STEPS, value=d.steps, step=1, label="Denoising steps per frame")
@@ -221,6 +279,10 @@ class MSCApp:
                             noise_schedule = gr.Radio(list(SCHEDULES), value=d.noise_schedule, label="Noise schedule")
                             shift = gr.Slider(0.1, 10, value=d.shift, step=0.1, label="Shift (shifted schedule)")
                             context_noise = gr.Slider(0, 0.5, value=d.context_noise, step=0.01, label="Context noise level")
+                            guidance = gr.Slider(0, 5, value=d.history_guidance, step=0.1,
+                                                 label="History guidance w (1 = off; > 1 follows the context more, one more forward per step)")
+                            guidance_mode = gr.Radio(list(GUIDANCE_MODES), value=d.guidance_mode,
+                                                     label="Guidance: history hidden at noise 1 (vanilla) or 0.5 (fractional)")
                             seed = gr.Number(value=d.seed, precision=0, minimum=0, label="Seed")
                         with gr.Accordion("Attention windows (sampling-time settings)", open=False):
                             k_s = gr.Slider(1, grid, value=d.k_s, step=1, label="k_s: High-Res spatial window")
@@ -232,12 +294,12 @@ class MSCApp:
                         output = gr.Video(label="Context + generated", interactive=False, autoplay=True, loop=True, height=320)
                         strip = gr.Image(label="Latest frames (updates as each chunk finishes)", interactive=False, type="numpy")
                         status = gr.Markdown()
-                        run_plot = gr.Plot(label="Gates during this generation")
+                        run_plot = gr.Plot(label="Gates while generating this video", format="png")
             with gr.Tab("Branch weights"):
                 gr.Markdown(
                     "The Low-Res share of every layer's gate against the noise level, read from the trained "
                     "weights. The paper argues that the coarse branch should matter more when frames are noisy. "
-                    "The plot under *Generate* shows the gates of the last generation, call by call."
+                    "The plot under *Generate* shows the gates of the calls that made the current video."
                 )
                 gr.Plot(value=self.gates_figure, label="Learned gates", format="png")
             with gr.Tab("Windows explained"):
@@ -255,12 +317,15 @@ class MSCApp:
                 cost = gr.Markdown()
 
             settings_inputs = [frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                               k_s, k_t, stride, k_lo, seed, mark]
+                               k_s, k_t, stride, k_lo, seed, guidance, guidance_mode, mark]
+            shown = [output, strip, status, run_plot]
+            sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
             clip.change(self.preview_clip, [clip, context], [context_view, context_info], api_visibility="private")
-            gen_event = generate_btn.click(self.generate, [clip, *settings_inputs, session], [output, strip, status, run_plot, session],
-                                           api_name="generate", concurrency_limit=1, concurrency_id="sampler",
-                                           show_progress_on=[output])
+            generate_btn.click(self.generate, [clip, *settings_inputs], shown, api_name="generate", **sampler)
+            continue_btn.click(self.continue_, settings_inputs, shown, api_name="continue", **sampler)
+            undo_btn.click(self.undo, [mark], shown, api_name="undo", concurrency_id="sampler")
             stop_btn.click(self.stop, None, [status], api_name="stop", queue=False)
+            demo.unload(self.close_tab)
             cone_inputs = [k_s, k_t, stride, k_lo, frames, context, q_frame, q_y, q_x, layer]
             for control in cone_inputs:
                 control.change(self.cone, cone_inputs, [cone_plot, cost], api_visibility="private", trigger_mode="always_last")
@@ -276,7 +341,6 @@ class MSCApp:
                 api_btn = gr.Button()
             api_btn.click(self.extend, [api_clip, api_frames, api_steps, api_chunk, api_seed], [api_out],
                           api_name="extend", concurrency_limit=1, concurrency_id="sampler")
-            self.generate_event = gen_event
         return demo
 
 

@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator, List, Optional
 
 import numpy as np
@@ -19,13 +19,13 @@ import torch
 
 from msc.diffusion import SCHEDULES
 from msc.model import AttentionWindows
-from msc.sampling import FRAME_SCHEDULES, SamplingCancelled, check_sampling_args, sample_video
+from msc.sampling import FRAME_SCHEDULES, SamplingCancelled, check_guidance_args, check_sampling_args, sample_video
 from msc.video import VideoError, mark_frames, read_video
 
 MAX_NEW_FRAMES = 256  # per request; Continue extends further
 MAX_CONTEXT = 64
 MAX_STEPS = 100
-MAX_SESSION_FRAMES = 2048
+MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
 
 
 class UserError(ValueError):
@@ -50,6 +50,8 @@ class Settings:
     d: int = 2
     k_lo: int = 4
     seed: int = 0
+    history_guidance: float = 1.0  # w: 1 = off
+    guidance_mode: str = "vanilla"
     mark: bool = True  # border on generated frames
 
     @classmethod
@@ -64,7 +66,7 @@ class Settings:
             if float(value) != int(float(value)):
                 raise UserError(f"{name} must be a whole number, got {value}.")
             kwargs[name] = int(float(value))
-        for name in ("shift", "context_noise"):
+        for name in ("shift", "context_noise", "history_guidance"):
             if kwargs.get(name) is None:
                 raise UserError(f"{name} is empty; enter a number.")
             kwargs[name] = float(kwargs[name])
@@ -92,6 +94,7 @@ class Settings:
         try:
             self.windows().validate(config.grid)
             check_sampling_args(self.frames, self.steps, self.chunk, self.ar_step, self.context_noise, 0.0, self.schedule)
+            check_guidance_args(self.history_guidance, self.guidance_mode, 0.5, "constant")
         except UserError:
             raise
         except ValueError as err:
@@ -169,6 +172,7 @@ def run_generation(model, context: Optional[torch.Tensor], settings: Settings, c
                 schedule=settings.schedule, ar_step=settings.ar_step, noise_schedule=settings.noise_schedule,
                 shift=settings.shift, context_noise=settings.context_noise, seed=settings.seed,
                 windows=settings.windows(), callback=callback, cancel=cancel.is_set, frame_offset=frame_offset,
+                history_guidance=settings.history_guidance, guidance_mode=settings.guidance_mode,
                 **sampler_kwargs,
             )
             reports.put(Update("done", result=result, video=result.video[0]))
@@ -197,14 +201,16 @@ def run_generation(model, context: Optional[torch.Tensor], settings: Settings, c
 
 @dataclass
 class Session:
-    """The video of one browser tab: the user's context frames then everything generated, with the
-    frame count after every generation so the last ones can be undone."""
+    """The video of one browser tab: the user's context frames, then every generated chunk.
+
+    ``boundaries`` holds the video length after each finished chunk, so Undo can drop chunks one at
+    a time; ``gates`` holds the gate records of the model calls that made the frames still in the
+    video (frame indices absolute in this video)."""
 
     video: Optional[torch.Tensor] = None  # [T, C, H, W] in [-1, 1]
     first_generated: int = 0  # frames before this index came from the user's clip
-    history: List[int] = field(default_factory=list)  # video length after each generation
-    gates: list = field(default_factory=list)  # gate records of the last generation
-    settings: Optional[dict] = None  # settings of the last generation
+    boundaries: List[int] = field(default_factory=list)
+    gates: list = field(default_factory=list)
     touched: float = field(default_factory=time.time)
 
     @property
@@ -212,14 +218,90 @@ class Session:
         return 0 if self.video is None else int(self.video.shape[0])
 
     def start(self, context: torch.Tensor) -> None:
-        self.video, self.first_generated, self.history, self.gates = context, context.shape[0], [], []
+        self.video, self.first_generated, self.boundaries, self.gates = context, int(context.shape[0]), [], []
 
-    def add(self, video: torch.Tensor, gates: list, settings: Settings) -> None:
-        if video.shape[0] > MAX_SESSION_FRAMES:
-            raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; start a new one.")
-        self.video, self.gates, self.settings = video, gates, asdict(settings)
-        self.history.append(video.shape[0])
-        self.touched = time.time()
+    def context(self, count: int) -> tuple:
+        """The last ``count`` frames to continue from, and the index of the first of them."""
+        if self.video is None:
+            raise UserError("nothing to continue yet: generate from a clip first.")
+        first = max(0, self.frames - count)
+        return self.video[first:], first
+
+    def add_chunk(self, frames: torch.Tensor) -> None:
+        """Append finished frames ``[n, C, H, W]`` as one undoable chunk."""
+        if self.frames + frames.shape[0] > MAX_SESSION_FRAMES:
+            raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; start a new one with Generate.")
+        self.video = torch.cat([self.video, frames], dim=0)
+        self.boundaries.append(self.frames)
+
+    def add_gates(self, records: list, frame_offset: int) -> None:
+        for r in records:
+            self.gates.append({**r, "frames": [frame_offset + f for f in r["frames"]]})
+
+    def undo(self) -> int:
+        """Drop the last generated chunk; returns how many frames went."""
+        if not self.boundaries:
+            raise UserError("nothing to undo: only the clip's own frames are left.")
+        self.boundaries.pop()
+        keep = self.boundaries[-1] if self.boundaries else self.first_generated
+        removed = self.frames - keep
+        self.video = self.video[:keep]
+        self.gates = [r for r in self.gates if max(r["frames"]) < keep]
+        return removed
+
+
+class SessionStore:
+    """Sessions by key (Gradio's per-tab session hash), with memory bounded three ways: a session
+    is dropped ``close_grace_seconds`` after its tab closes (``close``; a reconnect within the grace
+    keeps it, since clients also reconnect while alive), after ``idle_seconds`` without use, and,
+    least recently used first, when more than ``max_sessions`` exist."""
+
+    def __init__(self, idle_seconds: float = 1800, max_sessions: int = 16, close_grace_seconds: float = 60):
+        self.idle_seconds, self.max_sessions, self.close_grace_seconds = idle_seconds, max_sessions, close_grace_seconds
+        self._sessions = {}
+        self._closed_at = {}
+        self._lock = threading.Lock()
+
+    def _sweep_locked(self, now: float) -> None:
+        for k in [k for k, s in self._sessions.items() if now - s.touched > self.idle_seconds]:
+            self._drop_locked(k)
+        for k in [k for k, t in self._closed_at.items() if now - t > self.close_grace_seconds]:
+            self._drop_locked(k)
+
+    def _drop_locked(self, key: str) -> None:
+        self._sessions.pop(key, None)
+        self._closed_at.pop(key, None)
+
+    def sweep(self) -> None:
+        """Drop idle and closed sessions (the app calls this periodically)."""
+        with self._lock:
+            self._sweep_locked(time.time())
+
+    def get(self, key: str) -> Session:
+        now = time.time()
+        with self._lock:
+            self._closed_at.pop(key, None)  # in use again
+            self._sweep_locked(now)
+            session = self._sessions.get(key)
+            if session is None:
+                session = self._sessions[key] = Session()
+                while len(self._sessions) > self.max_sessions:
+                    oldest = min(self._sessions, key=lambda k: self._sessions[k].touched)
+                    self._drop_locked(oldest)
+            session.touched = now
+            return session
+
+    def close(self, key: str) -> None:
+        """The tab went away: drop its session after the grace period unless it comes back."""
+        with self._lock:
+            if key in self._sessions:
+                self._closed_at[key] = time.time()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._sessions
 
 
 # --------------------------------------------------------------------------------------------------

@@ -80,8 +80,8 @@ def test_generate_with_every_setting(client):
     from gradio_client import handle_file
 
     video, strip, status, plot = client.predict(
-        handle_file(ASSET), 6, 4, 2, 4, "diffusion-forcing", 2, "shifted", 2.0, 0.05, 5, 2, 1, 3, 3, True,
-        api_name="/generate",
+        handle_file(ASSET), 6, 4, 2, 4, "diffusion-forcing", 2, "shifted", 2.0, 0.05, 5, 2, 1, 3, 3, 1.5, "fractional",
+        True, api_name="/generate",
     )
     assert _frames(video) == 4 + 6
     assert "Generated 6 frames after 4 context frames" in status
@@ -94,13 +94,15 @@ def test_generate_with_every_setting(client):
     (dict(context_noise=1.5), "1.5 is greater than maximum value 0.5"),
     (dict(schedule="sideways"), "sideways"),
     (dict(steps=2.5), "steps must be a whole number"),
+    (dict(history_guidance=9.0), "9.0 is greater than maximum value 5"),
 ])
 def test_bad_settings_say_what_to_change(client, change, message):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
     values = dict(frames=4, context=4, chunk=2, steps=2, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
-                  shift=3.0, context_noise=0.0, k_s=7, k_t=3, d=2, k_lo=4, seed=0, mark=True)
+                  shift=3.0, context_noise=0.0, k_s=7, k_t=3, d=2, k_lo=4, seed=0, history_guidance=1.0,
+                  guidance_mode="vanilla", mark=True)
     values.update(change)
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(ASSET), *values.values(), api_name="/generate")
@@ -134,6 +136,46 @@ def test_extend_endpoint_checks_what_the_controls_cannot(client):
         client.predict(handle_file(ASSET), 10_000, api_name="/extend")
     with pytest.raises(AppError, match="chunk must be an integer >= 1"):
         client.predict(handle_file(ASSET), 4, 4, 0, api_name="/extend")
+
+
+SETTINGS = [4, 8, 2, 4, "autoregressive", 2, "cosine", 3.0, 0.0, 7, 3, 2, 4, 3, 1.0, "vanilla", True]  # 4 new frames, chunk 2
+
+
+def _decoded(path):
+    return read_video(path, size=64)
+
+
+def test_continue_and_undo_reproduce_the_same_frames(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    first, *_ = client.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # 8 + 4 frames
+    more, _, status, _ = client.predict(*SETTINGS, api_name="/continue")  # + 4
+    assert "Continued with 4 frames" in status and _frames(more) == 16
+    undone, _, status, _ = client.predict(True, api_name="/undo")  # drops the last chunk (2 frames)
+    assert "Undid the last chunk (2 frames)" in status and _frames(undone) == 14
+    again, *_ = client.predict(*SETTINGS[:1], *SETTINGS[1:], api_name="/continue")  # the same seed: the same frames
+    a, b = _decoded(more), _decoded(again)
+    assert b.shape[0] == 18
+    assert (a[:16] - b[:16]).abs().mean() < 0.01
+    assert (_decoded(first) - a[:12]).abs().mean() < 0.01  # Continue kept what was there
+
+
+def test_two_sessions_keep_separate_histories(server):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    one, two = Client(server, verbose=False), Client(server, verbose=False)
+    one.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # one: 12 frames
+    with pytest.raises(AppError, match="nothing to continue"):
+        two.predict(*SETTINGS, api_name="/continue")  # two has no video yet
+    two.predict(handle_file(os.path.join(ROOT, "assets", "heldout_1.mp4")), *SETTINGS, api_name="/generate")
+    one_more, *_ = one.predict(*SETTINGS, api_name="/continue")  # one: 16
+    two_undone, *_ = two.predict(True, api_name="/undo")  # two: 10
+    assert _frames(one_more) == 16 and _frames(two_undone) == 10
+    clip0 = read_video(ASSET, size=64)[-8:]
+    assert (_decoded(one_more)[:8] - clip0).abs().mean() < 0.05  # one still extends heldout_0
+    assert (_decoded(two_undone)[:8] - clip0).abs().mean() > 0.05  # two extends heldout_1
 
 
 def test_light_cone_endpoint(client):
@@ -171,5 +213,19 @@ def test_browser_upload_generate_and_play(server, tmp_path):
         output.evaluate("v => { v.muted = true; return v.play(); }")
         page.wait_for_function("v => v.currentTime > 0", arg=output.element_handle(), timeout=10_000)
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+        def output_duration(seconds):
+            page.wait_for_function(
+                f"() => {{ const v = document.querySelectorAll('video')[1]; return v && v.duration > 0 && Math.abs(v.duration - {seconds}) < 0.3; }}",
+                timeout=60_000)
+
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_text("Continued with 16 frames").wait_for(timeout=60_000)
+        output_duration(40 / 8)  # 24 + 16 frames
+        page.get_by_role("button", name="Undo last chunk").click()
+        page.get_by_text("Undid the last chunk (4 frames)").wait_for(timeout=30_000)
+        output_duration(36 / 8)
+        page.get_by_role("button", name="Undo last chunk").click()
+        page.get_by_text("24 generated frames left").wait_for(timeout=30_000)
         assert (tmp_path / "app.png").stat().st_size > 10_000
         browser.close()

@@ -9,7 +9,7 @@ import torch
 from msc.data import procedural_clip
 from msc.model import MSCModel, config_from_name
 from msc.sampling import sample_video
-from msc.studio import Session, Settings, UserError, frame_strip, load_clip, run_generation
+from msc.studio import Session, SessionStore, Settings, UserError, frame_strip, load_clip, run_generation
 from msc.video import write_video
 
 TINY = config_from_name("tiny")  # 16 px, 8 × 8 tokens, k_s 3, k_t 2, d 2, k_lo 2
@@ -23,13 +23,13 @@ def model():
 
 
 def test_settings_from_ui_values_and_their_checks():
-    s = Settings.from_values(8, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+    s = Settings.from_values(8, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
     assert s.frames == 8 and s.seed == 7 and isinstance(s.steps, int)
     s.check(TINY)
     with pytest.raises(UserError, match="whole number"):
-        Settings.from_values(8.5, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+        Settings.from_values(8.5, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
     with pytest.raises(UserError, match="steps is empty"):
-        Settings.from_values(8, 4, 2, None, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, True)
+        Settings.from_values(8, 4, 2, None, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
     bad = {
         "larger than the 8 × 8 token grid": dict(k_s=9),
         "frames to generate": dict(frames=0),
@@ -38,6 +38,8 @@ def test_settings_from_ui_values_and_their_checks():
         "frame schedule": dict(schedule="sideways"),
         "shift": dict(noise_schedule="shifted", shift=0.0),
         "k_lo must be a positive": dict(k_lo=0),
+        "history guidance must be in": dict(history_guidance=-1.0),
+        "guidance mode": dict(guidance_mode="loud"),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
@@ -81,12 +83,51 @@ def test_cancel_keeps_the_finished_frames(model):
     assert seen[-1].video.shape[0] == 4 + 4
 
 
-def test_session_history_and_the_frame_strip():
+def test_session_chunks_undo_and_context():
     session = Session()
+    with pytest.raises(UserError, match="nothing to continue"):
+        session.context(4)
     session.start(torch.zeros(4, 3, 16, 16))
-    session.add(torch.zeros(8, 3, 16, 16), [], Settings())
-    session.add(torch.zeros(12, 3, 16, 16), [], Settings())
-    assert session.history == [8, 12] and session.frames == 12 and session.first_generated == 4
+    with pytest.raises(UserError, match="nothing to undo"):
+        session.undo()
+    session.add_chunk(torch.ones(2, 3, 16, 16))
+    session.add_chunk(2 * torch.ones(3, 3, 16, 16))
+    session.add_gates([{"frames": [4, 5], "t": [1.0, 1.0]}, {"frames": [6], "t": [0.5]}], frame_offset=2)
+    assert session.boundaries == [6, 9] and session.frames == 9
+    assert [r["frames"] for r in session.gates] == [[6, 7], [8]]
+    context, first = session.context(4)
+    assert first == 5 and context.shape[0] == 4 and context[-1].max() == 2
+    assert session.undo() == 3 and session.frames == 6
+    assert [r["frames"] for r in session.gates] == []  # their frames are gone
+    assert session.undo() == 2 and session.frames == 4
+    with pytest.raises(UserError, match="nothing to undo"):
+        session.undo()
+
+
+def test_session_store_keeps_tabs_apart_and_memory_bounded(monkeypatch):
+    store = SessionStore(idle_seconds=100, max_sessions=2, close_grace_seconds=10)
+    a, b = store.get("tab-a"), store.get("tab-b")
+    assert a is not b and store.get("tab-a") is a
+    now = [1000.0]
+    monkeypatch.setattr("msc.studio.time.time", lambda: now[0])
+    store.get("tab-a"), store.get("tab-b")
+    now[0] += 50
+    store.get("tab-a")
+    store.get("tab-c")  # a third tab: the least recently used one (b) goes
+    assert "tab-b" not in store and "tab-a" in store and len(store) == 2
+    now[0] += 101  # idle timeout
+    store.get("tab-d")
+    assert "tab-a" not in store and "tab-c" not in store and len(store) == 1
+    store.close("tab-d")  # the tab closed...
+    now[0] += 5
+    store.get("tab-d")  # ...and reconnected within the grace period: kept
+    store.close("tab-d")
+    now[0] += 11
+    store.sweep()  # closed for longer than the grace period: dropped
+    assert len(store) == 0
+
+
+def test_frame_strip_marks_generated_frames():
     strip = frame_strip(torch.zeros(6, 3, 16, 16), first_generated=4, count=4, scale=2)
     assert strip.shape == (32, 4 * 32, 3) and strip.dtype == np.uint8
     assert tuple(strip[0, 2 * 32 + 5]) == (255, 64, 160)  # generated frames have the border
