@@ -1,0 +1,27 @@
+"""The model card is written from measured files only."""
+
+import json
+import os
+
+import torch
+
+from msc.evaluate import main as evaluate_main
+from msc.model_card import write_card
+from msc.train import main as train_main
+
+
+def test_card_from_a_tiny_run(tmp_path):
+    run = str(tmp_path / "run")
+    train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "3", "--warmup", "1",
+                "--log-every", "1", "--no-progress", "--out", run])
+    weights = os.path.join(run, "final")
+    evaluation = str(tmp_path / "eval.json")
+    assert evaluate_main(["--weights", weights, "--clips", "2", "--context", "2", "--horizon", "2", "--steps", "1",
+                          "--chunk", "2", "--rollout", "4", "--rollout-clips", "1", "--json", evaluation]) == 0
+    path = write_card(weights, run, run, evaluation, "python -m msc.train --config tiny")
+    card = open(path).read()
+    report = json.load(open(evaluation))
+    assert f"{report['methods']['copy-last']['psnr_mean']:.2f}" in card
+    assert "3 steps in" in card and "python -m msc.train --config tiny" in card
+    assert "| `hidden_size` | `48` |" in card
+    assert os.path.exists(os.path.join(weights, "training_log.jsonl"))
