@@ -1,0 +1,56 @@
+"""The bundled model in weights/: loads offline from safetensors + JSON, generates sane frames."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from msc.model import MSCModel
+from msc.sampling import sample_video
+from msc.video import read_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEIGHTS = os.path.join(ROOT, "weights")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MSCModel.from_pretrained(WEIGHTS).eval()
+
+
+def test_the_folder_holds_safetensors_json_and_a_card():
+    names = set(os.listdir(WEIGHTS))
+    assert {"config.json", "model.safetensors", "README.md"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) for n in names)  # no pickle anywhere
+    size_mb = os.path.getsize(os.path.join(WEIGHTS, "model.safetensors")) / 1e6
+    assert 1 < size_mb < 60
+    config = json.load(open(os.path.join(WEIGHTS, "config.json")))
+    assert config["channels"] == 3 and config["image_size"] // config["patch_size"] >= 16
+    card = open(os.path.join(WEIGHTS, "README.md")).read()
+    assert "## Evaluation" in card and "copy-last" in card and "## Limitations" in card
+
+
+def test_generates_finite_frames_in_range_from_an_asset_clip(model):
+    clip = read_video(os.path.join(ROOT, "assets", "heldout_0.mp4"), size=model.config.image_size)
+    video = sample_video(model, clip[None, -8:], 4, steps=8, chunk=4, seed=0).video
+    new = video[0, 8:]
+    assert new.shape == (4, 3, 64, 64)
+    assert torch.isfinite(new).all() and new.min() >= -1 and new.max() <= 1
+    assert new.std() > 0.05  # not a blank frame
+    # and it continues the clip: the first new frame is closer to the last context frame than to noise
+    assert (new[0] - clip[-1]).abs().mean() < (torch.randn_like(new[0]).clamp(-1, 1) - clip[-1]).abs().mean()
+
+
+def test_loads_offline_in_a_fresh_process():
+    code = ("import os; assert os.environ['HF_HUB_OFFLINE'] == '1'; from msc.model import MSCModel; "
+            f"m = MSCModel.from_pretrained({WEIGHTS!r}); print(m.config.attention, m.config.depth)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9"}  # any attempt to reach the network would fail
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "msc"
