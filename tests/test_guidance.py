@@ -3,24 +3,18 @@ a video from its last frames."""
 
 import pytest
 import torch
+from conftest import random_context
 
-from msc.model import MSCModel, config_from_name
 from msc.sampling import guidance_scale, sample_video
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = MSCModel(config_from_name("tiny"))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return m.eval()
+def model(tiny_model):
+    return tiny_model
 
 
-def _context(frames=4, seed=0):
-    return torch.rand(1, frames, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+def _context(frames=3, seed=0):
+    return random_context(frames, seed)
 
 
 KW = dict(steps=3, chunk=2, seed=5)
@@ -87,8 +81,8 @@ def test_continuing_from_the_last_frames_reproduces_one_long_run(model, guidance
     """Frames 4..9 in one run == frames 4..5 then a continuation from the last 4 frames with
     ``frame_offset`` (the windows reach back at most 2 frames in the tiny config)."""
     kw = dict(steps=3, chunk=2, seed=9, history_guidance=guidance)
-    one_run = sample_video(model, _context(), 6, **kw).video
-    first = sample_video(model, _context(), 2, **kw).video  # [1, 6, ...]
+    one_run = sample_video(model, _context(4), 6, **kw).video
+    first = sample_video(model, _context(4), 2, **kw).video  # [1, 6, ...]
     more = sample_video(model, first[:, -4:], 4, frame_offset=2, **kw).video
     joined = torch.cat([first, more[:, 4:]], dim=1)
     assert (joined - one_run).abs().max().item() <= 1e-4

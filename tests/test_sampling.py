@@ -2,24 +2,19 @@
 
 import pytest
 import torch
+from conftest import random_context
 
 from msc.model import AttentionWindows, KVCache, MSCModel, config_from_name
 from msc.sampling import SamplingCancelled, frame_schedule_plan, sample_video
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = MSCModel(config_from_name("tiny"))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return m.eval()
+def model(tiny_model):
+    return tiny_model
 
 
 def _context(frames=3, seed=0):
-    return torch.rand(1, frames, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return random_context(frames, seed)
 
 
 @pytest.mark.parametrize("attention", ["msc", "dense"])
