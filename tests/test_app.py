@@ -178,6 +178,25 @@ def test_two_sessions_keep_separate_histories(server):
     assert (_decoded(two_undone)[:8] - clip0).abs().mean() > 0.05  # two extends heldout_1
 
 
+def test_stop_keeps_the_finished_frames(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    long_run = [256, 8, 4, 50, *SETTINGS[4:]]  # minutes of work if nobody stops it
+    job = client.submit(handle_file(ASSET), *long_run, api_name="/generate")
+    deadline = time.time() + 60
+    while not (job.status().progress_data or time.time() > deadline):  # wait for the first step
+        time.sleep(0.2)
+    time.sleep(2)
+    assert "Stopping" in client.predict(api_name="/stop")
+    start = time.time()
+    video, _, status, _ = job.result(timeout=60)
+    assert time.time() - start < 30
+    assert status.startswith("Stopped: kept the")
+    kept = int(status.split("kept the ")[1].split()[0])
+    assert _frames(video) == 8 + kept and kept < 256
+
+
 def test_light_cone_endpoint(client):
     plot, cost = client.predict(5, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone")
     assert plot is not None
