@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from typing import List
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from msc.attention import axis_window_mask  # noqa: E402
-from msc.complexity import dense_layer_macs, msc_layer_macs, paper_dense, paper_high_res, paper_low_res  # noqa: E402
+from msc.attention import axis_window_mask
+from msc.complexity import dense_layer_macs, msc_layer_macs, paper_dense, paper_high_res, paper_low_res
 
 
 def light_cone(windows, grid: int, frame: int, y: int, x: int, r: int) -> dict:
@@ -62,11 +61,12 @@ def light_cone_figure(cone: dict):
     """Two rows (High-Res, Low-Res) of token grids, one column per frame, the query marked."""
     frames, (q_frame, qy, qx) = cone["frames"], cone["query"]
     n = len(frames)
-    fig, axes = plt.subplots(2, n, figsize=(max(2.2 * n, 4.5), 4.9), facecolor="white", squeeze=False, layout="constrained")
+    fig = Figure(figsize=(max(2.2 * n, 4.5), 4.9), facecolor="white", layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
     r = cone["r"]
     rows = [("High-Res", cone["high"], "#e8731a", 1), (f"Low-Res (r={r})", cone["low"], "#2a7ab9", r)]
     for row, (name, mask, colour, cell) in enumerate(rows):
-        rgb = np.array(matplotlib.colors.to_rgb(colour))
+        rgb = np.array(to_rgb(colour))
         for col, f in enumerate(frames):
             ax = axes[row, col]
             img = np.where(mask[col][..., None], rgb, np.array([0.93, 0.93, 0.93]))
@@ -76,7 +76,7 @@ def light_cone_figure(cone: dict):
                     ax.axhline(edge, color="white", lw=0.6)
                     ax.axvline(edge, color="white", lw=0.6)
             if f == q_frame:
-                ax.add_patch(plt.Rectangle((qx - 0.5, qy - 0.5), 1, 1, fill=True, color="#d62728"))
+                ax.add_patch(Rectangle((qx - 0.5, qy - 0.5), 1, 1, fill=True, color="#d62728"))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"frame {f}" + (" (query)" if f == q_frame else f"  (t-{q_frame - f})"), fontsize=9)

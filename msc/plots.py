@@ -6,20 +6,18 @@
 * :func:`gates_over_generation` — for one sampler run, the Low-Res share of every layer at every
   model call, beside the noise levels of the frames that call denoised.
 
-Figures use the Agg backend and an opaque white background, so they read the same in light and
-dark page themes. Callers own the figure (``plt.close(fig)`` when done, or :func:`save`).
+Figures are plain :class:`matplotlib.figure.Figure` objects (not registered with pyplot, so a
+server that makes one per request does not accumulate them), with an opaque white background so
+they read the same in light and dark page themes.
 """
 
 from __future__ import annotations
 
 from typing import List, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 LOW_RES_CMAP = "viridis"
 
@@ -34,7 +32,8 @@ def low_res_share_table(model, levels: int = 21) -> tuple:
 def gate_heatmap(model, levels: int = 41, title: str = "Learned gates: Low-Res share per layer"):
     t, share = low_res_share_table(model, levels)
     depth = share.shape[0]
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * depth + 1.6), facecolor="white", layout="constrained")
+    fig = Figure(figsize=(6.4, 0.45 * depth + 1.6), facecolor="white", layout="constrained")
+    ax = fig.subplots()
     im = ax.imshow(share, aspect="auto", origin="lower", cmap=LOW_RES_CMAP, vmin=0, vmax=1,
                    extent=(-0.5 / (levels - 1), 1 + 0.5 / (levels - 1), -0.5, depth - 0.5))
     ax.set_xlabel("noise level t (0 = clean, 1 = pure noise)")
@@ -48,7 +47,7 @@ def gate_heatmap(model, levels: int = 41, title: str = "Learned gates: Low-Res s
     return fig
 
 
-def gates_over_generation(records: Sequence[dict], title: str = "Gates during the last generation"):
+def gates_over_generation(records: Sequence[dict], title: str = "Noise level and gates at every model call"):
     """``records``: :attr:`msc.sampling.SamplingResult.gates` (one dict per model call with ``t``
     ``[n]`` and ``gates`` ``[n, depth, 2]``). Shows, per call, the mean noise level of the frames it
     denoised and the Low-Res share of each layer averaged over those frames."""
@@ -57,8 +56,8 @@ def gates_over_generation(records: Sequence[dict], title: str = "Gates during th
     share = np.stack([r["gates"][..., 1].float().mean(0).numpy() for r in records], axis=1)  # [depth, calls]
     t_mean = np.array([float(np.mean(r["t"])) for r in records])
     depth, calls = share.shape
-    fig, (ax_t, ax) = plt.subplots(2, 1, figsize=(7.0, 0.4 * depth + 3.0), facecolor="white", sharex=True,
-                                   gridspec_kw={"height_ratios": [1, max(2, depth // 2)]}, layout="constrained")
+    fig = Figure(figsize=(7.0, 0.3 * depth + 2.6), facecolor="white", layout="constrained")
+    ax_t, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, max(2, depth // 2)]})
     ax_t.plot(np.arange(calls), t_mean, color="tab:orange", marker=".", lw=1)
     ax_t.set_ylabel("noise t")
     ax_t.set_ylim(-0.05, 1.05)
@@ -74,7 +73,6 @@ def gates_over_generation(records: Sequence[dict], title: str = "Gates during th
 
 def save(fig, path: str, dpi: int = 120) -> str:
     fig.savefig(path, dpi=dpi, facecolor=fig.get_facecolor())
-    plt.close(fig)
     return path
 
 
