@@ -53,4 +53,4 @@ def test_loads_offline_in_a_fresh_process():
            "HTTP_PROXY": "http://127.0.0.1:9"}  # any attempt to reach the network would fail
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "msc"
+    assert out.stdout.strip().splitlines()[-1].split()[0] == "msc"
