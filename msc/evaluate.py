@@ -1,6 +1,6 @@
 """Evaluate video continuation on held-out procedural clips: ``python -m msc.evaluate``.
 
-    python -m msc.evaluate --weights weights --baseline runs/dense/final --json eval.json
+    python -m msc.evaluate --weights weights --baseline dense=weights/dense_baseline --json eval.json
 
 For ``--clips`` held-out clips (seeds the training never draws, :data:`msc.data.TEST_SEED_OFFSET`),
 the model sees ``--context`` ground-truth frames and generates the next ``--horizon`` frames with the
@@ -179,7 +179,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights", help="the model to evaluate (folder with config.json + model.safetensors)")
     p.add_argument("--baseline", action="append", default=[], metavar="[NAME=]FOLDER",
-                   help="another model to score beside it, e.g. dense=runs/dense/final (repeatable)")
+                   help="another model to score beside it, e.g. dense=weights/dense_baseline (repeatable)")
     d = EvalSettings()
     p.add_argument("--clips", type=int, default=d.clips)
     p.add_argument("--context", type=int, default=d.context)

@@ -133,7 +133,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         "",
         "## Evaluation",
         "",
-        f"`python -m msc.evaluate --weights weights --baseline dense=runs/dense/final --guidance ...` on "
+        f"`python -m msc.evaluate --weights weights --baseline dense=weights/dense_baseline --guidance ...` on "
         f"{s['clips']} held-out clips: {s['context']} context frames, {s['horizon']} generated frames, "
         f"{s['steps']} denoising steps ({s['noise_schedule']} schedule), chunks of {s['chunk']}, "
         f"{s['schedule']} frame schedule, seed {s['seed']}. PSNR in dB per horizon, SSIM, and the mean absolute "
