@@ -149,12 +149,13 @@ class _History:
                  noise_shape, device):
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
-        b = noise_shape[0]
-        self.frames = torch.zeros(b, 0, *noise_shape[1:], device=device)  # [B, n, C, H, W] as the model sees them
+        self.count = 0  # frames committed so far
         self.cache = KVCache(model.config, windows) if use_cache else None
+        # without the cache, every committed frame as the model sees it: [B, n, C, H, W]
+        self.frames = None if use_cache else torch.zeros(noise_shape[0], 0, *noise_shape[1:], device=device)
 
     def __len__(self) -> int:
-        return self.frames.shape[1]
+        return self.count
 
     def commit(self, new_frames: torch.Tensor) -> None:
         """Add finished frames (clean, ``[B, n, C, H, W]``): noise them to ``level`` and, with the
@@ -165,8 +166,10 @@ class _History:
         if self.level > 0:
             noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
             x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device))
-        self.frames = torch.cat([self.frames, x], dim=1)
-        if self.cache is not None:
+        self.count += x.shape[1]
+        if self.cache is None:
+            self.frames = torch.cat([self.frames, x], dim=1)
+        else:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
                 part = x[:, s : s + 16]
                 self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True)
