@@ -103,6 +103,12 @@ class MSCApp:
             raise gr.Error(str(err)) from None
         return settings
 
+    def _defaults_with(self, **changes) -> Settings:
+        """The default settings with some changed, checked (for the endpoints without every control)."""
+        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
+        values.update(changes)
+        return self._settings(list(values.values()))
+
     def _show(self, session: Session, status: str, mark: bool = True):
         """Outputs of a finished request: video, frame strip, status, gates plot."""
         if session.video is None:
@@ -214,9 +220,7 @@ class MSCApp:
 
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new)."""
-        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
-        values.update(frames=frames, steps=steps, chunk=chunk, seed=seed)
-        settings = self._settings(list(values.values()))
+        settings = self._defaults_with(frames=frames, steps=steps, chunk=chunk, seed=seed)
         try:
             context = load_clip(clip, self.config, settings.context)
         except UserError as err:
@@ -228,9 +232,7 @@ class MSCApp:
                 return self._write(update.video, context.shape[0])
 
     def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):
-        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
-        values.update(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo)
-        settings = self._settings(list(values.values()))
+        settings = self._defaults_with(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo)
         r = self.config.low_res_factors[int(layer)] if self.config.low_res_factors else 1
         grid = self.config.grid
         try:
