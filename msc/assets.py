@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from msc.data import TEST_SEED_OFFSET, procedural_clip  # noqa: E402
+from msc.data import ProceduralVideos  # noqa: E402
 from msc.video import write_video  # noqa: E402
 
 FPS, SCALE = 8, 4
@@ -21,8 +21,8 @@ FPS, SCALE = 8, 4
 
 def write_held_out(out: str, count: int, frames: int, size: int) -> list:
     os.makedirs(out, exist_ok=True)
-    return [write_video(os.path.join(out, f"heldout_{i}.mp4"), procedural_clip(TEST_SEED_OFFSET + i, frames, size), FPS, SCALE)
-            for i in range(count)]
+    clips = ProceduralVideos(frames, size, split="test")
+    return [write_video(os.path.join(out, f"heldout_{i}.mp4"), clips[i], FPS, SCALE) for i in range(count)]
 
 
 def write_generated(out: str, model, count: int, context: int, frames: int, steps: int = 16) -> list:
@@ -31,7 +31,7 @@ def write_generated(out: str, model, count: int, context: int, frames: int, step
     size = model.config.image_size
     paths = []
     for i in range(count):
-        clip = procedural_clip(TEST_SEED_OFFSET + i, context, size)[None]
+        clip = ProceduralVideos(context, size, split="test")[i][None]
         video = sample_video(model, clip, frames, steps=steps, seed=i).video[0]
         paths.append(write_video(os.path.join(out, f"generated_{i}.mp4"), video, FPS, SCALE, mark_from=context))
     return paths

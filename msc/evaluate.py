@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 
-from msc.data import procedural_clip, TEST_SEED_OFFSET  # noqa: E402
+from msc.data import ProceduralVideos  # noqa: E402
 from msc.metrics import motion, psnr, ssim, to_unit  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.sampling import sample_video  # noqa: E402
@@ -67,7 +67,8 @@ class EvalSettings:
 
 def held_out_clips(count: int, frames: int, size: int) -> torch.Tensor:
     """``[N, T, 3, S, S]`` held-out procedural clips (test seeds)."""
-    return torch.stack([procedural_clip(TEST_SEED_OFFSET + i, frames, size) for i in range(count)])
+    clips = ProceduralVideos(frames, size, split="test")
+    return torch.stack([clips[i] for i in range(count)])
 
 
 def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
