@@ -3,11 +3,25 @@
 Parameterisation — **rectified flow** (Liu et al. 2022; Esser et al. 2024, "SD3"): a frame at noise
 level ``t ∈ [0, 1]`` is the straight interpolation
 
-    x_t = (1 - t) · x_0 + t · ε,       ε ~ N(0, I),   t = 0 clean, t = 1 pure noise,
+    x_t = (1 - t) · x_0 + t · (a + ε),       ε ~ N(0, I),   t = 0 clean, t = 1 pure noise,
 
-and the model predicts the velocity ``v = ε - x_0``, so that ``x_0 = x_t - t · v`` and
-``ε = x_t + (1 - t) · v``. Every frame has its own ``t`` (Diffusion Forcing, Chen et al. 2024): in
-training the levels are drawn independently per frame; in sampling the frame schedule arranges them.
+and the model predicts the velocity ``v = (a + ε) - x_0``, so that ``x_0 = x_t - t · v`` and
+``a + ε = x_t + (1 - t) · v``. ``a`` is the frame's **anchor**, a cheap prediction of it:
+
+* ``prior="none"``: ``a = 0``, plain rectified flow;
+* ``prior="previous_frame"`` (residual video diffusion, Yang, Srivastava & Mandt 2022): ``a`` is
+  the last finished frame before the frame's chunk, so the noise is centred on it and the model
+  learns the *change* ``y = x_0 - a``. The network's output ``F`` is preconditioned as in EDM
+  (Karras et al. 2022) for the residual: ``ŷ = c_skip(t)·y_t + c_out(t)·F`` with
+  ``c_skip = (1-t)σ² / ((1-t)²σ² + t²)``, ``c_out = tσ / √((1-t)²σ² + t²)`` and ``σ`` the standard
+  deviation of the change between frames, so that an untrained network (``F = 0``) predicts the
+  anchor — copy-last — and training learns the correction. Frames with no finished frame before
+  them (a video from nothing) have ``a = 0`` and ``σ`` = the standard deviation of frames.
+
+Every frame has its own ``t`` (Diffusion Forcing, Chen et al. 2024): in training the levels are drawn
+independently per frame; in sampling the frame schedule arranges them. The sampler's update works
+unchanged in either parameterisation, because ``x_0`` and ``a + ε`` follow from ``x_t`` and ``v``
+by the same formulas.
 
 Noise schedules map a step index to a noise level; the sampler walks them from 1 down to 0:
 
@@ -20,21 +34,75 @@ Noise schedules map a step index to a noise level; the sampler walks them from 1
 from __future__ import annotations
 
 import math
+from typing import Optional, Tuple
 
 import torch
 
 SCHEDULES = ("cosine", "linear", "shifted")
+PRIORS = ("none", "previous_frame")
+LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
+MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
 
 
-def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x0``, ``noise`` ``[B, T, C, H, W]``, ``t`` ``[B, T]`` -> ``x_t``."""
-    t = t[:, :, None, None, None].to(x0.dtype)
-    return (1 - t) * x0 + t * noise
+def _per_frame(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t[:, :, None, None, None].to(like.dtype)
 
 
-def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """What the model learns to predict: ``ε - x_0``."""
-    return noise - x0
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, anchor: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x0``, ``noise``, ``anchor`` ``[B, T, C, H, W]``, ``t`` ``[B, T]`` -> ``x_t`` (noise centred on ``anchor``)."""
+    t = _per_frame(t, x0)
+    centre = noise if anchor is None else anchor + noise
+    return (1 - t) * x0 + t * centre
+
+
+def velocity_target(x0: torch.Tensor, noise: torch.Tensor, anchor: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """What the model learns to predict: ``a + ε - x_0``."""
+    return (noise if anchor is None else anchor + noise) - x0
+
+
+def residual_scales(t: torch.Tensor, sigma: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """EDM's ``(c_skip, c_out)`` for rectified flow on data of standard deviation ``sigma`` (same shape as ``t``)."""
+    norm2 = (1 - t) ** 2 * sigma**2 + t**2
+    return (1 - t) * sigma**2 / norm2, t * sigma / norm2.sqrt()
+
+
+def frame_sigma(anchored: torch.Tensor, residual_std: float, frame_std: float) -> torch.Tensor:
+    """``[B, T]`` standard deviation of what each frame's model predicts: the change from its anchor,
+    or the frame itself where it has none."""
+    return torch.where(anchored, torch.full_like(anchored, residual_std, dtype=torch.float32),
+                       torch.full_like(anchored, frame_std, dtype=torch.float32))
+
+
+def preconditioned_velocity(raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, anchor: torch.Tensor,
+                            sigma: torch.Tensor) -> torch.Tensor:
+    """The velocity of the ``previous_frame`` prior from the network's output ``raw``.
+    ``raw``, ``xt``, ``anchor`` ``[B, T, C, H, W]``; ``t``, ``sigma`` ``[B, T]``."""
+    c_skip, c_out = residual_scales(t.float(), sigma)
+    yt = xt - anchor  # the noisy change
+    y0 = _per_frame(c_skip, xt) * yt + _per_frame(c_out, xt) * raw
+    return (yt - y0) / _per_frame(t.clamp(min=MIN_TRAINING_LEVEL), xt)
+
+
+def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` weights that turn the velocity error into EDM's unit-variance error of the network
+    output: ``t² / c_out² = ((1 - t)² σ² + t²) / σ²``."""
+    return ((1 - t) ** 2 * sigma**2 + t**2) / sigma**2
+
+
+def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Training anchors as the chunk-by-chunk sampler makes them: each clip is cut into chunks of a
+    random size ``1..max_chunk`` at a random offset, and every frame of a chunk is anchored on the last
+    frame before the chunk (frames before the first cut have none). ``x0`` ``[B, T, C, H, W]`` ->
+    ``(anchor [B, T, C, H, W], anchored [B, T] bool)``; unanchored frames get a zero anchor."""
+    b, frames = x0.shape[:2]
+    chunk = torch.randint(1, max_chunk + 1, (b, 1), generator=generator)
+    offset = (torch.rand(b, 1, generator=generator) * chunk).long()  # first cut in 0 .. chunk-1
+    i = torch.arange(frames)[None]
+    start = i - torch.remainder(i - offset, chunk)  # [B, T] first frame of each frame's chunk
+    anchored = start >= 1
+    source = (start - 1).clamp(min=0).to(x0.device)
+    anchor = torch.gather(x0, 1, source[:, :, None, None, None].expand_as(x0))
+    return anchor * anchored.to(x0.device)[:, :, None, None, None].to(x0.dtype), anchored.to(x0.device)
 
 
 def predict_x0(xt: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -69,15 +137,22 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
     return t
 
 
-def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25) -> torch.Tensor:
+def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
+                           distribution: str = "uniform") -> torch.Tensor:
     """``[B, T]`` independent per-frame noise levels for training.
 
-    Independent uniform levels per frame (Diffusion Forcing). With probability
+    Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
+    (``sigmoid(N(0, 1))``, SD3), which spends more training on the middle levels. With probability
     ``clean_prefix_prob`` a sample instead gets a random-length prefix at low noise (``t < 0.1``),
     the situation of autoregressive sampling (a nearly clean context, then noisy frames), which
     uniform draws almost never produce for long prefixes.
     """
-    t = torch.rand(batch, frames, generator=generator)
+    if distribution not in LEVEL_DISTRIBUTIONS:
+        raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
+    if distribution == "uniform":
+        t = torch.rand(batch, frames, generator=generator)
+    else:
+        t = torch.sigmoid(torch.randn(batch, frames, generator=generator))
     prefix = torch.randint(1, max(frames, 2), (batch,), generator=generator)
     use_prefix = torch.rand(batch, generator=generator) < clean_prefix_prob
     low = 0.1 * torch.rand(batch, frames, generator=generator)
@@ -85,16 +160,27 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     return torch.where(use_prefix[:, None] & in_prefix, low, t)
 
 
-def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the predicted and the true velocity at the given levels and noise."""
-    pred = model(add_noise(x0, noise, levels), levels)
-    return (pred.float() - velocity_target(x0, noise).float()).pow(2).mean()
+def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor,
+                  anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared error between the predicted and the true velocity at the given levels and noise;
+    with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`."""
+    pred = model(add_noise(x0, noise, levels, anchor), levels, anchor=anchor, anchored=anchored)
+    err = (pred.float() - velocity_target(x0, noise, anchor).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+    if anchor is None:
+        return err.mean()
+    config = getattr(model, "module", model).config  # DDP wraps the model
+    sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
+    return (err * velocity_loss_weight(levels.float(), sigma)).mean()
 
 
-def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25) -> torch.Tensor:
-    """The training loss: independent per-frame noise levels and fresh noise from ``generator``.
-    ``x0`` ``[B, T, C, H, W]``."""
+def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
+                   level_distribution: str = "uniform", max_chunk: int = 4) -> torch.Tensor:
+    """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
+    with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``."""
     b, t = x0.shape[:2]
-    levels = sample_training_levels(b, t, generator, clean_prefix_prob).to(x0.device)
+    levels = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-    return velocity_loss(model, x0, levels, noise)
+    if getattr(model, "module", model).config.prior == "none":
+        return velocity_loss(model, x0, levels, noise)
+    anchor, anchored = chunk_anchors(x0, generator, max_chunk)
+    return velocity_loss(model, x0, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored)

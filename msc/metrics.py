@@ -1,4 +1,4 @@
-"""Frame metrics for evaluating video continuation: PSNR, SSIM and a motion measure.
+"""Frame metrics for evaluating video continuation: PSNR, SSIM, motion and sharpness.
 
 All functions take frames in the model's range ``[-1, 1]`` with layout ``[..., C, H, W]`` and compare
 them on the ``[0, 1]`` scale, returning one value per frame (every leading dimension kept).
@@ -11,6 +11,8 @@ them on the ``[0, 1]`` scale, returning one value per frame (every leading dimen
   data_range=1, channel_axis=0)``, which the tests check against.
 * Motion: the mean absolute difference between consecutive frames, so a model that freezes motion
   shows a motion far below the ground truth's even when its PSNR looks fine.
+* Sharpness: the mean absolute difference between neighbouring pixels, so a rollout that collapses
+  to flat colour or blur shows it beside its context's.
 """
 
 from __future__ import annotations
@@ -64,3 +66,12 @@ def motion(video: torch.Tensor) -> torch.Tensor:
     ``[..., T, C, H, W]`` -> ``[..., T - 1]``."""
     v = to_unit(video)
     return (v[..., 1:, :, :, :] - v[..., :-1, :, :, :]).abs().flatten(-3).mean(-1)
+
+
+def sharpness(video: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels on ``[0, 1]``
+    (a flat frame scores 0, blur lowers it). ``[..., C, H, W]`` -> ``[...]``."""
+    v = to_unit(video)
+    dx = (v[..., :, 1:] - v[..., :, :-1]).abs().mean(dim=(-3, -2, -1))
+    dy = (v[..., 1:, :] - v[..., :-1, :]).abs().mean(dim=(-3, -2, -1))
+    return (dx + dy) / 2

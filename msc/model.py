@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from msc.attention import neighborhood_attention, to_heads_first
+from msc.diffusion import PRIORS, frame_sigma, preconditioned_velocity
 from msc.rotary import apply_rotary
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +83,11 @@ class MSCConfig:
     upsample: str = "nearest"  # Low-Res back to the full grid: "nearest" or "bilinear"
     attention: str = "msc"  # "msc", or "dense" for the frame-causal dense baseline
     rope_base: float = 100.0
+    # what each frame's noise is centred on (msc.diffusion): "none" (plain rectified flow) or
+    # "previous_frame" (the last finished frame; the network learns the change, EDM-preconditioned)
+    prior: str = "none"
+    residual_std: float = 0.2  # std of a frame's change from its anchor in the training mixture
+    frame_std: float = 0.5  # std of frames, for frames that have no anchor
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -91,6 +97,10 @@ class MSCConfig:
             raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}.")
         if self.attention not in ("msc", "dense"):
             raise ValueError(f"attention must be 'msc' or 'dense', got {self.attention!r}.")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}.")
+        if not (self.residual_std > 0 and self.frame_std > 0):
+            raise ValueError("residual_std and frame_std must be positive.")
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
         if len(self.low_res_factors) != self.depth:
@@ -422,12 +432,18 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         windows: Optional[AttentionWindows] = None,
         cache: Optional[KVCache] = None,
         commit: bool = False,
+        anchor: Optional[torch.Tensor] = None,
+        anchored: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``.
 
         ``windows`` overrides the attention windows of the config (sampling-time settings). With a
         :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
         their keys and values to the cache (do it once per frame, with the frame in its final state).
+
+        With ``config.prior == "previous_frame"``, ``anchor`` ``[B, T, C, H, W]`` holds each frame's
+        anchor and ``anchored`` ``[B, T]`` which frames have one (``None``: no frame has); the network
+        sees only ``x`` and ``t``, the anchor enters the output's preconditioning (:mod:`msc.diffusion`).
         """
         self.check_inputs(x, t)
         if cache is not None:
@@ -444,7 +460,15 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             tokens = block(tokens, c, windows, layer_cache, first_frame, commit)
         if cache is not None and commit:
             cache.frames += x.shape[1]
-        return self.unpatchify(self.final(tokens, c))
+        raw = self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
+        if self.config.prior == "none":
+            return raw
+        if anchor is None:
+            anchor, anchored = torch.zeros_like(x), torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        elif anchored is None:
+            anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std)
+        return preconditioned_velocity(raw, x, t, anchor, sigma)
 
     @torch.no_grad()
     def gates(self, t: torch.Tensor) -> torch.Tensor:

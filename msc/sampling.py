@@ -150,6 +150,8 @@ class _History:
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
         self.count = 0  # frames committed so far
+        self.prior = model.config.prior != "none"
+        self.last: Optional[torch.Tensor] = None  # the last committed clean frame [B, C, H, W] (anchor of the next)
         self.cache = KVCache(model.config, windows) if use_cache else None
         # without the cache, every committed frame as the model sees it: [B, n, C, H, W]
         self.frames = None if use_cache else torch.zeros(noise_shape[0], 0, *noise_shape[1:], device=device)
@@ -165,7 +167,12 @@ class _History:
         x = new_frames
         if self.level > 0:
             noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
-            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device))
+            anchor = None
+            if self.prior:  # each frame's noise is centred on the frame before it
+                before = torch.zeros_like(new_frames[:, :1]) if self.last is None else self.last[:, None]
+                anchor = torch.cat([before, new_frames[:, :-1]], dim=1)
+            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor)
+        self.last = new_frames[:, -1]
         self.count += x.shape[1]
         if self.cache is None:
             self.frames = torch.cat([self.frames, x], dim=1)
@@ -174,13 +181,18 @@ class _History:
                 part = x[:, s : s + 16]
                 self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True)
 
-    def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history."""
+    def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
+        """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history
+        (``anchor`` / ``anchored``: see :meth:`msc.model.MSCModel.forward`)."""
         if self.cache is not None:
-            return self.model(x, t, cache=self.cache)
+            return self.model(x, t, cache=self.cache, anchor=anchor, anchored=anchored)
         b, n_past = x.shape[0], len(self)
         full_t = torch.cat([torch.full((b, n_past), self.level, device=x.device), t], dim=1)
-        return self.model(torch.cat([self.frames, x], dim=1), full_t, windows=self.windows)[:, n_past:]
+        if anchor is not None:  # the history's outputs are dropped: give it no anchor
+            anchor = torch.cat([torch.zeros_like(self.frames), anchor], dim=1)
+            anchored = torch.cat([torch.zeros(b, n_past, dtype=torch.bool, device=x.device), anchored], dim=1)
+        return self.model(torch.cat([self.frames, x], dim=1), full_t, windows=self.windows, anchor=anchor,
+                          anchored=anchored)[:, n_past:]
 
 
 @torch.no_grad()
@@ -254,8 +266,9 @@ def sample_video(
         commit(video)
 
     plan = frame_schedule_plan(schedule, frames, steps, chunk, ar_step)
-    # the frames being denoised: absolute index -> current sample
-    active = {}
+    prior = cfg.prior != "none"
+    # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
+    active, anchors = {}, {}
     finished_new = 0
     result = SamplingResult(video=video)
     for call_index, call in enumerate(plan):
@@ -264,15 +277,24 @@ def sample_video(
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
                 active[k0 + j] = _frame_noise(seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
+                if prior:  # anchored on the last finished frame, if there is one
+                    anchors[k0 + j] = video[:, -1] if video.shape[1] else None
+                    if anchors[k0 + j] is not None:
+                        active[k0 + j] = active[k0 + j] + anchors[k0 + j]
         frame_ids = [k0 + j for j, _ in call]
+        anchor = anchored = None
+        if prior:
+            zero = torch.zeros(noise_shape, device=device)
+            anchor = torch.stack([zero if anchors[f] is None else anchors[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
+            anchored = torch.tensor([anchors[f] is not None for f in frame_ids], device=device)[None].expand(b, -1)
         t_now = torch.tensor([levels[s] for _, s in call], device=device)
         t_next = torch.tensor([levels[s + 1] for _, s in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
-        v = passes[0].predict(x, t)
+        v = passes[0].predict(x, t, anchor, anchored)
         result.model_calls += 1
         if guided and len(passes[1]):  # with no history yet, both passes would agree
-            v_free = passes[1].predict(x, t)
+            v_free = passes[1].predict(x, t, anchor, anchored)
             result.model_calls += 1
             w = guidance_scale(history_guidance, guidance_schedule, t_now)[None, :, None, None, None]
             v = v_free + w * (v - v_free)
@@ -290,6 +312,7 @@ def sample_video(
         reached_zero = {f for f, (_, s) in zip(frame_ids, call) if s == steps - 1}
         done = []
         while k0 + finished_new in reached_zero:
+            anchors.pop(k0 + finished_new, None)
             done.append(active.pop(k0 + finished_new).clamp(-1, 1))
             finished_new += 1
         if done:

@@ -1,6 +1,7 @@
 """Train an MSC (or dense-baseline) model: ``python -m msc.train``.
 
     python -m msc.train --config small --out runs/small --steps 20000            # procedural data
+    python -m msc.train --config small --data data --out runs/mix                # real footage + photos + procedural
     python -m msc.train --config small --data /path/to/videos --out runs/mine    # your own videos
     python -m msc.train --out runs/small --resume                                # continue exactly
     torchrun --nproc_per_node 2 -m msc.train --config small --out runs/ddp       # data-parallel
@@ -30,7 +31,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from msc.data import FolderVideos, ProceduralVideos
-from msc.diffusion import diffusion_loss
+from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
+from msc.diffusion import LEVEL_DISTRIBUTIONS, diffusion_loss
 from msc.model import CONFIGS, MSCModel, config_from_name
 
 
@@ -148,7 +150,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="small", choices=sorted(CONFIGS), help="model size from the registry")
     p.add_argument("--attention", default="msc", choices=["msc", "dense"], help="dense = the frame-causal baseline")
-    p.add_argument("--data", default="procedural", help="'procedural' or a folder of videos")
+    p.add_argument("--data", default="procedural",
+                   help="'procedural', a folder made by 'python -m msc.data.prepare' (the mixture), or a folder of videos")
+    p.add_argument("--mix", nargs="*", default=[], metavar="KIND=WEIGHT",
+                   help=f"mixture weights with prepared data, default {' '.join(f'{k}={v}' for k, v in DEFAULT_MIX.items())}")
+    p.add_argument("--level-distribution", default="uniform", choices=LEVEL_DISTRIBUTIONS,
+                   help="how training draws per-frame noise levels")
+    p.add_argument("--max-chunk", type=int, default=4,
+                   help="with the previous_frame prior: training anchors follow chunks of 1..N frames")
     p.add_argument("--out", required=True, help="run folder: checkpoint/, log.jsonl, samples/, final weights")
     p.add_argument("--frames", type=int, default=16, help="frames per training clip")
     p.add_argument("--batch-size", type=int, default=4, help="global batch (split across processes)")
@@ -186,6 +195,19 @@ def _overrides(pairs):
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def make_dataset(args, size: int):
+    """The training clips named by ``--data`` (and ``--mix``)."""
+    if args.data == "procedural":
+        return ProceduralVideos(args.frames, size)
+    if PreparedData.is_prepared(args.data):
+        data = PreparedData(args.data)
+        if data.size != size:
+            raise ValueError(f"{args.data} holds {data.size}-pixel frames; the model needs {size}.")
+        mix = {k: float(v) for k, v in _overrides(args.mix).items()} or None
+        return MixedVideos(data, args.frames, mix)
+    return FolderVideos(args.data, args.frames, size)
 
 
 def write_sample(model: MSCModel, path: str, step: int, frames: int) -> None:
@@ -231,11 +253,7 @@ def train(args) -> dict:
         start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    dataset = (
-        ProceduralVideos(args.frames, config.image_size)
-        if args.data == "procedural"
-        else FolderVideos(args.data, args.frames, config.image_size)
-    )
+    dataset = make_dataset(args, config.image_size)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext()
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "log.jsonl")
@@ -263,7 +281,8 @@ def train(args) -> dict:
         clips = batch_for_step(dataset, step, args.batch_size, rank, world).to(device)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
         with autocast:
-            loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob)
+            loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
+                                  level_distribution=args.level_distribution, max_chunk=args.max_chunk)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -17,19 +17,29 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
+def perturbed_tiny(**overrides):
     """The ``tiny`` config with its weights perturbed away from the zero-initialised adaLN / gates,
     so every branch and gate contributes (an untrained model would output zeros)."""
     from msc.model import MSCModel, config_from_name
 
     torch.manual_seed(0)
-    m = MSCModel(config_from_name("tiny"))
+    m = MSCModel(config_from_name("tiny", **overrides))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return perturbed_tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_prior_model():
+    """As ``tiny_model``, with the noise of every frame centred on the previous chunk's last frame."""
+    return perturbed_tiny(prior="previous_frame")
 
 
 def random_context(frames: int = 3, seed: int = 0) -> torch.Tensor:

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from msc.evaluate import EvalSettings, copy_last, evaluate, held_out_clips, main
+from msc.evaluate import EvalSettings, copy_last, evaluate, held_out_set, main
 from msc.model import MSCModel, config_from_name
 
 
 def test_copy_last_and_held_out_clips():
-    clips = held_out_clips(2, 6, 16)
+    clips = held_out_set("procedural", 2, 6, 16, None)
     assert clips.shape == (2, 6, 3, 16, 16)
     pred = copy_last(clips[:, :4], 3)
     assert torch.equal(pred[:, 2], clips[:, 3])
@@ -22,14 +22,21 @@ def test_evaluate_reports_every_method_and_the_rollout():
     settings = EvalSettings(clips=2, context=4, horizon=4, steps=2, chunk=2, rollout=12, rollout_clips=1)
     report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings,
                       guidance=(1.0, 2.0))
-    assert list(report["methods"]) == ["copy-last", "msc", "msc w=2", "dense"]
-    assert report["methods"]["msc w=2"]["history_guidance"] == 2.0
-    for scores in report["methods"].values():
+    methods = report["sets"]["procedural"]["methods"]
+    assert list(methods) == ["copy-last", "msc", "msc w=2", "dense"]
+    assert methods["msc w=2"]["history_guidance"] == 2.0
+    for scores in methods.values():
         assert len(scores["psnr"]) == 4 and len(scores["ssim"]) == 4
-    assert report["methods"]["copy-last"]["motion"] == 0
+    assert methods["copy-last"]["motion"] == 0
     rollout = report["rollout"]
     assert rollout["video"].shape == (1, 12, 3, 16, 16) and len(rollout["frame_mean"]) == 12
-    assert isinstance(rollout["stable"], bool)
+    assert isinstance(rollout["colour_kept"], bool) and len(rollout["colour_context"][0]) == 3
+    assert rollout["sharpness_context"] > 0
+
+
+def test_sets_that_need_prepared_data_say_so():
+    with pytest.raises(ValueError, match="msc.data.prepare"):
+        held_out_set("real", 2, 6, 16, None)
 
 
 def test_cli_writes_json_videos_and_gates_plot(tmp_path):
@@ -41,9 +48,9 @@ def test_cli_writes_json_videos_and_gates_plot(tmp_path):
                  "--videos", str(tmp_path / "v"), "--gates-plot", str(tmp_path / "gates.png")])
     assert code == 0
     report = json.loads(out.read_text())
-    assert set(report["methods"]) == {"copy-last", "msc"} and report["rollout"]["frames"] == 4
+    assert set(report["sets"]["procedural"]["methods"]) == {"copy-last", "msc"} and report["rollout"]["frames"] == 4
     assert len(report["gates"]["low_res_share"]) == 2
-    assert (tmp_path / "v" / "continuation_msc.mp4").stat().st_size > 0
+    assert (tmp_path / "v" / "continuation_procedural_msc.mp4").stat().st_size > 0
     assert (tmp_path / "gates.png").stat().st_size > 0
 
 

@@ -21,7 +21,7 @@ def test_card_from_a_tiny_run(tmp_path):
     path = write_card(weights, run, run, evaluation, "python -m msc.train --config tiny")
     card = open(path).read()
     report = json.load(open(evaluation))
-    assert f"{report['methods']['copy-last']['psnr_mean']:.2f}" in card
+    assert f"{report['sets']['procedural']['methods']['copy-last']['psnr_mean']:.2f}" in card
     assert "3 steps in" in card and "python -m msc.train --config tiny" in card
     assert "| `hidden_size` | `48` |" in card
     assert os.path.exists(os.path.join(weights, "training_log.jsonl"))

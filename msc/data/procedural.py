@@ -1,4 +1,4 @@
-"""Training data: a seeded procedural video generator and a folder of the user's own videos.
+"""A seeded procedural video generator: training data that needs no download (DESIGN §5).
 
 The procedural clips hold both kinds of motion the paper separates (Sec. 3.2):
 
@@ -14,15 +14,11 @@ set uses seeds from :data:`TEST_SEED_OFFSET` upwards, which training never touch
 from __future__ import annotations
 
 import math
-import os
-import warnings
-from typing import List
 
 import torch
 import torch.nn.functional as F
 
 TEST_SEED_OFFSET = 1 << 30  # held-out seeds start here; torch seeds its CPU generator with 32 bits, so stay below 2^32
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv")
 
 
 def _texture(g: torch.Generator, size: int) -> torch.Tensor:
@@ -100,41 +96,3 @@ class ProceduralVideos(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return procedural_clip(self.offset + int(index), self.frames, self.size)
-
-
-class FolderVideos(torch.utils.data.Dataset):
-    """A user's own videos (mp4, webm, gif, mov, avi, mkv) under ``root``, as clips of ``frames``
-    frames centre-cropped and resized to ``size``. Files that cannot be read, or that are shorter
-    than ``frames``, are skipped with a warning."""
-
-    def __init__(self, root: str, frames: int = 16, size: int = 64):
-        from msc.video import VideoError, read_video
-
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"video folder {root} does not exist.")
-        paths = sorted(
-            os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)
-        )
-        self.frames, self.size = frames, size
-        self.clips: List[torch.Tensor] = []
-        for path in paths:
-            try:
-                video = read_video(path, size=size)
-            except VideoError as err:
-                warnings.warn(f"skipping {path}: {err}")
-                continue
-            if video.shape[0] < frames:
-                warnings.warn(f"skipping {path}: {video.shape[0]} frames, fewer than the {frames} needed.")
-                continue
-            self.clips.append(video)
-        if not self.clips:
-            raise ValueError(f"no readable video of at least {frames} frames in {root}.")
-        # every window of ``frames`` consecutive frames is one training example
-        self.index = [(c, s) for c, clip in enumerate(self.clips) for s in range(clip.shape[0] - frames + 1)]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        c, s = self.index[index % len(self.index)]
-        return self.clips[c][s : s + self.frames]

@@ -1,0 +1,121 @@
+"""Training recipes side by side at equal wall time: ``python -m bench.recipes``.
+
+    python -m bench.recipes --minutes 20                       # train every recipe, then evaluate
+    python -m bench.recipes --minutes 20 --only plain residual # a subset
+    python -m bench.recipes --evaluate-only                    # re-score finished runs
+
+Every recipe trains the same way except for what it names: on the prepared mixture
+(``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
+that decays over the same wall-time budget, EMA weights, one CPU thread per run, two runs at a time
+on the 2-core machine (so each pair shares the machine the same way). Then each run's final weights
+are scored by :mod:`msc.evaluate` on the same held-out sets (real video files, the camera over
+held-out photographs, procedural test seeds) with the same sampler settings, and the table goes to
+``--out``/recipes.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+COMMON = ["--config", "small", "--data", "data", "--frames", "8", "--batch-size", "4", "--lr", "4e-4", "--warmup", "100",
+          "--ema", "0.995", "--clean-prefix-prob", "0.5", "--steps", "1000000", "--threads", "1", "--no-progress",
+          "--ckpt-every", "100"]
+PREVIOUS = ["prior=previous_frame"]
+SMALLER = ["hidden_size=128", "depth=6", "num_heads=4", "low_res_heads=2", "low_res_factors=[2,2,2,4,4,4]"]
+
+# name -> (what it changes, extra msc.train arguments)
+RECIPES = {
+    "plain": ("pixel-space rectified flow, noise centred on 0 (the previous bundled recipe)", []),
+    "residual": ("noise centred on the previous chunk's last frame, EDM-preconditioned change", ["--set", *PREVIOUS]),
+    "residual-logitnormal": ("residual + logit-normal noise levels (SD3)", ["--set", *PREVIOUS, "--level-distribution", "logit-normal"]),
+    "residual-smaller": ("residual + a smaller, faster model (128 wide, 6 layers)", ["--set", *PREVIOUS, *SMALLER]),
+    "residual-dense": ("residual with frame-causal dense attention (the baseline)", ["--set", *PREVIOUS, "--attention", "dense"]),
+}
+
+
+def train_pairs(names, minutes: float, runs: str) -> None:
+    """Train the recipes two at a time (one thread each), each for ``minutes`` of wall time."""
+    for i in range(0, len(names), 2):
+        procs = []
+        for name in names[i : i + 2]:
+            out = os.path.join(runs, name)
+            resume = ["--resume"] if os.path.isfile(os.path.join(out, "checkpoint", "state.json")) else []
+            if os.path.isdir(os.path.join(out, "final")):
+                continue
+            args = [sys.executable, "-m", "msc.train", *COMMON, "--budget-minutes", str(minutes), "--out", out, *resume,
+                    *RECIPES[name][1]]
+            os.makedirs(out, exist_ok=True)
+            log = open(os.path.join(out, "stdout.log"), "a")
+            procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            print(f"training {name}: {' '.join(args[1:])}", flush=True)
+        for p in procs:
+            if p.wait():
+                raise RuntimeError(f"a training run failed: {' '.join(p.args)}")
+
+
+def evaluate_runs(names, runs: str, out: str, clips: int) -> dict:
+    results = {}
+    for name in names:
+        final = os.path.join(runs, name, "final")
+        path = os.path.join(out, f"recipe_{name}.json")
+        args = [sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
+                "--rollout", "0", "--json", path, "--threads", "2"]
+        subprocess.run(args, check=True)
+        with open(path) as f:
+            report = json.load(f)
+        with open(os.path.join(runs, name, "log.jsonl")) as f:
+            log = [json.loads(line) for line in f]
+        results[name] = {"changes": RECIPES[name][0], "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
+                         "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
+    return results
+
+
+def format_table(results: dict) -> str:
+    sets = list(next(iter(results.values()))["sets"])
+    head = "| recipe | steps | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " |"
+    lines = [head, "|" + "---|" * (2 + len(sets))]
+    first = next(iter(results.values()))
+    lines.append("| copy the last frame | – | " + " | ".join(
+        f"{first['sets'][s]['methods']['copy-last']['psnr_mean']:.2f} / {first['sets'][s]['methods']['copy-last']['ssim_mean']:.3f}"
+        for s in sets) + " |")
+    for name, r in results.items():
+        model = [m for m in r["sets"][sets[0]]["methods"] if m != "copy-last"][0]
+        cells = [f"{r['sets'][s]['methods'][model]['psnr_mean']:.2f} / {r['sets'][s]['methods'][model]['ssim_mean']:.3f}" for s in sets]
+        lines.append(f"| `{name}`: {r['changes']} | {r['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--only", nargs="*", default=None, choices=sorted(RECIPES))
+    p.add_argument("--runs", default="runs/recipes")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--clips", type=int, default=16, help="held-out clips per set")
+    p.add_argument("--evaluate-only", action="store_true")
+    args = p.parse_args(argv)
+    names = args.only or list(RECIPES)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.time()
+    if not args.evaluate_only:
+        train_pairs(names, args.minutes, args.runs)
+    results = evaluate_runs(names, args.runs, args.out, args.clips)
+    table = format_table(results)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
+    with open(os.path.join(args.out, "recipes.json"), "w") as f:
+        json.dump({"minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
+    with open(os.path.join(args.out, "recipes.md"), "w") as f:
+        f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}.\n\n{table}\n")
+    print(table)
+    print(f"({(time.time() - start) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
