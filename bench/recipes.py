@@ -35,6 +35,8 @@ RECIPES = {
     "residual": ("noise centred on the previous chunk's last frame, EDM-preconditioned change", ["--set", *PREVIOUS]),
     "residual-logitnormal": ("residual + logit-normal noise levels (SD3)", ["--set", *PREVIOUS, "--level-distribution", "logit-normal"]),
     "residual-smaller": ("residual + a smaller, faster model (128 wide, 6 layers)", ["--set", *PREVIOUS, *SMALLER]),
+    "residual-sigma0.1": ("residual with a tighter change prior (σ = 0.1 instead of 0.2)", ["--set", *PREVIOUS, "residual_std=0.1"]),
+    "residual-lr8e-4": ("residual with twice the learning rate (8e-4)", ["--set", *PREVIOUS, "--lr", "8e-4"]),
     "residual-dense": ("residual with frame-causal dense attention (the baseline)", ["--set", *PREVIOUS, "--attention", "dense"]),
 }
 

@@ -31,6 +31,7 @@ class Source:
     licence: str
     held_out: Tuple[str, ...] = ()  # file names (basenames, or folder names for sequences) kept for evaluation
     note: str = ""
+    largest_per_pattern: bool = False  # keep only the largest file matched by each pattern (one size of a wallpaper)
 
 
 _OPENCV = "usr/share/doc/opencv-doc"
@@ -64,7 +65,7 @@ SOURCES: Tuple[Source, ...] = (
            note="bikes.mp4 is cut at its shot changes; bigbuckbunny.mp4 is left out"),
     Source("plasma-workspace-wallpapers", "debian", "photo", tuple(_PLASMA.format(n) for n in PLASMA_PHOTOS),
            "GPL-2+ (KDE Visual Design Group)", held_out=("EveningGlow", "Path"),
-           note="the photographs only; abstract designs are left out"),
+           note="the photographs only (abstract designs are left out), the largest size of each", largest_per_pattern=True),
     Source("mate-backgrounds", "debian", "photo", ("usr/share/backgrounds/mate/nature/*.jpg",),
            "GPL-2+ (authors listed per file in the package's copyright file)", held_out=("LadyBird.jpg", "Storm.jpg")),
     Source("kphotoalbum", "debian", "photo", ("usr/share/kphotoalbum/demo/*.jpg",),
