@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real  # noqa: E402
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
-from msc.sampling import sample_video  # noqa: E402
+from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args  # noqa: E402
 
 SETS = ("real", "camera", "procedural")
 COLOUR_TOLERANCE = 0.05  # per-channel mean colour of the rollout's last frames vs the context's, on [0, 1]
@@ -54,23 +54,13 @@ STABILITY_WINDOW = 32
 
 @dataclass
 class EvalSettings:
-    clips: int = 8
+    clips: int = 8  # per set
     context: int = 8
     horizon: int = 8
-    steps: int = 16
-    chunk: int = 4
-    schedule: str = "autoregressive"
-    noise_schedule: str = "cosine"
-    context_noise: float = 0.0
-    seed: int = 0
     rollout: int = 256
     rollout_clips: int = 2
     sets: tuple = ("procedural",)
-    sampler: Dict = field(default_factory=dict)  # further sample_video keyword arguments
-
-    def sampler_kwargs(self) -> dict:
-        return dict(steps=self.steps, chunk=self.chunk, schedule=self.schedule, noise_schedule=self.noise_schedule,
-                    context_noise=self.context_noise, seed=self.seed, **self.sampler)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)  # the same for every model
 
 
 def held_out_set(name: str, count: int, frames: int, size: int, data: Optional[PreparedData]) -> torch.Tensor:
@@ -107,7 +97,7 @@ def continuation_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
 
 def generate_continuations(model, context: torch.Tensor, horizon: int, settings: EvalSettings) -> torch.Tensor:
     """``[N, K, C, H, W]`` context -> ``[N, horizon, C, H, W]`` generated frames (all clips in one batch)."""
-    video = sample_video(model, context, horizon, **settings.sampler_kwargs()).video
+    video = sample_video(model, context, horizon, settings.sampler).video
     return video[:, context.shape[1]:]
 
 
@@ -120,7 +110,7 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
     """Generate ``frames`` frames after ``context`` and compare the last frames' colour and sharpness
     with the context's."""
     start = time.time()
-    video = sample_video(model, context, frames, **settings.sampler_kwargs()).video[:, context.shape[1]:]
+    video = sample_video(model, context, frames, settings.sampler).video[:, context.shape[1]:]
     tail = video[:, -min(STABILITY_WINDOW, frames):]
     colour_tail, colour_context = colour_means(tail), colour_means(context)  # [N, C]
     drift = (colour_tail - colour_context).abs()  # [N, C]
@@ -143,7 +133,7 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
 
 
 def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional[PreparedData] = None,
-             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,), guidance_mode: str = "vanilla") -> dict:
+             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,)) -> dict:
     """Scores of every model and of copy-last on every held-out set, and the rollout of
     ``rollout_model`` (default: the first model) from the first set. The first model is also sampled
     at every history-guidance scale in ``guidance`` (named ``"msc w=2"``; ``w = 1`` is the plain sampler)."""
@@ -159,7 +149,7 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         first_context = context if first_context is None else first_context
         methods = {"copy-last": continuation_scores(copy_last(context, settings.horizon), truth)}
         for name, model, w in runs:
-            run_settings = replace(settings, sampler={**settings.sampler, "history_guidance": w, "guidance_mode": guidance_mode})
+            run_settings = replace(settings, sampler=replace(settings.sampler, history_guidance=w))
             start = time.time()
             generated = generate_continuations(model, context, settings.horizon, run_settings)
             methods[name] = continuation_scores(generated, truth)
@@ -210,17 +200,11 @@ def parse_args(argv=None):
     p.add_argument("--clips", type=int, default=d.clips, help="clips per set")
     p.add_argument("--context", type=int, default=d.context)
     p.add_argument("--horizon", type=int, default=d.horizon)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--chunk", type=int, default=d.chunk)
-    p.add_argument("--schedule", default=d.schedule)
-    p.add_argument("--noise-schedule", default=d.noise_schedule)
-    p.add_argument("--context-noise", type=float, default=d.context_noise)
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--rollout", type=int, default=d.rollout, help="long-rollout frames (0: skip)")
     p.add_argument("--rollout-clips", type=int, default=d.rollout_clips)
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0], metavar="W",
-                   help="history-guidance scales to sweep on the evaluated model, e.g. 1 1.5 2 3")
-    p.add_argument("--guidance-mode", default="vanilla", choices=["vanilla", "fractional"])
+                   help="history-guidance scales to sweep on the evaluated model, e.g. 1 1.5 2 3 (overrides --history-guidance)")
+    add_settings_arguments(p)
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--videos", help="write the first clip's context + continuation per set and model, and the rollout, as mp4 here")
     p.add_argument("--gates-plot", help="write the learned-gates heatmap (PNG) here")
@@ -245,12 +229,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sets = tuple(args.sets or (SETS if args.data else ("procedural",)))
-    settings = EvalSettings(args.clips, args.context, args.horizon, args.steps, args.chunk, args.schedule,
-                            args.noise_schedule, args.context_noise, args.seed, args.rollout, args.rollout_clips, sets)
     try:
         data = PreparedData(args.data) if args.data else None
         models = _load_models(args)
-        report = evaluate(models, settings, data, guidance=args.guidance, guidance_mode=args.guidance_mode)
+        sampler = settings_from_args(args, next(iter(models.values())).config.windows)
+        settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler)
+        report = evaluate(models, settings, data, guidance=args.guidance)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

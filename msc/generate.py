@@ -18,9 +18,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 
-from msc.diffusion import SCHEDULES  # noqa: E402
-from msc.model import AttentionWindows, MSCModel  # noqa: E402
-from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES, GUIDANCE_SCHEDULES, sample_video  # noqa: E402
+from msc.model import MSCModel  # noqa: E402
+from msc.sampling import add_settings_arguments, sample_video, settings_from_args  # noqa: E402
 from msc.video import VideoError, read_video, write_video  # noqa: E402
 
 
@@ -31,26 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output mp4")
     p.add_argument("--input", help="a video to extend (mp4, webm, mov, gif, avi)")
     p.add_argument("--context", type=int, default=8, help="frames of --input to condition on (its last ones)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=16, help="denoising steps per frame")
-    p.add_argument("--chunk", type=int, default=4, help="frames denoised together (autoregressive)")
-    p.add_argument("--schedule", default="autoregressive", choices=FRAME_SCHEDULES)
-    p.add_argument("--ar-step", type=int, default=2, help="diffusion-forcing: steps between neighbouring frames")
-    p.add_argument("--noise-schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--shift", type=float, default=3.0, help="shift of the 'shifted' noise schedule")
-    p.add_argument("--context-noise", type=float, default=0.0, help="noise level given to context frames")
-    p.add_argument("--eta", type=float, default=0.0, help="0: deterministic updates, up to 1: stochastic")
-    p.add_argument("--history-guidance", type=float, default=1.0, metavar="W",
-                   help="history guidance scale (1: off; >1 follows the context more, at one more forward per step)")
-    p.add_argument("--guidance-mode", default="vanilla", choices=GUIDANCE_MODES,
-                   help="vanilla: the history-free pass sees the history at noise 1; fractional: at --guidance-level")
-    p.add_argument("--guidance-level", type=float, default=0.5, help="fractional guidance: the history's noise level")
-    p.add_argument("--guidance-schedule", default="constant", choices=GUIDANCE_SCHEDULES,
-                   help="constant: W at every level; linear: W at pure noise fading to 1 at clean")
-    p.add_argument("--k-s", type=int, help="override the spatial window")
-    p.add_argument("--k-t", type=int, help="override the High-Res temporal window")
-    p.add_argument("--d", type=int, help="override the Low-Res temporal stride")
-    p.add_argument("--k-lo", type=int, help="override the Low-Res temporal reach")
+    add_settings_arguments(p)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--scale", type=int, default=4, help="enlarge pixels this many times in the mp4")
     p.add_argument("--no-progress", action="store_true")
@@ -62,10 +42,7 @@ def main(argv=None) -> int:
     try:
         model = MSCModel.from_pretrained(args.weights).eval()
         cfg = model.config
-        w = cfg.windows
-        windows = AttentionWindows(
-            args.k_s or w.k_s, args.k_t or w.k_t, args.d or w.d, args.k_lo or w.k_lo
-        )
+        settings = settings_from_args(args, cfg.windows)
         context = None
         if args.input:
             if args.context < 1:
@@ -84,13 +61,7 @@ def main(argv=None) -> int:
                 bar.set_postfix(call=f"{info['call']}/{info['calls']}")
                 bar.refresh()
 
-        result = sample_video(
-            model, context, args.frames, steps=args.steps, chunk=args.chunk, schedule=args.schedule,
-            ar_step=args.ar_step, noise_schedule=args.noise_schedule, shift=args.shift,
-            context_noise=args.context_noise, eta=args.eta, seed=args.seed, windows=windows, callback=progress,
-            history_guidance=args.history_guidance, guidance_mode=args.guidance_mode,
-            guidance_level=args.guidance_level, guidance_schedule=args.guidance_schedule,
-        )
+        result = sample_video(model, context, args.frames, settings, callback=progress)
         if bar is not None:
             bar.close()
         write_video(args.out, result.video[0], fps=args.fps, scale=args.scale)

@@ -92,7 +92,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     for name, summary in (("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)):
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
-    s = report["settings"]
+    s = {**report["settings"], **report["settings"]["sampler"]}
     roll = report.get("rollout")
     gates = report.get("gates") or {}
     rise = gates.get("rise_clean_to_noise")

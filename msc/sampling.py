@@ -1,15 +1,21 @@
 """Samplers: extend a video chunk by chunk without breaking frame order (paper Sec. 3.3; DESIGN §4).
 
-Pure functions in the style of k-diffusion's ``sampling.py``. One calling convention::
+In the style of k-diffusion's ``sampling.py``: the noise schedule is built outside the loop
+(:func:`msc.diffusion.noise_levels`), every setting lives in one :class:`SamplerSettings`, and there
+is one calling convention, as an iterator of events or collected::
 
-    result = sample_video(model, context, frames, steps=16, schedule="autoregressive", ...)
+    settings = SamplerSettings(steps=8, chunk=4)
+    for event in sample_frames(model, context, frames, settings):   # stop iterating to cancel
+        ...  # GatesEvent, StepEvent (a model call finished), FrameEvent (a frame is finished)
+
+    result = sample_video(model, context, frames, steps=8, chunk=4)  # or settings=settings
     result.video   # [B, K + frames, C, H, W]: the context followed by the new frames
     result.gates   # one record per model call: frames, their noise levels, [n, depth, 2] gates
 
-and an optional ``callback(info: dict)`` called after every model call with ``call`` / ``calls``,
-``frames`` (absolute indices being denoised), ``steps`` (their steps done, 1-based), ``t`` (their
-levels now), ``finished`` / ``total`` (new frames done) and ``video`` (all finished frames, when this
-call finished some, else ``None``).
+``sample_video`` also takes a ``callback(info: dict)`` called after every model call with ``call`` /
+``calls``, ``frames`` (absolute indices being denoised), ``steps`` (their steps done, 1-based), ``t``
+(their levels now), ``finished`` / ``total`` (new frames done) and ``video`` (all finished frames,
+when this call finished some, else ``None``), and a ``cancel()`` asked before every model call.
 
 **Frame schedules** (how noise levels are arranged across frames):
 
@@ -37,12 +43,12 @@ frame never changes when later frames are generated.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Iterator, List, Optional, Union
 
 import torch
 
-from msc.diffusion import add_noise, noise_levels
+from msc.diffusion import SCHEDULES, add_noise, noise_levels
 from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
@@ -195,32 +201,91 @@ class _History:
                           anchored=anchored)[:, n_past:]
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: the one home of every sampling-time setting, checked once on construction
+    (``ValueError`` naming the setting). The CLIs derive their flags from these fields and the app
+    maps its controls to them by name (:func:`settings_fields`).
+
+    ``windows``: the attention windows (sampling-time settings, DESIGN §4); ``None`` uses the model's."""
+
+    steps: int = field(default=16, metadata={"help": "denoising steps per frame"})
+    chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)"})
+    schedule: str = field(default="autoregressive", metadata={"help": "frame schedule", "choices": FRAME_SCHEDULES})
+    ar_step: int = field(default=2, metadata={"help": "diffusion forcing: steps between neighbouring frames"})
+    noise_schedule: str = field(default="cosine", metadata={"help": "noise schedule", "choices": SCHEDULES})
+    shift: float = field(default=3.0, metadata={"help": "time shift of the shifted noise schedule"})
+    context_noise: float = field(default=0.0, metadata={"help": "noise level given to finished frames"})
+    eta: float = field(default=0.0, metadata={"help": "stochasticity of the update (0: deterministic)"})
+    seed: int = field(default=0, metadata={"help": "random seed (noise is drawn per frame from it)"})
+    history_guidance: float = field(default=1.0, metadata={"help": "history guidance w (1 = off)"})
+    guidance_mode: str = field(default="vanilla", metadata={"help": "history hidden at noise 1 (vanilla) or at the level (fractional)",
+                                                            "choices": GUIDANCE_MODES})
+    guidance_level: float = field(default=0.5, metadata={"help": "noise level of the history in fractional guidance"})
+    guidance_schedule: str = field(default="constant", metadata={"help": "guidance scale over the noise level",
+                                                                 "choices": GUIDANCE_SCHEDULES})
+    windows: Optional[AttentionWindows] = field(default=None, metadata={"help": "attention windows (None: the model's)"})
+
+    def __post_init__(self):
+        check_sampling_args(1, self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
+        check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
+        noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
+
+    @property
+    def guided(self) -> bool:
+        return float(self.history_guidance) != 1.0
+
+
+def settings_fields():
+    """The scalar fields of :class:`SamplerSettings` (name, type, default, help, choices), for CLIs and UIs."""
+    return [f for f in fields(SamplerSettings) if f.name != "windows"]
+
+
+@dataclass
+class StepEvent:
+    """A model call finished: ``frames`` (absolute indices) moved to levels ``t`` after ``steps`` (1-based)."""
+
+    call: int
+    calls: int
+    frames: List[int]
+    steps: List[int]
+    t: List[float]
+    finished: int  # new frames finished so far
+    total: int
+    forwards: int = 1  # forward passes of the model this call took (2 with history guidance)
+
+
+@dataclass
+class GatesEvent:
+    """The branch weights of a model call: ``gates`` ``[n, depth, 2]`` for ``frames`` at levels ``t``."""
+
+    call: int
+    frames: List[int]
+    t: List[float]
+    gates: torch.Tensor
+
+
+@dataclass
+class FrameEvent:
+    """A frame is finished: ``frame`` ``[B, C, H, W]`` in [-1, 1] is frame ``index`` of the video
+    (context frames counted), the ``finished``-th of ``total`` new frames."""
+
+    index: int
+    frame: torch.Tensor
+    finished: int
+    total: int
+
+
 @torch.no_grad()
-def sample_video(
-    model,
-    context: Optional[torch.Tensor],
-    frames: int,
-    steps: int = 16,
-    chunk: int = 4,
-    schedule: str = "autoregressive",
-    ar_step: int = 2,
-    noise_schedule: str = "cosine",
-    shift: float = 3.0,
-    context_noise: float = 0.0,
-    eta: float = 0.0,
-    seed: int = 0,
-    windows: Optional[AttentionWindows] = None,
-    use_cache: bool = True,
-    batch: int = 1,
-    callback: Optional[Callable[[dict], None]] = None,
-    cancel: Optional[Callable[[], bool]] = None,
-    frame_offset: int = 0,
-    history_guidance: float = 1.0,
-    guidance_mode: str = "vanilla",
-    guidance_level: float = 0.5,
-    guidance_schedule: str = "constant",
-) -> SamplingResult:
-    """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from nothing).
+def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
+                  batch: int = 1, frame_offset: int = 0, use_cache: bool = True) -> Iterator[Union[GatesEvent, StepEvent, FrameEvent]]:
+    """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from
+    nothing), yielding events as they happen: for every model call a :class:`GatesEvent` and a
+    :class:`StepEvent`, then a :class:`FrameEvent` for every frame it finished, in frame order.
+    Cancelling is stopping the iteration (``close()`` or simply not asking for more): no model call
+    runs between two events.
 
     ``frame_offset``: the index of the first context frame in a longer video. Noise is drawn per
     absolute frame index, so continuing a video from its last frames draws the same noise as
@@ -236,8 +301,8 @@ def sample_video(
 
     See the module docstring for the schedules, the update rule and the cache.
     """
-    check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule)
-    check_guidance_args(history_guidance, guidance_mode, guidance_level, guidance_schedule)
+    s = settings
+    check_sampling_args(frames, s.steps, s.chunk, s.ar_step, s.context_noise, s.eta, s.schedule)
     cfg = model.config
     device = next(model.parameters()).device
     frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
@@ -245,85 +310,163 @@ def sample_video(
         context = torch.zeros(batch, 0, *frame_shape)
     if context.dim() != 5 or tuple(context.shape[2:]) != frame_shape:
         raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
-    windows = windows or cfg.windows
+    windows = s.windows or cfg.windows
     windows.validate(cfg.grid)
-    levels = noise_levels(noise_schedule, steps, shift).tolist()
+    levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
     b, k0 = context.shape[:2]
     noise_shape = (b, *frame_shape)
 
-    video = context.to(device).float()  # finished frames, clean
-    passes = [_History(model, windows, context_noise, 1, use_cache, seed, frame_offset, noise_shape, device)]
-    guided = float(history_guidance) != 1.0
-    if guided:  # the history-free pass
-        free_level = 1.0 if guidance_mode == "vanilla" else guidance_level
-        passes.append(_History(model, windows, free_level, 3, use_cache, seed, frame_offset, noise_shape, device))
+    last = context[:, -1].to(device).float() if k0 else None  # the last finished frame
+    passes = [_History(model, windows, s.context_noise, 1, use_cache, s.seed, frame_offset, noise_shape, device)]
+    if s.guided:  # the history-free pass
+        free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
+        passes.append(_History(model, windows, free_level, 3, use_cache, s.seed, frame_offset, noise_shape, device))
 
     def commit(new_frames: torch.Tensor) -> None:
         for history in passes:
             history.commit(new_frames)
 
     if k0:
-        commit(video)
+        commit(context.to(device).float())
 
-    plan = frame_schedule_plan(schedule, frames, steps, chunk, ar_step)
+    plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
     prior = cfg.prior != "none"
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}
     finished_new = 0
-    result = SamplingResult(video=video)
     for call_index, call in enumerate(plan):
-        if cancel is not None and cancel():
-            raise SamplingCancelled(video.cpu())
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
-                active[k0 + j] = _frame_noise(seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
+                active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
                 if prior:  # anchored on the last finished frame, if there is one
-                    anchors[k0 + j] = video[:, -1] if video.shape[1] else None
-                    if anchors[k0 + j] is not None:
-                        active[k0 + j] = active[k0 + j] + anchors[k0 + j]
+                    anchors[k0 + j] = last
+                    if last is not None:
+                        active[k0 + j] = active[k0 + j] + last
         frame_ids = [k0 + j for j, _ in call]
         anchor = anchored = None
         if prior:
             zero = torch.zeros(noise_shape, device=device)
             anchor = torch.stack([zero if anchors[f] is None else anchors[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
             anchored = torch.tensor([anchors[f] is not None for f in frame_ids], device=device)[None].expand(b, -1)
-        t_now = torch.tensor([levels[s] for _, s in call], device=device)
-        t_next = torch.tensor([levels[s + 1] for _, s in call], device=device)
+        t_now = torch.tensor([levels[st] for _, st in call], device=device)
+        t_next = torch.tensor([levels[st + 1] for _, st in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
         v = passes[0].predict(x, t, anchor, anchored)
-        result.model_calls += 1
-        if guided and len(passes[1]):  # with no history yet, both passes would agree
+        forwards = 1
+        if s.guided and len(passes[1]):  # with no history yet, both passes would agree
             v_free = passes[1].predict(x, t, anchor, anchored)
-            result.model_calls += 1
-            w = guidance_scale(history_guidance, guidance_schedule, t_now)[None, :, None, None, None]
+            forwards = 2
+            w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
             v = v_free + w * (v - v_free)
         tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
         x0 = x - tn * v
         eps = x + (1 - tn) * v
-        if eta > 0:
-            fresh = torch.stack([_frame_noise(seed, frame_offset + f, 2, s, noise_shape, device) for f, (_, s) in zip(frame_ids, call)], dim=1)
-            eps = math.sqrt(1 - eta**2) * eps + eta * fresh
+        if s.eta > 0:
+            fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, 2, st, noise_shape, device)
+                                 for f, (_, st) in zip(frame_ids, call)], dim=1)
+            eps = math.sqrt(1 - s.eta**2) * eps + s.eta * fresh
         x = (1 - tx) * x0 + tx * eps
         for i, f in enumerate(frame_ids):
             active[f] = x[:, i]
-        result.gates.append({"call": call_index, "frames": frame_ids, "t": t_now.tolist(), "gates": model.gates(t_now).cpu()})
-        # emit frames that reached level 0, in order
-        reached_zero = {f for f, (_, s) in zip(frame_ids, call) if s == steps - 1}
+        yield GatesEvent(call_index, frame_ids, t_now.tolist(), model.gates(t_now).cpu())
+        # frames that reached level 0 are finished, in order
+        reached_zero = {f for f, (_, st) in zip(frame_ids, call) if st == s.steps - 1}
         done = []
         while k0 + finished_new in reached_zero:
             anchors.pop(k0 + finished_new, None)
             done.append(active.pop(k0 + finished_new).clamp(-1, 1))
             finished_new += 1
+        yield StepEvent(call_index + 1, len(plan), frame_ids, [st + 1 for _, st in call], t_next.tolist(), finished_new, frames,
+                        forwards)
         if done:
-            new = torch.stack(done, dim=1)
-            video = torch.cat([video, new], dim=1)
+            new = torch.stack(done, dim=1)  # [B, n, C, H, W]
+            last = new[:, -1]
             commit(new)
+            first_index = k0 + finished_new - len(done)
+            for i, frame in enumerate(done):
+                yield FrameEvent(first_index + i, frame.cpu(), finished_new - len(done) + i + 1, frames)
+
+
+def sample_video(
+    model,
+    context: Optional[torch.Tensor],
+    frames: int,
+    settings: Optional[SamplerSettings] = None,
+    use_cache: bool = True,
+    batch: int = 1,
+    callback: Optional[Callable[[dict], None]] = None,
+    cancel: Optional[Callable[[], bool]] = None,
+    frame_offset: int = 0,
+    **setting_values,
+) -> SamplingResult:
+    """Generate ``frames`` frames after ``context`` and collect them: a thin wrapper of
+    :func:`sample_frames`. The settings come as a :class:`SamplerSettings` or as its fields by
+    keyword (``steps=8, chunk=4, ...``). ``callback(info)`` is called after every model call (see the
+    module docstring); ``cancel()`` is asked before every model call and, when it returns True, ends
+    sampling with :class:`SamplingCancelled` holding the finished frames."""
+    settings = replace(settings, **setting_values) if settings is not None else SamplerSettings(**setting_values)
+    known = [] if context is None else [context.float().cpu()]
+    new_frames: List[torch.Tensor] = []
+    result = SamplingResult(video=None)
+
+    def video_so_far() -> torch.Tensor:
+        return torch.cat(known + ([torch.stack(new_frames, dim=1)] if new_frames else []), dim=1)
+
+    def after_call(step: StepEvent, finished_some: bool) -> None:
         if callback is not None:
-            callback({
-                "call": call_index + 1, "calls": len(plan), "frames": frame_ids, "steps": [s + 1 for _, s in call],
-                "t": t_next.tolist(),
-                "finished": finished_new, "total": frames, "video": video if done else None,
-            })
-    result.video = video.cpu()
+            callback({"call": step.call, "calls": step.calls, "frames": step.frames, "steps": step.steps, "t": step.t,
+                      "finished": step.finished, "total": step.total, "video": video_so_far() if finished_some else None})
+        if cancel is not None and cancel():
+            raise SamplingCancelled(video_so_far())
+
+    if cancel is not None and cancel():
+        raise SamplingCancelled(video_so_far())
+    events = sample_frames(model, context, frames, settings, batch, frame_offset, use_cache)
+    step = None
+    try:
+        for event in events:
+            if isinstance(event, GatesEvent):
+                result.gates.append({"call": event.call, "frames": event.frames, "t": event.t, "gates": event.gates})
+            elif isinstance(event, StepEvent):
+                result.model_calls += event.forwards
+                step = event
+                if event.finished == len(new_frames):  # this call finished no frame
+                    after_call(step, False)
+            else:
+                new_frames.append(event.frame)
+                if event.finished == step.finished:  # the last frame this call finished
+                    after_call(step, True)
+    finally:
+        events.close()
+    result.video = video_so_far()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line flags from the settings' fields
+# --------------------------------------------------------------------------------------------------
+
+WINDOW_FLAGS = {"k_s": "the High-Res spatial window", "k_t": "the High-Res temporal window",
+                "d": "the Low-Res temporal stride", "k_lo": "the Low-Res temporal reach"}
+
+
+def add_settings_arguments(parser, defaults: SamplerSettings = SamplerSettings()) -> None:
+    """Add one flag per :class:`SamplerSettings` field (``--noise-schedule`` for ``noise_schedule``)
+    and one per attention window (``--k-s``: unset keeps the model's)."""
+    group = parser.add_argument_group("sampler settings")
+    for f in settings_fields():
+        kwargs = {"default": getattr(defaults, f.name), "help": f.metadata.get("help", "")}
+        if "choices" in f.metadata:
+            kwargs["choices"] = list(f.metadata["choices"])
+        else:
+            kwargs["type"] = type(getattr(defaults, f.name))
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    for name, what in WINDOW_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override {what}")
+
+
+def settings_from_args(args, model_windows: AttentionWindows) -> SamplerSettings:
+    """The :class:`SamplerSettings` of parsed flags (see :func:`add_settings_arguments`)."""
+    windows = replace(model_windows, **{n: getattr(args, n) for n in WINDOW_FLAGS if getattr(args, n) is not None})
+    return SamplerSettings(**{f.name: getattr(args, f.name) for f in settings_fields()}, windows=windows)

@@ -7,6 +7,7 @@ import torch
 
 from msc.evaluate import EvalSettings, copy_last, evaluate, held_out_set, main
 from msc.model import MSCModel, config_from_name
+from msc.sampling import SamplerSettings
 
 
 def test_copy_last_and_held_out_clips():
@@ -19,7 +20,7 @@ def test_copy_last_and_held_out_clips():
 def test_evaluate_reports_every_method_and_the_rollout():
     torch.manual_seed(0)
     model = MSCModel(config_from_name("tiny")).eval()
-    settings = EvalSettings(clips=2, context=4, horizon=4, steps=2, chunk=2, rollout=12, rollout_clips=1)
+    settings = EvalSettings(clips=2, context=4, horizon=4, rollout=12, rollout_clips=1, sampler=SamplerSettings(steps=2, chunk=2))
     report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings,
                       guidance=(1.0, 2.0))
     methods = report["sets"]["procedural"]["methods"]
