@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Dict
@@ -41,15 +42,17 @@ from msc.model import CONFIGS, MSCModel, config_from_name
 # --------------------------------------------------------------------------------------------------
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer):
-    """Split an optimizer state dict into ``{name: tensor}`` and a JSON-able remainder."""
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, compact: bool = False):
+    """Split an optimizer state dict into ``{name: tensor}`` and a JSON-able remainder. ``compact``
+    stores the moment estimates in bfloat16 (half the bytes; a resume from it is close, not exact)."""
     state = optimizer.state_dict()
     tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
     for pid, pstate in state["state"].items():
         meta["state"][str(pid)] = {}
         for key, value in pstate.items():
             if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.contiguous()
+                shrink = compact and value.is_floating_point() and value.dim() > 0
+                tensors[f"{pid}.{key}"] = (value.to(torch.bfloat16) if shrink else value).contiguous()
                 meta["state"][str(pid)][key] = "tensor"
             else:
                 meta["state"][str(pid)][key] = value
@@ -57,9 +60,12 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer):
 
 
 def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], meta: dict) -> None:
+    def restore(t: torch.Tensor) -> torch.Tensor:
+        return t.float() if t.dtype == torch.bfloat16 else t
+
     state = {}
     for pid, pstate in meta["state"].items():
-        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in pstate.items()}
+        state[int(pid)] = {k: (restore(tensors[f"{pid}.{k}"]) if v == "tensor" else v) for k, v in pstate.items()}
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
@@ -91,10 +97,14 @@ def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int)
 
 
 class Checkpoint:
-    """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json."""
+    """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json.
 
-    def __init__(self, out: str):
-        self.dir = os.path.join(out, "checkpoint")
+    ``compact`` checkpoints (``--keep-resumable``) store the optimizer's moments in bfloat16: a
+    resumable copy small enough to keep in the repository."""
+
+    def __init__(self, out: str, folder: str = "checkpoint", compact: bool = False):
+        self.dir = os.path.join(out, folder) if folder else out
+        self.compact = compact
 
     def exists(self) -> bool:
         return os.path.isfile(os.path.join(self.dir, "state.json"))
@@ -104,7 +114,7 @@ class Checkpoint:
         os.makedirs(tmp, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
         save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, os.path.join(tmp, "ema.safetensors"))
-        tensors, meta = optimizer_to_tensors(optimizer)
+        tensors, meta = optimizer_to_tensors(optimizer, self.compact)
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({**state, "optimizer": meta, "config": model.config.to_dict()}, f)
@@ -178,6 +188,11 @@ def parse_args(argv=None):
     p.add_argument("--clean-prefix-prob", type=float, default=0.25,
                    help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint exactly")
+    p.add_argument("--resume-from", metavar="FOLDER",
+                   help="start from this checkpoint folder when out/checkpoint does not exist yet (e.g. the compact copy "
+                        "kept by --keep-resumable on another machine), then continue as --resume")
+    p.add_argument("--keep-resumable", metavar="FOLDER",
+                   help="also keep a compact resumable checkpoint here at every checkpoint (e.g. inside the repository)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. depth=4")
@@ -245,11 +260,16 @@ def train(args) -> dict:
         lr=args.lr, betas=(0.9, 0.99),
     )
     ckpt = Checkpoint(args.out)
+    kept = Checkpoint(args.keep_resumable, folder="", compact=True) if args.keep_resumable else None
     start_step, elapsed_before = 0, 0.0
+    source = ckpt
+    if args.resume_from and not ckpt.exists():
+        source = Checkpoint(args.resume_from, folder="")
+        args.resume = True
     if args.resume:
-        if not ckpt.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.dir}.")
-        state = ckpt.load(model, ema, optimizer)
+        if not source.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {source.dir}.")
+        state = source.load(model, ema, optimizer)
         start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
@@ -259,6 +279,9 @@ def train(args) -> dict:
     log_path = os.path.join(args.out, "log.jsonl")
     if rank == 0 and not args.resume and os.path.exists(log_path):
         os.remove(log_path)
+    kept_log = os.path.join(source.dir, "log.jsonl")
+    if rank == 0 and source is not ckpt and os.path.isfile(kept_log) and not os.path.exists(log_path):
+        shutil.copyfile(kept_log, log_path)
     bar = None
     if rank == 0 and not args.no_progress:
         from tqdm import tqdm
@@ -313,7 +336,11 @@ def train(args) -> dict:
         finished = step == args.steps or budget_used() >= 1.0
         if step % args.ckpt_every == 0 or finished or out_of_time:
             if rank == 0:
-                ckpt.save(model, ema, optimizer, {"step": step, "elapsed": elapsed_before + time.time() - t0, "args": vars(args)})
+                state = {"step": step, "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}
+                ckpt.save(model, ema, optimizer, state)
+                if kept is not None:  # with the log, so that the run's history survives a move
+                    kept.save(model, ema, optimizer, state)
+                    shutil.copyfile(log_path, os.path.join(kept.dir, "log.jsonl"))
             if distributed:
                 dist.barrier()
         if rank == 0 and args.sample_every and step % args.sample_every == 0:

@@ -121,3 +121,16 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [r["step"] for r in _log(out)] == [1, 2, 3]
     assert os.path.isfile(os.path.join(out, "final", "model.safetensors"))
+
+
+def test_compact_resumable_copy_continues_on_another_machine(tmp_path):
+    """--keep-resumable writes a bf16-optimizer copy with the log; --resume-from starts a new run folder from it."""
+    kept = str(tmp_path / "kept")
+    train_main(TINY_RUN + ["--out", str(tmp_path / "a"), "--steps", "4", "--ckpt-every", "2", "--keep-resumable", kept])
+    assert sorted(os.listdir(kept)) == ["ema.safetensors", "log.jsonl", "model.safetensors", "optimizer.safetensors", "state.json"]
+    assert any(t.dtype == torch.bfloat16 for t in load_file(os.path.join(kept, "optimizer.safetensors")).values())
+    out = str(tmp_path / "b")  # a fresh machine: no run folder yet
+    train_main(TINY_RUN + ["--out", out, "--steps", "6", "--ckpt-every", "2", "--resume-from", kept])
+    with open(os.path.join(out, "log.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps[0] == 1 and steps[-1] == 6  # the kept history, then the continuation
