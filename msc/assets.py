@@ -1,8 +1,12 @@
-"""The example clips in ``assets/``: ``python -m msc.assets --weights weights --out assets``.
+"""The example clips in ``assets/``: ``python -m msc.assets --weights weights --data data --out assets``.
 
-* ``heldout_{i}.mp4``: held-out procedural clips (test seeds, never trained on), the app's examples;
-* ``generated_{i}.mp4``: the same clips' first frames extended by the model (context without a
-  border, generated frames with the magenta border), for the README.
+* ``heldout_{i}.mp4``: held-out procedural clips (test seeds, never trained on);
+* ``heldout_real_{i}.mp4``: windows of the held-out real video files (needs ``--data``, the folder
+  of ``python -m msc.data.prepare``), never trained on;
+* ``generated_{i}.mp4`` / ``generated_real_{i}.mp4``: the same clips' first 8 frames extended by the
+  model (context without a border, generated frames with the magenta border), for the README.
+
+The ``heldout*`` clips are the app's examples.
 """
 
 from __future__ import annotations
@@ -13,45 +17,52 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from msc.data import ProceduralVideos  # noqa: E402
+import torch  # noqa: E402
+
+from msc.data.mixture import PreparedData, held_out_procedural, held_out_real  # noqa: E402
 from msc.video import write_video  # noqa: E402
 
-FPS, SCALE = 8, 4
+FPS, SCALE, CONTEXT = 8, 4, 8
 
 
-def write_held_out(out: str, count: int, frames: int, size: int) -> list:
+def write_clips(out: str, name: str, clips: torch.Tensor) -> list:
+    """``clips`` ``[N, T, 3, S, S]`` -> ``out/{name}_{i}.mp4``."""
     os.makedirs(out, exist_ok=True)
-    clips = ProceduralVideos(frames, size, split="test")
-    return [write_video(os.path.join(out, f"heldout_{i}.mp4"), clips[i], FPS, SCALE) for i in range(count)]
+    return [write_video(os.path.join(out, f"{name}_{i}.mp4"), clip, FPS, SCALE) for i, clip in enumerate(clips)]
 
 
-def write_generated(out: str, model, count: int, context: int, frames: int, steps: int = 16) -> list:
+def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int, steps: int = 16) -> list:
+    """Extend the first :data:`CONTEXT` frames of every clip by ``frames`` frames -> ``out/{name}_{i}.mp4``."""
     from msc.sampling import sample_video
 
-    size = model.config.image_size
     paths = []
-    for i in range(count):
-        clip = ProceduralVideos(context, size, split="test")[i][None]
-        video = sample_video(model, clip, frames, steps=steps, seed=i).video[0]
-        paths.append(write_video(os.path.join(out, f"generated_{i}.mp4"), video, FPS, SCALE, mark_from=context))
+    for i, clip in enumerate(clips):
+        video = sample_video(model, clip[None, :CONTEXT], frames, steps=steps, seed=i).video[0]
+        paths.append(write_video(os.path.join(out, f"{name}_{i}.mp4"), video, FPS, SCALE, mark_from=CONTEXT))
     return paths
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights")
+    p.add_argument("--data", help="the prepared data folder: adds held-out real clips")
     p.add_argument("--out", default="assets")
-    p.add_argument("--count", type=int, default=3)
+    p.add_argument("--count", type=int, default=4)
     p.add_argument("--frames", type=int, default=24, help="frames per held-out clip")
     p.add_argument("--generate", type=int, default=40, help="frames the model adds to 8 context frames")
     args = p.parse_args(argv)
     from msc.model import MSCModel
 
     model = MSCModel.from_pretrained(args.weights).eval()
-    for path in write_held_out(args.out, args.count, args.frames, model.config.image_size):
-        print(path)
-    for path in write_generated(args.out, model, args.count, 8, args.generate):
-        print(path)
+    size = model.config.image_size
+    sets = {"": held_out_procedural(args.count, args.frames, size)}
+    if args.data:
+        sets["_real"] = held_out_real(PreparedData(args.data), args.count, args.frames)
+    for suffix, clips in sets.items():
+        for path in write_clips(args.out, f"heldout{suffix}", clips):
+            print(path)
+        for path in write_generated(args.out, f"generated{suffix}", model, clips, args.generate):
+            print(path)
     return 0
 
 

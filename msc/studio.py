@@ -8,7 +8,6 @@ to change; the app shows it as a ``gr.Error`` and keeps serving.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ import torch
 
 from msc.diffusion import SCHEDULES
 from msc.model import AttentionWindows
-from msc.sampling import FRAME_SCHEDULES, SamplingCancelled, check_guidance_args, check_sampling_args, sample_video
+from msc.sampling import (
+    FRAME_SCHEDULES, GatesEvent, SamplerSettings, SamplingResult, StepEvent, check_guidance_args, check_sampling_args, sample_frames,
+)
 from msc.video import VideoError, mark_frames, read_video
 
 MAX_NEW_FRAMES = 256  # per request; Continue extends further
@@ -74,6 +75,13 @@ class Settings:
 
     def windows(self) -> AttentionWindows:
         return AttentionWindows(self.k_s, self.k_t, self.d, self.k_lo)
+
+    def sampler(self) -> SamplerSettings:
+        """The sampler's share of these settings."""
+        return SamplerSettings(steps=self.steps, chunk=self.chunk, schedule=self.schedule, ar_step=self.ar_step,
+                               noise_schedule=self.noise_schedule, shift=self.shift, context_noise=self.context_noise,
+                               seed=self.seed, history_guidance=self.history_guidance, guidance_mode=self.guidance_mode,
+                               windows=self.windows())
 
     def check(self, config) -> None:
         """Raise :class:`UserError` for any setting the model or the sampler cannot use."""
@@ -150,48 +158,47 @@ class Update:
 
 
 def run_generation(model, context: Optional[torch.Tensor], settings: Settings, cancel: threading.Event,
-                   frame_offset: int = 0, **sampler_kwargs) -> Iterator[Update]:
-    """Run :func:`msc.sampling.sample_video` in a thread and yield its progress as :class:`Update` s.
+                   frame_offset: int = 0) -> Iterator[Update]:
+    """Run the sampler (:func:`msc.sampling.sample_frames`) and yield its progress as :class:`Update` s.
 
-    ``context`` ``[K, C, H, W]`` (or ``None``). Setting ``cancel`` stops the sampler after the current
+    ``context`` ``[K, C, H, W]`` (or ``None``). The sampler runs in the caller's thread, one model call
+    per step of the iteration: setting ``cancel`` (or closing this generator) stops it before the next
     model call; the frames finished by then arrive in a ``"cancelled"`` update.
     """
-    reports: "queue.Queue[Update]" = queue.Queue()
+    video = torch.zeros(0, *model_frame_shape(model)) if context is None else context.float().cpu()
     batch_context = None if context is None else context[None]
-
-    def callback(info: dict) -> None:
-        progress = (info["call"], info["calls"], info["finished"], info["total"], list(info["frames"]), list(info["steps"]))
-        reports.put(Update("step", *progress))
-        if info["video"] is not None:
-            reports.put(Update("frames", *progress, video=info["video"][0].cpu()))
-
-    def work() -> None:
-        try:
-            result = sample_video(
-                model, batch_context, settings.frames, steps=settings.steps, chunk=settings.chunk,
-                schedule=settings.schedule, ar_step=settings.ar_step, noise_schedule=settings.noise_schedule,
-                shift=settings.shift, context_noise=settings.context_noise, seed=settings.seed,
-                windows=settings.windows(), callback=callback, cancel=cancel.is_set, frame_offset=frame_offset,
-                history_guidance=settings.history_guidance, guidance_mode=settings.guidance_mode,
-                **sampler_kwargs,
-            )
-            reports.put(Update("done", result=result, video=result.video[0]))
-        except SamplingCancelled as stop:
-            reports.put(Update("cancelled", video=stop.video[0]))
-        except BaseException as err:  # reported to the caller's thread
-            reports.put(Update("error", error=err))
-
-    worker = threading.Thread(target=work, name="msc-sampler", daemon=True)
-    worker.start()
+    result = SamplingResult(video=video)
+    events = sample_frames(model, batch_context, settings.frames, settings.sampler(), frame_offset=frame_offset)
+    step = None
     try:
-        while True:
-            update = reports.get()
-            yield update
-            if update.kind in ("done", "cancelled", "error"):
+        for event in events:
+            if isinstance(event, GatesEvent):
+                result.gates.append({"call": event.call, "frames": event.frames, "t": event.t, "gates": event.gates})
+                continue
+            if isinstance(event, StepEvent):
+                step = event
+                result.model_calls += event.forwards
+                yield Update("step", event.call, event.calls, event.finished, event.total, list(event.frames), list(event.steps))
+            else:
+                video = torch.cat([video, event.frame], dim=0)
+                if event.finished == step.finished:  # the last frame this call finished
+                    yield Update("frames", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps),
+                                 video=video)
+            if cancel.is_set():
+                yield Update("cancelled", video=video)
                 return
-    finally:  # the consumer went away (e.g. the request was cancelled): stop the worker too
-        cancel.set()
-        worker.join(timeout=60)
+    except Exception as err:  # reported to the caller, who shows it
+        yield Update("error", error=err)
+        return
+    finally:
+        events.close()
+    result.video = video
+    yield Update("done", result=result, video=video)
+
+
+def model_frame_shape(model) -> tuple:
+    cfg = model.config
+    return cfg.channels, cfg.image_size, cfg.image_size
 
 
 # --------------------------------------------------------------------------------------------------
