@@ -25,7 +25,6 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from dataclasses import fields  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
@@ -34,10 +33,10 @@ from msc.diffusion import SCHEDULES  # noqa: E402
 from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
-from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES  # noqa: E402
+from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES, SamplerSettings  # noqa: E402
 from msc.studio import (  # noqa: E402
-    MAX_CONTEXT, MAX_NEW_FRAMES, MAX_SESSION_FRAMES, MAX_STEPS, Session, SessionStore, Settings, UserError, frame_strip, load_clip,
-    prune_old_files, run_generation,
+    CONTROLS, MAX_CONTEXT, MAX_NEW_FRAMES, MAX_SESSION_FRAMES, MAX_STEPS, Session, SessionStore, Settings, UserError, frame_strip,
+    live_frame, load_clip, prune_old_files, run_generation,
 )
 from msc.video import write_video  # noqa: E402
 
@@ -49,6 +48,7 @@ FPS, DISPLAY_SCALE = 8, 4
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_FILE_SIZE = "64mb"
 DEFAULT_GUIDANCE = 1.0  # history guidance w; see the model card's sweep
+GENERATE_LABELS = {False: "Generate from nothing", True: "Extend the clip"}  # by whether a clip is given
 
 
 def load_model(weights: str) -> MSCModel:
@@ -76,8 +76,7 @@ class MSCApp:
         threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
-        w = self.config.windows
-        self.defaults = Settings(k_s=w.k_s, k_t=w.k_t, d=w.d, k_lo=w.k_lo, history_guidance=DEFAULT_GUIDANCE)
+        self.defaults = Settings(sampler=SamplerSettings(windows=self.config.windows, history_guidance=DEFAULT_GUIDANCE))
 
     # ------------------------------------------------------------------ helpers
 
@@ -95,19 +94,12 @@ class MSCApp:
         flag.clear()
         return flag
 
-    def _settings(self, values) -> Settings:
+    def _settings(self, values: dict) -> Settings:
+        """Checked settings from controls by name (the others keep the defaults)."""
         try:
-            settings = Settings.from_values(*values)
-            settings.check(self.config)
+            return Settings.from_controls(values, self.defaults, self.config.grid)
         except UserError as err:
             raise gr.Error(str(err)) from None
-        return settings
-
-    def _defaults_with(self, **changes) -> Settings:
-        """The default settings with some changed, checked (for the endpoints without every control)."""
-        values = {f.name: getattr(self.defaults, f.name) for f in fields(Settings)}
-        values.update(changes)
-        return self._settings(list(values.values()))
 
     def _show(self, session: Session, status: str, mark: bool = True):
         """Outputs of a finished request: video, frame strip, status, gates plot."""
@@ -122,40 +114,37 @@ class MSCApp:
     # ------------------------------------------------------------------ handlers
 
     def preview_clip(self, clip, context):
-        """Show the frames the model will be conditioned on, as it sees them."""
+        """Show the frames the model will be conditioned on, as it sees them, and what Generate will do."""
         if not clip:
-            return None, ""
+            return None, "No clip: **Generate** samples a video from nothing.", gr.update(value=GENERATE_LABELS[False])
         try:
             frames = load_clip(clip, self.config, int(context or 1))
         except UserError as err:
             raise gr.Error(str(err)) from None
         path = self._write(frames, None)
         size = self.config.image_size
-        return path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, centre-cropped)."
+        return (path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, centre-cropped): "
+                f"**{GENERATE_LABELS[True]}** continues them.", gr.update(value=GENERATE_LABELS[True]))
 
-    # Gradio injects ``progress`` and ``request`` by parameter position, so the handlers spell out
-    # every setting (in :class:`Settings` field order) instead of taking ``*values``.
+    # Gradio injects ``request`` and ``progress`` into the leading positional parameters; the
+    # controls follow as ``*values`` in the order of :data:`msc.studio.CONTROLS` and are read by name.
 
-    def generate(self, clip, frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                 k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark,
-                 progress=gr.Progress(), request: gr.Request = None):
-        """Start this tab's video from ``clip`` and extend it (yields the frame strip as chunks finish)."""
-        settings = self._settings([frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                                   k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark])
+    def generate(self, request: gr.Request = None, progress=gr.Progress(), clip=None, *values):
+        """Start this tab's video from ``clip`` (or from nothing without one) and extend it, showing
+        every frame as it is finished."""
+        settings = self._settings(dict(zip(CONTROLS, values)))
+        cfg = self.config
         try:
-            context = load_clip(clip, self.config, settings.context)
+            context = load_clip(clip, cfg, settings.context) if clip else torch.zeros(0, cfg.channels, cfg.image_size, cfg.image_size)
         except UserError as err:
             raise gr.Error(str(err)) from None
         session = self.sessions.get(self._key(request))
         session.start(context)
         yield from self._extend(session, settings, "Generated", progress, request)
 
-    def continue_(self, frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                  k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark,
-                  progress=gr.Progress(), request: gr.Request = None):
+    def continue_(self, request: gr.Request = None, progress=gr.Progress(), *values):
         """Extend this tab's current video (its last ``context`` frames condition the new ones)."""
-        settings = self._settings([frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                                   k_s, k_t, d, k_lo, seed, history_guidance, guidance_mode, mark])
+        settings = self._settings(dict(zip(CONTROLS, values)))
         session = self.sessions.get(self._key(request))
         if session.video is None:
             raise gr.Error("nothing to continue yet: press Generate first.")
@@ -168,7 +157,8 @@ class MSCApp:
         except UserError as err:
             raise gr.Error(str(err)) from None
         left = session.frames - session.first_generated
-        return self._show(session, f"Undid the last chunk ({removed} frames); {left} generated frames left.", bool(mark))
+        return (*self._show(session, f"Undid the last chunk ({removed} frames); {left} generated frames left.", bool(mark)),
+                gr.skip())
 
     def _extend(self, session: Session, settings: Settings, verb: str, progress, request):
         try:
@@ -180,14 +170,20 @@ class MSCApp:
         cancel = self._cancel_flag(request)
         k, before = context.shape[0], session.frames
         progress(0, desc="starting")
-        for update in run_generation(self.model, context, settings, cancel, frame_offset=offset):
+        start, first_frame_s = time.perf_counter(), None
+        for update in run_generation(self.model, context if k else None, settings, cancel, frame_offset=offset):
             if update.kind == "step":
                 progress((update.call, update.calls), desc=update.describe(settings, k), unit="model calls")
+            elif update.kind == "frame":
+                elapsed = time.perf_counter() - start
+                first_frame_s = elapsed if first_frame_s is None else first_frame_s
+                status = (f"Live: frame {offset + update.index + 1} ({update.finished}/{settings.frames} new) · "
+                          f"{update.finished / elapsed:.1f} frames/s · first frame after {first_frame_s:.1f} s")
+                yield gr.skip(), gr.skip(), status, gr.skip(), live_frame(update.frame, True, DISPLAY_SCALE, settings.mark)
             elif update.kind == "frames":
                 session.add_chunk(update.video[k + session.frames - before:])
                 strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
-                status = f"{update.finished} / {settings.frames} new frames finished…"
-                yield gr.skip(), strip, status, gr.skip()
+                yield gr.skip(), strip, gr.skip(), gr.skip(), gr.skip()
             elif update.kind == "error":
                 raise gr.Error(f"generation failed: {update.error}") from None
             else:
@@ -198,7 +194,10 @@ class MSCApp:
                               f"the video has {session.frames} frames.")
                 else:
                     status = f"Stopped: kept the {new} frames finished before Stop."
-                yield self._show(session, status, settings.mark)
+                if new:
+                    elapsed = time.perf_counter() - start
+                    status += f" {new / elapsed:.1f} frames/s, first frame after {first_frame_s:.1f} s."
+                yield (*self._show(session, status, settings.mark), gr.skip())
                 return
 
     def stop(self, request: gr.Request = None):
@@ -220,7 +219,7 @@ class MSCApp:
 
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new)."""
-        settings = self._defaults_with(frames=frames, steps=steps, chunk=chunk, seed=seed)
+        settings = self._settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed))
         try:
             context = load_clip(clip, self.config, settings.context)
         except UserError as err:
@@ -231,21 +230,38 @@ class MSCApp:
             if update.kind == "done":
                 return self._write(update.video, context.shape[0])
 
+    def stream(self, clip, frames, steps=16, seed=0):
+        """API (a generator): extend ``clip`` (or generate from nothing when it is None) and yield every
+        finished frame as a PNG image with a status line, as soon as it is finished."""
+        settings = self._settings(dict(frames=frames, steps=steps, seed=seed))
+        try:
+            context = load_clip(clip, self.config, settings.context) if clip else None
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        start = time.perf_counter()
+        for update in run_generation(self.model, context, settings, threading.Event()):
+            if update.kind == "error":
+                raise gr.Error(f"generation failed: {update.error}") from None
+            if update.kind == "frame":
+                elapsed = time.perf_counter() - start
+                yield (live_frame(update.frame, True, DISPLAY_SCALE, settings.mark),
+                       f"frame {update.finished}/{settings.frames} · {update.finished / elapsed:.2f} frames/s")
+
     def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):
-        settings = self._defaults_with(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo)
+        settings = self._settings(dict(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo))
         r = self.config.low_res_factors[int(layer)] if self.config.low_res_factors else 1
         grid = self.config.grid
         try:
-            cone = light_cone(settings.windows(), grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
+            cone = light_cone(settings.sampler.windows, grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
         except ValueError as err:
             raise gr.Error(str(err)) from None
         total = settings.context + settings.frames
-        return light_cone_figure(cone), cost_markdown(cost_table(self.config, settings.windows(), total), total)
+        return light_cone_figure(cone), cost_markdown(cost_table(self.config, settings.sampler.windows, total), total)
 
     # ------------------------------------------------------------------ layout
 
     def build(self) -> gr.Blocks:
-        cfg, d = self.config, self.defaults
+        cfg, d, ds = self.config, self.defaults, self.defaults.sampler
         grid = cfg.grid
         with gr.Blocks(title="MSC video diffusion", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(
@@ -268,31 +284,33 @@ class MSCApp:
                         frames = gr.Slider(1, MAX_NEW_FRAMES, value=d.frames, step=1, label="Frames to generate")
                         context = gr.Slider(1, MAX_CONTEXT, value=d.context, step=1, label="Context frames (the last frames the model is conditioned on)")
                         with gr.Row():
-                            generate_btn = gr.Button("Generate", variant="primary")
+                            generate_btn = gr.Button(GENERATE_LABELS[False], variant="primary")
                             stop_btn = gr.Button("Stop", variant="stop")
                         with gr.Row():
                             continue_btn = gr.Button("Continue")
                             undo_btn = gr.Button("Undo last chunk")
                         with gr.Accordion("Sampler", open=False):
-                            chunk = gr.Slider(1, 16, value=d.chunk, step=1, label="Chunk size (frames denoised together)")
-                            steps = gr.Slider(1, MAX_STEPS, value=d.steps, step=1, label="Denoising steps per frame")
-                            schedule = gr.Radio(list(FRAME_SCHEDULES), value=d.schedule, label="Frame schedule")
-                            ar_step = gr.Slider(1, 16, value=d.ar_step, step=1, label="ar_step (diffusion forcing: steps between neighbouring frames)")
-                            noise_schedule = gr.Radio(list(SCHEDULES), value=d.noise_schedule, label="Noise schedule")
-                            shift = gr.Slider(0.1, 10, value=d.shift, step=0.1, label="Shift (shifted schedule)")
-                            context_noise = gr.Slider(0, 0.5, value=d.context_noise, step=0.01, label="Context noise level")
-                            guidance = gr.Slider(0, 5, value=d.history_guidance, step=0.1,
+                            chunk = gr.Slider(1, 16, value=ds.chunk, step=1, label="Chunk size (frames denoised together)")
+                            steps = gr.Slider(1, MAX_STEPS, value=ds.steps, step=1, label="Denoising steps per frame")
+                            schedule = gr.Radio(list(FRAME_SCHEDULES), value=ds.schedule, label="Frame schedule")
+                            ar_step = gr.Slider(1, 16, value=ds.ar_step, step=1, label="ar_step (diffusion forcing: steps between neighbouring frames)")
+                            noise_schedule = gr.Radio(list(SCHEDULES), value=ds.noise_schedule, label="Noise schedule")
+                            shift = gr.Slider(0.1, 10, value=ds.shift, step=0.1, label="Shift (shifted schedule)")
+                            context_noise = gr.Slider(0, 0.5, value=ds.context_noise, step=0.01, label="Context noise level")
+                            guidance = gr.Slider(0, 5, value=ds.history_guidance, step=0.1,
                                                  label="History guidance w (1 = off; > 1 follows the context more, one more forward per step)")
-                            guidance_mode = gr.Radio(list(GUIDANCE_MODES), value=d.guidance_mode,
+                            guidance_mode = gr.Radio(list(GUIDANCE_MODES), value=ds.guidance_mode,
                                                      label="Guidance: history hidden at noise 1 (vanilla) or 0.5 (fractional)")
-                            seed = gr.Number(value=d.seed, precision=0, minimum=0, label="Seed")
+                            seed = gr.Number(value=ds.seed, precision=0, minimum=0, label="Seed")
                         with gr.Accordion("Attention windows (sampling-time settings)", open=False):
-                            k_s = gr.Slider(1, grid, value=d.k_s, step=1, label="k_s: High-Res spatial window")
-                            k_t = gr.Slider(1, 16, value=d.k_t, step=1, label="k_t: High-Res temporal window (frames)")
-                            stride = gr.Slider(1, 8, value=d.d, step=1, label="d: Low-Res temporal stride")
-                            k_lo = gr.Slider(1, 16, value=d.k_lo, step=1, label="k_lo: Low-Res temporal reach (frames)")
+                            k_s = gr.Slider(1, grid, value=ds.windows.k_s, step=1, label="k_s: High-Res spatial window")
+                            k_t = gr.Slider(1, 16, value=ds.windows.k_t, step=1, label="k_t: High-Res temporal window (frames)")
+                            stride = gr.Slider(1, 8, value=ds.windows.d, step=1, label="d: Low-Res temporal stride")
+                            k_lo = gr.Slider(1, 16, value=ds.windows.k_lo, step=1, label="k_lo: Low-Res temporal reach (frames)")
                         mark = gr.Checkbox(value=d.mark, label="Mark generated frames with a magenta border")
                     with gr.Column(scale=1):
+                        live = gr.Image(label="Live: every frame as soon as it is finished", interactive=False, type="numpy",
+                                        height=288, show_label=True)
                         output = gr.Video(label="Context + generated", interactive=False, autoplay=True, loop=True, height=320)
                         strip = gr.Image(label="Latest frames (updates as each chunk finishes)", interactive=False, type="numpy")
                         status = gr.Markdown()
@@ -318,11 +336,13 @@ class MSCApp:
                 cone_plot = gr.Plot(label="Light cone", format="png")
                 cost = gr.Markdown()
 
-            settings_inputs = [frames, context, chunk, steps, schedule, ar_step, noise_schedule, shift, context_noise,
-                               k_s, k_t, stride, k_lo, seed, guidance, guidance_mode, mark]
-            shown = [output, strip, status, run_plot]
+            controls = dict(frames=frames, context=context, chunk=chunk, steps=steps, schedule=schedule, ar_step=ar_step,
+                            noise_schedule=noise_schedule, shift=shift, context_noise=context_noise, k_s=k_s, k_t=k_t,
+                            d=stride, k_lo=k_lo, seed=seed, history_guidance=guidance, guidance_mode=guidance_mode, mark=mark)
+            settings_inputs = [controls[name] for name in CONTROLS]
+            shown = [output, strip, status, run_plot, live]
             sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
-            clip.change(self.preview_clip, [clip, context], [context_view, context_info], api_visibility="private")
+            clip.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn], api_visibility="private")
             generate_btn.click(self.generate, [clip, *settings_inputs], shown, api_name="generate", **sampler)
             continue_btn.click(self.continue_, settings_inputs, shown, api_name="continue", **sampler)
             undo_btn.click(self.undo, [mark], shown, api_name="undo", concurrency_id="sampler")
@@ -336,13 +356,19 @@ class MSCApp:
             with gr.Row(visible=False):  # the plain API endpoint, no UI
                 api_clip = gr.File(file_types=CLIP_TYPES, type="filepath")
                 api_frames = gr.Number(value=d.frames, precision=0)
-                api_steps = gr.Number(value=d.steps, precision=0)
-                api_chunk = gr.Number(value=d.chunk, precision=0)
-                api_seed = gr.Number(value=d.seed, precision=0)
+                api_steps = gr.Number(value=ds.steps, precision=0)
+                api_chunk = gr.Number(value=ds.chunk, precision=0)
+                api_seed = gr.Number(value=ds.seed, precision=0)
                 api_out = gr.Video()
                 api_btn = gr.Button()
             api_btn.click(self.extend, [api_clip, api_frames, api_steps, api_chunk, api_seed], [api_out],
                           api_name="extend", concurrency_limit=1, concurrency_id="sampler")
+            with gr.Row(visible=False):  # the streaming API endpoint, no UI
+                stream_frame = gr.Image(type="filepath", format="png")
+                stream_status = gr.Textbox()
+                stream_btn = gr.Button()
+            stream_btn.click(self.stream, [api_clip, api_frames, api_steps, api_seed], [stream_frame, stream_status],
+                             api_name="stream", concurrency_limit=1, concurrency_id="sampler")
         return demo
 
 

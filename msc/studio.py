@@ -10,17 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
 
-from msc.diffusion import SCHEDULES
-from msc.model import AttentionWindows
-from msc.sampling import (
-    FRAME_SCHEDULES, GatesEvent, SamplerSettings, SamplingResult, StepEvent, check_guidance_args, check_sampling_args, sample_frames,
-)
+from msc.sampling import GatesEvent, SamplerSettings, SamplingResult, StepEvent, sample_frames, settings_fields
 from msc.video import VideoError, mark_frames, read_video
 
 MAX_NEW_FRAMES = 256  # per request; Continue extends further
@@ -33,80 +29,67 @@ class UserError(ValueError):
     """Bad input, with a message that says what to change."""
 
 
-@dataclass
+CONTROLS = ("frames", "context", "chunk", "steps", "schedule", "ar_step", "noise_schedule", "shift", "context_noise",
+            "k_s", "k_t", "d", "k_lo", "seed", "history_guidance", "guidance_mode", "mark")
+"""The Generate tab's controls by name, in the order of the ``/generate`` and ``/continue`` API parameters."""
+
+WINDOW_NAMES = ("k_s", "k_t", "d", "k_lo")
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Every control of the Generate tab. Defaults give a good result in a few seconds on 2 cores."""
+    """One Generate / Continue request: how many frames, from how much context, and how to sample.
+    Checked once, on construction (:class:`UserError` naming the setting)."""
 
     frames: int = 16  # new frames
     context: int = 8  # last frames of the clip the model is conditioned on
-    chunk: int = 4
-    steps: int = 16
-    schedule: str = "autoregressive"
-    ar_step: int = 2
-    noise_schedule: str = "cosine"
-    shift: float = 3.0
-    context_noise: float = 0.0
-    k_s: int = 7
-    k_t: int = 3
-    d: int = 2
-    k_lo: int = 4
-    seed: int = 0
-    history_guidance: float = 1.0  # w: 1 = off
-    guidance_mode: str = "vanilla"
     mark: bool = True  # border on generated frames
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
-    @classmethod
-    def from_values(cls, *values) -> "Settings":
-        """From the UI's component values, in field order; numbers arrive as floats."""
-        names = [f.name for f in cls.__dataclass_fields__.values()]
-        kwargs = dict(zip(names, values))
-        for name in ("frames", "context", "chunk", "steps", "ar_step", "k_s", "k_t", "d", "k_lo", "seed"):
-            value = kwargs.get(name)
-            if value is None:
-                raise UserError(f"{name} is empty; enter a whole number.")
-            if float(value) != int(float(value)):
-                raise UserError(f"{name} must be a whole number, got {value}.")
-            kwargs[name] = int(float(value))
-        for name in ("shift", "context_noise", "history_guidance"):
-            if kwargs.get(name) is None:
-                raise UserError(f"{name} is empty; enter a number.")
-            kwargs[name] = float(kwargs[name])
-        return cls(**kwargs)
-
-    def windows(self) -> AttentionWindows:
-        return AttentionWindows(self.k_s, self.k_t, self.d, self.k_lo)
-
-    def sampler(self) -> SamplerSettings:
-        """The sampler's share of these settings."""
-        return SamplerSettings(steps=self.steps, chunk=self.chunk, schedule=self.schedule, ar_step=self.ar_step,
-                               noise_schedule=self.noise_schedule, shift=self.shift, context_noise=self.context_noise,
-                               seed=self.seed, history_guidance=self.history_guidance, guidance_mode=self.guidance_mode,
-                               windows=self.windows())
-
-    def check(self, config) -> None:
-        """Raise :class:`UserError` for any setting the model or the sampler cannot use."""
+    def __post_init__(self):
         if not 1 <= self.frames <= MAX_NEW_FRAMES:
             raise UserError(f"frames to generate must be between 1 and {MAX_NEW_FRAMES}, got {self.frames}.")
         if not 1 <= self.context <= MAX_CONTEXT:
             raise UserError(f"context frames must be between 1 and {MAX_CONTEXT}, got {self.context}.")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise UserError(f"denoising steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
-        if self.schedule not in FRAME_SCHEDULES:
-            raise UserError(f"frame schedule must be one of {', '.join(FRAME_SCHEDULES)}.")
-        if self.noise_schedule not in SCHEDULES:
-            raise UserError(f"noise schedule must be one of {', '.join(SCHEDULES)}.")
-        if self.noise_schedule == "shifted" and not 0 < self.shift <= 100:
-            raise UserError(f"the shift of the shifted schedule must be in (0, 100], got {self.shift}.")
-        if self.seed < 0:
-            raise UserError(f"seed must be >= 0, got {self.seed}.")
+        if not 1 <= self.sampler.steps <= MAX_STEPS:
+            raise UserError(f"denoising steps must be between 1 and {MAX_STEPS}, got {self.sampler.steps}.")
+
+    @classmethod
+    def from_controls(cls, values: dict, defaults: "Settings", grid: int) -> "Settings":
+        """From controls by name (any subset; the rest keep ``defaults``). Numbers may arrive as floats;
+        whole numbers are required where the setting is an integer."""
+        def number(name, kind):
+            value = values[name]
+            if value is None:
+                raise UserError(f"{name} is empty; enter a {'whole ' if kind is int else ''}number.")
+            if kind is int:
+                if float(value) != int(float(value)):
+                    raise UserError(f"{name} must be a whole number, got {value}.")
+                return int(float(value))
+            return float(value)
+
+        sampler_fields = {f.name: f for f in settings_fields()}
+        changes = {}
+        for name in values:
+            if name in sampler_fields:
+                kind = type(getattr(defaults.sampler, name))
+                changes[name] = number(name, kind) if kind in (int, float) else values[name]
+            elif name not in (*WINDOW_NAMES, "frames", "context", "mark"):
+                raise UserError(f"unknown setting {name!r}.")
+        windows = replace(defaults.sampler.windows, **{n: number(n, int) for n in WINDOW_NAMES if n in values})
         try:
-            self.windows().validate(config.grid)
-            check_sampling_args(self.frames, self.steps, self.chunk, self.ar_step, self.context_noise, 0.0, self.schedule)
-            check_guidance_args(self.history_guidance, self.guidance_mode, 0.5, "constant")
+            windows.validate(grid)
+            sampler = replace(defaults.sampler, windows=windows, **changes)
         except UserError:
             raise
         except ValueError as err:
             raise UserError(str(err)) from None
+        return cls(
+            frames=number("frames", int) if "frames" in values else defaults.frames,
+            context=number("context", int) if "context" in values else defaults.context,
+            mark=bool(values["mark"]) if "mark" in values else defaults.mark,
+            sampler=sampler,
+        )
 
 
 def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
@@ -129,9 +112,10 @@ def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
 class Update:
     """One report of a running generation.
 
-    ``kind``: ``"step"`` (a model call finished), ``"frames"`` (new frames finished; ``video`` holds
-    all frames so far), ``"done"`` (``result``), ``"cancelled"`` (``video`` holds the finished frames)
-    or ``"error"`` (``error``).
+    ``kind``: ``"step"`` (a model call finished), ``"frame"`` (one frame finished: ``frame``
+    ``[C, H, W]``, its ``index`` in the video), ``"frames"`` (after the last frame a model call finished;
+    ``video`` holds all frames so far), ``"done"`` (``result``), ``"cancelled"`` (``video`` holds the
+    finished frames) or ``"error"`` (``error``).
     """
 
     kind: str
@@ -144,17 +128,20 @@ class Update:
     video: Optional[torch.Tensor] = None
     result: object = None
     error: Optional[BaseException] = None
+    frame: Optional[torch.Tensor] = None
+    index: int = 0
 
     def describe(self, settings: "Settings", context: int) -> str:
         """What this call did, e.g. ``"chunk 2/4 (frames 13-16) · step 5/16"``, frames counted from 1
         over context + new."""
         lo, hi = min(self.frames) + 1, max(self.frames) + 1
         frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
-        if settings.schedule == "diffusion-forcing":
-            return f"{frames} in flight at steps {min(self.steps)}-{max(self.steps)}/{settings.steps} · {self.finished}/{self.total} new frames done"
-        chunk = settings.frames if settings.schedule == "full-sequence" else settings.chunk
+        s = settings.sampler
+        if s.schedule == "diffusion-forcing":
+            return f"{frames} in flight at steps {min(self.steps)}-{max(self.steps)}/{s.steps} · {self.finished}/{self.total} new frames done"
+        chunk = settings.frames if s.schedule == "full-sequence" else s.chunk
         index, count = (min(self.frames) - context) // chunk + 1, -(-settings.frames // chunk)
-        return f"chunk {index}/{count} ({frames}) · step {max(self.steps)}/{settings.steps}"
+        return f"chunk {index}/{count} ({frames}) · step {max(self.steps)}/{s.steps}"
 
 
 def run_generation(model, context: Optional[torch.Tensor], settings: Settings, cancel: threading.Event,
@@ -168,7 +155,7 @@ def run_generation(model, context: Optional[torch.Tensor], settings: Settings, c
     video = torch.zeros(0, *model_frame_shape(model)) if context is None else context.float().cpu()
     batch_context = None if context is None else context[None]
     result = SamplingResult(video=video)
-    events = sample_frames(model, batch_context, settings.frames, settings.sampler(), frame_offset=frame_offset)
+    events = sample_frames(model, batch_context, settings.frames, settings.sampler, frame_offset=frame_offset)
     step = None
     try:
         for event in events:
@@ -181,6 +168,7 @@ def run_generation(model, context: Optional[torch.Tensor], settings: Settings, c
                 yield Update("step", event.call, event.calls, event.finished, event.total, list(event.frames), list(event.steps))
             else:
                 video = torch.cat([video, event.frame], dim=0)
+                yield Update("frame", step.call, step.calls, event.finished, event.total, frame=event.frame[0], index=event.index)
                 if event.finished == step.finished:  # the last frame this call finished
                     yield Update("frames", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps),
                                  video=video)
@@ -314,6 +302,15 @@ class SessionStore:
 # --------------------------------------------------------------------------------------------------
 # Pictures
 # --------------------------------------------------------------------------------------------------
+
+
+def live_frame(frame: torch.Tensor, generated: bool, scale: int = 4, mark: bool = True) -> np.ndarray:
+    """One frame ``[C, H, W]`` enlarged for the live preview, ``[H*scale, W*scale, 3]`` uint8."""
+    x = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[None]
+    x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    if mark and generated:
+        x = mark_frames(x, 0, width=max(2, x.shape[-1] // 64))
+    return x[0].permute(1, 2, 0).numpy()
 
 
 def frame_strip(video: torch.Tensor, first_generated: int, count: int = 8, scale: int = 2, mark: bool = True) -> np.ndarray:

@@ -79,7 +79,7 @@ def test_extend_an_asset_clip(client):
 def test_generate_with_every_setting(client):
     from gradio_client import handle_file
 
-    video, strip, status, plot = client.predict(
+    video, strip, status, plot, live = client.predict(
         handle_file(ASSET), 6, 4, 2, 4, "diffusion-forcing", 2, "shifted", 2.0, 0.05, 5, 2, 1, 3, 3, 1.5, "fractional",
         True, api_name="/generate",
     )
@@ -150,9 +150,9 @@ def test_continue_and_undo_reproduce_the_same_frames(server):
 
     client = Client(server, verbose=False)
     first, *_ = client.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # 8 + 4 frames
-    more, _, status, _ = client.predict(*SETTINGS, api_name="/continue")  # + 4
+    more, _, status, *_ = client.predict(*SETTINGS, api_name="/continue")  # + 4
     assert "Continued with 4 frames" in status and _frames(more) == 16
-    undone, _, status, _ = client.predict(True, api_name="/undo")  # drops the last chunk (2 frames)
+    undone, _, status, *_ = client.predict(True, api_name="/undo")  # drops the last chunk (2 frames)
     assert "Undid the last chunk (2 frames)" in status and _frames(undone) == 14
     again, *_ = client.predict(*SETTINGS[:1], *SETTINGS[1:], api_name="/continue")  # the same seed: the same frames
     a, b = _decoded(more), _decoded(again)
@@ -190,11 +190,29 @@ def test_stop_keeps_the_finished_frames(server):
     time.sleep(2)
     assert "Stopping" in client.predict(api_name="/stop")
     start = time.time()
-    video, _, status, _ = job.result(timeout=60)
+    video, _, status, *_ = job.result(timeout=60)
     assert time.time() - start < 30
     assert status.startswith("Stopped: kept the")
     kept = int(status.split("kept the ")[1].split()[0])
     assert _frames(video) == 8 + kept and kept < 256
+
+
+def test_stream_yields_every_frame_as_it_is_finished(client):
+    """The streaming endpoint, from nothing (no clip): one image and status per finished frame."""
+    from PIL import Image
+
+    job = client.submit(None, 4, 2, 0, api_name="/stream")
+    seen = [output for output in job]  # iterate while it runs
+    outputs = job.outputs()
+    assert len(outputs) == 4 and len(seen) >= 1
+    image, status = outputs[-1]
+    assert Image.open(image).size == (256, 256)
+    assert status.startswith("frame 4/4") and "frames/s" in status
+
+
+def test_generate_from_nothing(client):
+    video, strip, status, plot, live = client.predict(None, *SETTINGS, api_name="/generate")
+    assert _frames(video) == 4 and "Generated 4 frames after 0 context frames" in status
 
 
 def test_light_cone_endpoint(client):
@@ -219,10 +237,11 @@ def test_browser_upload_generate_and_play(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server, wait_until="load")
-        page.get_by_role("button", name="Generate").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
         page.locator("input[type=file]").first.set_input_files(ASSET)
         page.get_by_text("8 context frames at 64×64").wait_for(timeout=30_000)
-        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("button", name="Extend the clip").click()
+        page.get_by_text("frames/s").first.wait_for(timeout=60_000)  # the live readout while frames arrive
         page.get_by_text("Generated 16 frames after 8 context frames").wait_for(timeout=60_000)
         output = page.locator("video").nth(1)
         output.wait_for(timeout=30_000)

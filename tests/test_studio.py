@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from msc.data import procedural_clip
-from msc.model import MSCModel, config_from_name
-from msc.sampling import sample_video
-from msc.studio import Session, SessionStore, Settings, UserError, frame_strip, load_clip, run_generation
+from msc.model import AttentionWindows, MSCModel, config_from_name
+from msc.sampling import SamplerSettings, sample_video
+from msc.studio import CONTROLS, Session, SessionStore, Settings, UserError, frame_strip, load_clip, run_generation
 from msc.video import write_video
 
 TINY = config_from_name("tiny")  # 16 px, 8 × 8 tokens, k_s 3, k_t 2, d 2, k_lo 2
@@ -22,14 +22,17 @@ def model():
     return MSCModel(TINY).eval()
 
 
-def test_settings_from_ui_values_and_their_checks():
-    s = Settings.from_values(8, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
-    assert s.frames == 8 and s.seed == 7 and isinstance(s.steps, int)
-    s.check(TINY)
+def test_settings_from_controls_by_name_and_their_checks():
+    defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
+    values = dict(zip(CONTROLS, (8, 4, 2, 3.0, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)))
+    s = Settings.from_controls(values, defaults, TINY.grid)
+    assert s.frames == 8 and s.sampler.seed == 7 and isinstance(s.sampler.steps, int) and s.sampler.windows.k_s == 3
+    # by name: any subset, in any order, the rest from the defaults
+    assert Settings.from_controls({"seed": 5, "frames": 2}, defaults, TINY.grid).sampler.steps == defaults.sampler.steps
     with pytest.raises(UserError, match="whole number"):
-        Settings.from_values(8.5, 4, 2, 3, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
+        Settings.from_controls({**values, "frames": 8.5}, defaults, TINY.grid)
     with pytest.raises(UserError, match="steps is empty"):
-        Settings.from_values(8, 4, 2, None, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)
+        Settings.from_controls({**values, "steps": None}, defaults, TINY.grid)
     bad = {
         "larger than the 8 × 8 token grid": dict(k_s=9),
         "frames to generate": dict(frames=0),
@@ -40,10 +43,11 @@ def test_settings_from_ui_values_and_their_checks():
         "k_lo must be a positive": dict(k_lo=0),
         "history guidance must be in": dict(history_guidance=-1.0),
         "guidance mode": dict(guidance_mode="loud"),
+        "unknown setting": dict(colour="red"),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
-            Settings(**{**TINY_WINDOWS, **change}).check(TINY)
+            Settings.from_controls({**values, **change}, defaults, TINY.grid)
 
 
 def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):
@@ -61,18 +65,21 @@ def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):
 
 def test_run_generation_reports_every_call_and_matches_the_sampler(model):
     context = procedural_clip(1, 4, 16)
-    settings = Settings(frames=4, context=4, chunk=2, steps=3, **TINY_WINDOWS)
+    settings = Settings(frames=4, context=4, sampler=SamplerSettings(chunk=2, steps=3, windows=AttentionWindows(**TINY_WINDOWS)))
     updates = list(run_generation(model, context, settings, threading.Event()))
     kinds = [u.kind for u in updates]
     assert kinds.count("step") == 6 and kinds.count("frames") == 2 and kinds[-1] == "done"
+    frames = [u for u in updates if u.kind == "frame"]  # one per frame, as soon as it is finished
+    assert [u.index for u in frames] == [4, 5, 6, 7] and frames[0].frame.shape == (3, 16, 16)
+    assert kinds.index("frame") < kinds.index("frames")
     assert updates[0].describe(settings, 4) == "chunk 1/2 (frames 5-6) · step 1/3"
-    direct = sample_video(model, context[None], 4, steps=3, chunk=2, windows=settings.windows()).video[0]
+    direct = sample_video(model, context[None], 4, settings.sampler).video[0]
     assert torch.equal(updates[-1].video, direct)
 
 
 def test_cancel_keeps_the_finished_frames(model):
     context = procedural_clip(2, 4, 16)
-    settings = Settings(frames=8, context=4, chunk=2, steps=2, **TINY_WINDOWS)
+    settings = Settings(frames=8, context=4, sampler=SamplerSettings(chunk=2, steps=2, windows=AttentionWindows(**TINY_WINDOWS)))
     cancel = threading.Event()
     seen = []
     for update in run_generation(model, context, settings, cancel):
