@@ -4,7 +4,8 @@
 * ``heldout_real_{i}.mp4``: windows of the held-out real video files (needs ``--data``, the folder
   of ``python -m msc.data.prepare``), never trained on;
 * ``generated_{i}.mp4`` / ``generated_real_{i}.mp4``: the same clips' first 8 frames extended by the
-  model (context without a border, generated frames with the magenta border), for the README.
+  model (context without a border, generated frames with the magenta border), for the README;
+* ``--from-nothing PATH``: a PNG sheet of videos sampled from nothing (one row per seed), for the card.
 
 The ``heldout*`` clips are the app's examples.
 """
@@ -42,6 +43,23 @@ def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int
     return paths
 
 
+def write_from_nothing_sheet(path: str, model, seeds: int = 4, frames: int = 24, every: int = 3, steps: int = 16) -> str:
+    """A PNG contact sheet of videos sampled from nothing: one row per seed, every ``every``-th frame."""
+    from PIL import Image
+
+    from msc.sampling import sample_video
+
+    rows = []
+    for seed in range(seeds):
+        video = sample_video(model, None, frames, steps=steps, seed=seed).video[0, ::every]  # [n, 3, S, S]
+        rows.append(torch.cat(list(video), dim=2))  # [3, S, n*S]
+    sheet = ((torch.cat(rows, dim=1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [3, seeds*S, n*S]
+    sheet = sheet.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(sheet.permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights")
@@ -50,6 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--frames", type=int, default=24, help="frames per held-out clip")
     p.add_argument("--generate", type=int, default=40, help="frames the model adds to 8 context frames")
+    p.add_argument("--from-nothing", help="also write a PNG sheet of videos sampled from nothing here")
     args = p.parse_args(argv)
     from msc.model import MSCModel
 
@@ -63,6 +82,8 @@ def main(argv=None) -> int:
             print(path)
         for path in write_generated(args.out, f"generated{suffix}", model, clips, args.generate):
             print(path)
+    if args.from_nothing:
+        print(write_from_nothing_sheet(args.from_nothing, model))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Exact 3-D neighborhood attention with NATTEN's ``na3d`` semantics (DESIGN.md §3).
+"""Exact 3-D neighborhood attention with NATTEN's ``na3d`` semantics (docs/design.md §3).
 
 One public function, :func:`neighborhood_attention`, with NATTEN's layout ``[B, T, H, W, heads, D]``
 and stride 1. Every query attends to a window of keys chosen per axis:

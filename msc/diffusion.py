@@ -1,4 +1,4 @@
-"""Per-frame rectified-flow diffusion (DESIGN.md §4; paper Sec. 3.3).
+"""Per-frame rectified-flow diffusion (docs/design.md §4; paper Sec. 3.3).
 
 Parameterisation — **rectified flow** (Liu et al. 2022; Esser et al. 2024, "SD3"): a frame at noise
 level ``t ∈ [0, 1]`` is the straight interpolation

@@ -1,4 +1,4 @@
-"""Generate or extend a video from the command line: ``python -m msc.generate`` (DESIGN.md §6).
+"""Generate or extend a video from the command line: ``python -m msc.generate`` (docs/design.md §6).
 
     python -m msc.generate --weights weights --frames 32 --out out.mp4
     python -m msc.generate --weights weights --input clip.mp4 --context 8 --frames 16 --out more.mp4

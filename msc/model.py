@@ -1,4 +1,4 @@
-"""The MSC transformer (paper Sec. 3; DESIGN.md §2).
+"""The MSC transformer (paper Sec. 3; docs/design.md §2).
 
 A DiT (Peebles & Xie, 2023) over per-frame patches whose self-attention is replaced by MSC attention:
 
@@ -42,7 +42,7 @@ from msc.rotary import apply_rotary
 
 @dataclass(frozen=True)
 class AttentionWindows:
-    """Window sizes of MSC attention (parameters of the attention, not weights: DESIGN §4)."""
+    """Window sizes of MSC attention (parameters of the attention, not weights: docs/design.md §4)."""
 
     k_s: int = 7  # High-Res spatial window (k_s × k_s tokens)
     k_t: int = 3  # High-Res causal temporal window (frames t-k_t+1 .. t)
@@ -145,7 +145,7 @@ def config_from_name(name: str, **overrides) -> MSCConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# KV cache (DESIGN.md §4)
+# KV cache (docs/design.md §4)
 # --------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""3-D rotary position embeddings over (t, y, x) (DESIGN.md §2).
+"""3-D rotary position embeddings over (t, y, x) (docs/design.md §2).
 
 The head dimension is split into three even parts, one per axis; each part rotates pairs of
 channels by ``position * frequency`` (RoFormer, Su et al. 2021). Queries and keys are rotated, so

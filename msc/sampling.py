@@ -1,4 +1,4 @@
-"""Samplers: extend a video chunk by chunk without breaking frame order (paper Sec. 3.3; DESIGN §4).
+"""Samplers: extend a video chunk by chunk without breaking frame order (paper Sec. 3.3; docs/design.md §4).
 
 In the style of k-diffusion's ``sampling.py``: the noise schedule is built outside the loop
 (:func:`msc.diffusion.noise_levels`), every setting lives in one :class:`SamplerSettings`, and there
@@ -207,7 +207,7 @@ class SamplerSettings:
     (``ValueError`` naming the setting). The CLIs derive their flags from these fields and the app
     maps its controls to them by name (:func:`settings_fields`).
 
-    ``windows``: the attention windows (sampling-time settings, DESIGN §4); ``None`` uses the model's."""
+    ``windows``: the attention windows (sampling-time settings, docs/design.md §4); ``None`` uses the model's."""
 
     steps: int = field(default=16, metadata={"help": "denoising steps per frame"})
     chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)"})

@@ -1,4 +1,4 @@
-"""Video in and out with imageio + imageio-ffmpeg (DESIGN.md §5).
+"""Video in and out with imageio + imageio-ffmpeg (docs/design.md §5).
 
 ``read_video`` decodes mp4 / webm / mov / avi / mkv through ffmpeg and gif through Pillow,
 centre-crops to a square, resizes, and returns ``[T, 3, size, size]`` in [-1, 1]. ``write_video``

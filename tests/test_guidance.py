@@ -1,4 +1,4 @@
-"""History guidance (Diffusion Forcing Transformer's observation, DESIGN §4 + issue 7) and continuing
+"""History guidance (Diffusion Forcing Transformer's observation, docs/design.md §4) and continuing
 a video from its last frames."""
 
 import pytest

