@@ -130,10 +130,13 @@ class MSCConfig:
         return dataclasses.asdict(self)
 
 
-# One registry of named sizes (as DiT's ``DiT_models``): ``tiny`` for tests, ``small`` is bundled.
+# One registry of named sizes (as DiT's ``DiT_models``): ``tiny`` for tests; ``compact`` is bundled (it
+# learned more per CPU-minute than ``small`` in the recipe study, bench/results/recipes.md).
 CONFIGS = {
     "tiny": dict(image_size=16, patch_size=2, hidden_size=48, depth=2, num_heads=4, low_res_heads=2,
                  k_s=3, k_t=2, d=2, k_lo=2, low_res_factors=[2, 4], mlp_ratio=2.0),
+    "compact": dict(image_size=64, patch_size=4, hidden_size=128, depth=6, num_heads=4, low_res_heads=2,
+                    low_res_factors=[2, 2, 2, 4, 4, 4]),
     "small": dict(image_size=64, patch_size=4, hidden_size=192, depth=8, num_heads=6, low_res_heads=3),
 }
 
