@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Optional
 
+from msc.data.mixture import DEFAULT_MIX
 from msc.model import MSCModel
 
 
@@ -113,7 +114,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         "tags: [video-diffusion, autoregressive, msc, pytorch]",
         "---",
         "",
-        "# MSC small — a multi-scale spatio-temporal causal video diffusion model trained on a laptop CPU",
+        "# MSC — a multi-scale spatio-temporal causal video diffusion model trained on a laptop CPU",
         "",
         f"A {params / 1e6:.2f} M-parameter MSC transformer ({size_mb:.1f} MB of float32 safetensors) that continues "
         f"{cfg.image_size}×{cfg.image_size} RGB videos ({cfg.grid}×{cfg.grid} tokens per frame) chunk by chunk. "
@@ -149,7 +150,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             _sources_table(manifest),
             "",
             f"Training clips mix real video windows, the simulated camera over photographs (pan, zoom, roll, a "
-            f"parallax layer, moving cut-outs) and procedural clips: `--mix {' '.join(a.get('mix') or []) or 'default'}`.",
+            f"parallax layer, moving cut-outs) and procedural clips, weights "
+            f"`{' '.join(a.get('mix') or []) or ' '.join(f'{k}={v}' for k, v in DEFAULT_MIX.items())}`.",
             "",
         ]
     else:
