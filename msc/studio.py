@@ -97,7 +97,7 @@ def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
     if not path:
         raise UserError("no clip: upload a video (mp4, webm, mov, gif) or pick an example.")
     try:
-        video = read_video(str(path), size=config.image_size)
+        video = read_video(str(path), size=config.image_size, last=context)
     except VideoError as err:
         raise UserError(f"{err} Upload an mp4, webm, mov or gif clip.") from None
     return video[-context:]

@@ -37,11 +37,44 @@ def _to_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
     return (x / 127.5 - 1).clamp(-1, 1)
 
 
-def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None) -> torch.Tensor:
+def _last_frames(path: str, last: int, size: int):
+    """The last ``last`` frames of a file ffmpeg can seek in, decoding only from near the end
+    (``-sseof``): ``[n, 3, size, size]``, or ``None`` when the file's length is unknown."""
+    import imageio_ffmpeg
+
+    probe = imageio_ffmpeg.read_frames(path)
+    try:
+        meta = next(probe)
+    finally:
+        probe.close()
+    fps, duration, (w, h) = meta.get("fps"), meta.get("duration"), meta.get("source_size") or meta["size"]
+    if w * h > MAX_INPUT_PIXELS:
+        raise VideoError(f"{os.path.basename(path)} has frames of {w}×{h} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame.")
+    if not fps or not duration or duration * fps <= 2 * last:
+        return None
+    reader = imageio_ffmpeg.read_frames(path, input_params=["-sseof", f"-{(last + 2) / fps:.3f}"])
+    out = next(reader)["size"]
+    frames = [_to_tensor(np.frombuffer(f, np.uint8).reshape(out[1], out[0], 3).copy(), size) for f in reader]
+    return torch.stack(frames[-last:]) if len(frames) >= last else None
+
+
+def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
+               last: int | None = None) -> torch.Tensor:
     """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1]. With ``fps``, frames are picked at that
-    rate (nearest source frame). Raises :class:`VideoError` for anything unusable."""
+    rate (nearest source frame). With ``last``, only the last ``last`` frames are returned, and for
+    files ffmpeg can seek in only those (and the frames since the keyframe before them) are decoded.
+    Raises :class:`VideoError` for anything unusable."""
     import imageio.v3 as iio
 
+    if last is not None and fps is None and os.path.isfile(path) and os.path.getsize(path) and not path.lower().endswith(".gif"):
+        try:
+            tail = _last_frames(path, last, size)
+        except VideoError:
+            raise
+        except Exception:  # not seekable or not a video: the full decode below reports it
+            tail = None
+        if tail is not None:
+            return tail
     if not os.path.isfile(path):
         raise VideoError(f"{os.path.basename(str(path))} does not exist.")
     if os.path.getsize(path) == 0:
@@ -74,7 +107,7 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
         raise VideoError(f"{name} could not be decoded as a video ({reason}).") from None
     if not frames:
         raise VideoError(f"{name} contains no video frames.")
-    return torch.stack(frames)
+    return torch.stack(frames if last is None else frames[-last:])
 
 
 GENERATED_BORDER_RGB = (255, 64, 160)  # magenta: rare in the procedural data, visible on both themes

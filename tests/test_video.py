@@ -98,3 +98,14 @@ def test_generated_frames_get_a_border_that_survives_the_codec(tmp_path):
     assert (edge[:4] - centre[:4]).abs().max() < 0.05  # context frames: no border
     assert (edge[4:, 0] > 0.6).all() and (edge[4:, 1] < -0.3).all()  # generated: magenta border
     assert (centre[4:] - centre[:4].mean(0)).abs().max() < 0.05  # the picture itself is untouched
+
+
+def test_last_frames_decode_only_the_end_and_match_a_full_decode(tmp_path):
+    """``last=K`` seeks near the end (ffmpeg -sseof) and returns exactly the full decode's last K frames."""
+    clip = procedural_clip(4, 60, 32)
+    path = write_video(str(tmp_path / "long.mp4"), clip, fps=8)
+    full = read_video(path, size=32)
+    tail = read_video(path, size=32, last=5)
+    assert tail.shape == (5, 3, 32, 32)
+    assert torch.equal(tail, full[-5:])
+    assert torch.equal(read_video(path, size=32, last=100), full)  # more than there is: all of it
