@@ -36,7 +36,7 @@ from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
 from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES, SamplerSettings  # noqa: E402
 from msc.studio import (  # noqa: E402
     CONTROLS, MAX_CONTEXT, MAX_NEW_FRAMES, MAX_SESSION_FRAMES, MAX_STEPS, Session, SessionStore, Settings, UserError, frame_strip,
-    live_frame, load_clip, prune_old_files, run_generation,
+    live_frame, load_clip, model_frame_shape, prune_old_files, run_generation,
 )
 from msc.video import write_video  # noqa: E402
 
@@ -133,9 +133,8 @@ class MSCApp:
         """Start this tab's video from ``clip`` (or from nothing without one) and extend it, showing
         every frame as it is finished."""
         settings = self._settings(dict(zip(CONTROLS, values)))
-        cfg = self.config
         try:
-            context = load_clip(clip, cfg, settings.context) if clip else torch.zeros(0, cfg.channels, cfg.image_size, cfg.image_size)
+            context = load_clip(clip, self.config, settings.context) if clip else torch.zeros(0, *model_frame_shape(self.model))
         except UserError as err:
             raise gr.Error(str(err)) from None
         session = self.sessions.get(self._key(request))
@@ -179,7 +178,7 @@ class MSCApp:
                 first_frame_s = elapsed if first_frame_s is None else first_frame_s
                 status = (f"Live: frame {offset + update.index + 1} ({update.finished}/{settings.frames} new) · "
                           f"{update.finished / elapsed:.1f} frames/s · first frame after {first_frame_s:.1f} s")
-                yield gr.skip(), gr.skip(), status, gr.skip(), live_frame(update.frame, True, DISPLAY_SCALE, settings.mark)
+                yield gr.skip(), gr.skip(), status, gr.skip(), live_frame(update.frame, DISPLAY_SCALE, settings.mark)
             elif update.kind == "frames":
                 session.add_chunk(update.video[k + session.frames - before:])
                 strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
@@ -244,7 +243,7 @@ class MSCApp:
                 raise gr.Error(f"generation failed: {update.error}") from None
             if update.kind == "frame":
                 elapsed = time.perf_counter() - start
-                yield (live_frame(update.frame, True, DISPLAY_SCALE, settings.mark),
+                yield (live_frame(update.frame, DISPLAY_SCALE, settings.mark),
                        f"frame {update.finished}/{settings.frames} · {update.finished / elapsed:.2f} frames/s")
 
     def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):

@@ -104,13 +104,22 @@ def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_s
     return plan
 
 
-def check_sampling_args(frames, steps, chunk, ar_step, context_noise, eta, schedule) -> None:
-    """Raise ``ValueError`` naming the setting to change."""
-    for name, value, low in (("frames", frames, 1), ("steps", steps, 1), ("chunk", chunk, 1), ("ar_step", ar_step, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def check_frames(frames) -> None:
+    """Raise ``ValueError`` unless ``frames`` is a number of new frames one call may generate."""
+    _check_count("frames", frames)
     if frames > MAX_FRAMES:
         raise ValueError(f"frames must be at most {MAX_FRAMES}, got {frames}.")
+
+
+def check_sampling_args(steps, chunk, ar_step, context_noise, eta, schedule) -> None:
+    """Raise ``ValueError`` naming the setting to change."""
+    for name, value in (("steps", steps), ("chunk", chunk), ("ar_step", ar_step)):
+        _check_count(name, value)
     if not 0 <= context_noise < 1:
         raise ValueError(f"context_noise must be in [0, 1), got {context_noise}.")
     if not 0 <= eta <= 1:
@@ -227,7 +236,7 @@ class SamplerSettings:
     windows: Optional[AttentionWindows] = field(default=None, metadata={"help": "attention windows (None: the model's)"})
 
     def __post_init__(self):
-        check_sampling_args(1, self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
+        check_sampling_args(self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
         check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
         noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -301,8 +310,8 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
 
     See the module docstring for the schedules, the update rule and the cache.
     """
-    s = settings
-    check_sampling_args(frames, s.steps, s.chunk, s.ar_step, s.context_noise, s.eta, s.schedule)
+    s = settings  # checked when it was made
+    check_frames(frames)
     cfg = model.config
     device = next(model.parameters()).device
     frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
@@ -316,7 +325,6 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     b, k0 = context.shape[:2]
     noise_shape = (b, *frame_shape)
 
-    last = context[:, -1].to(device).float() if k0 else None  # the last finished frame
     passes = [_History(model, windows, s.context_noise, 1, use_cache, s.seed, frame_offset, noise_shape, device)]
     if s.guided:  # the history-free pass
         free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
@@ -339,6 +347,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
             if step == 0 and (k0 + j) not in active:
                 active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
                 if prior:  # anchored on the last finished frame, if there is one
+                    last = passes[0].last
                     anchors[k0 + j] = last
                     if last is not None:
                         active[k0 + j] = active[k0 + j] + last
@@ -381,7 +390,6 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
                         forwards)
         if done:
             new = torch.stack(done, dim=1)  # [B, n, C, H, W]
-            last = new[:, -1]
             commit(new)
             first_index = k0 + finished_new - len(done)
             for i, frame in enumerate(done):
@@ -406,12 +414,13 @@ def sample_video(
     module docstring); ``cancel()`` is asked before every model call and, when it returns True, ends
     sampling with :class:`SamplingCancelled` holding the finished frames."""
     settings = replace(settings, **setting_values) if settings is not None else SamplerSettings(**setting_values)
-    known = [] if context is None else [context.float().cpu()]
+    cfg = model.config
+    known = [torch.zeros(batch, 0, cfg.channels, cfg.image_size, cfg.image_size) if context is None else context.float().cpu()]
     new_frames: List[torch.Tensor] = []
     result = SamplingResult(video=None)
 
     def video_so_far() -> torch.Tensor:
-        return torch.cat(known + ([torch.stack(new_frames, dim=1)] if new_frames else []), dim=1)
+        return torch.cat(known + [torch.stack(new_frames, dim=1)] if new_frames else known, dim=1)
 
     def after_call(step: StepEvent, finished_some: bool) -> None:
         if callback is not None:

@@ -16,12 +16,15 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-from msc.sampling import GatesEvent, SamplerSettings, SamplingResult, StepEvent, sample_frames, settings_fields
+from msc.sampling import (
+    WINDOW_FLAGS, GatesEvent, SamplerSettings, SamplingResult, StepEvent, sample_frames, settings_fields,
+)
 from msc.video import VideoError, mark_frames, read_video
 
 MAX_NEW_FRAMES = 256  # per request; Continue extends further
 MAX_CONTEXT = 64
 MAX_STEPS = 100
+MAX_SHIFT = 100
 MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
 
 
@@ -32,9 +35,6 @@ class UserError(ValueError):
 CONTROLS = ("frames", "context", "chunk", "steps", "schedule", "ar_step", "noise_schedule", "shift", "context_noise",
             "k_s", "k_t", "d", "k_lo", "seed", "history_guidance", "guidance_mode", "mark")
 """The Generate tab's controls by name, in the order of the ``/generate`` and ``/continue`` API parameters."""
-
-WINDOW_NAMES = ("k_s", "k_t", "d", "k_lo")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -53,6 +53,8 @@ class Settings:
             raise UserError(f"context frames must be between 1 and {MAX_CONTEXT}, got {self.context}.")
         if not 1 <= self.sampler.steps <= MAX_STEPS:
             raise UserError(f"denoising steps must be between 1 and {MAX_STEPS}, got {self.sampler.steps}.")
+        if self.sampler.noise_schedule == "shifted" and not 0 < self.sampler.shift <= MAX_SHIFT:
+            raise UserError(f"the shift of the shifted schedule must be in (0, {MAX_SHIFT}], got {self.sampler.shift}.")
 
     @classmethod
     def from_controls(cls, values: dict, defaults: "Settings", grid: int) -> "Settings":
@@ -74,9 +76,9 @@ class Settings:
             if name in sampler_fields:
                 kind = type(getattr(defaults.sampler, name))
                 changes[name] = number(name, kind) if kind in (int, float) else values[name]
-            elif name not in (*WINDOW_NAMES, "frames", "context", "mark"):
+            elif name not in (*WINDOW_FLAGS, "frames", "context", "mark"):
                 raise UserError(f"unknown setting {name!r}.")
-        windows = replace(defaults.sampler.windows, **{n: number(n, int) for n in WINDOW_NAMES if n in values})
+        windows = replace(defaults.sampler.windows, **{n: number(n, int) for n in WINDOW_FLAGS if n in values})
         try:
             windows.validate(grid)
             sampler = replace(defaults.sampler, windows=windows, **changes)
@@ -304,11 +306,12 @@ class SessionStore:
 # --------------------------------------------------------------------------------------------------
 
 
-def live_frame(frame: torch.Tensor, generated: bool, scale: int = 4, mark: bool = True) -> np.ndarray:
-    """One frame ``[C, H, W]`` enlarged for the live preview, ``[H*scale, W*scale, 3]`` uint8."""
+def live_frame(frame: torch.Tensor, scale: int = 4, mark: bool = True) -> np.ndarray:
+    """One generated frame ``[C, H, W]`` enlarged for the live preview, ``[H*scale, W*scale, 3]`` uint8
+    (with the generated-frame border when ``mark``)."""
     x = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[None]
     x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
-    if mark and generated:
+    if mark:
         x = mark_frames(x, 0, width=max(2, x.shape[-1] // 64))
     return x[0].permute(1, 2, 0).numpy()
 

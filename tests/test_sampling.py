@@ -89,6 +89,9 @@ def test_cancel_between_steps_returns_finished_frames(model):
     with pytest.raises(SamplingCancelled) as err:
         sample_video(model, _context(), 6, steps=2, chunk=2, callback=calls.append, cancel=lambda: len(calls) >= 3)
     assert err.value.video.shape[1] == 3 + 2  # context + the first finished chunk
+    with pytest.raises(SamplingCancelled) as err:  # from nothing, before any frame: an empty video
+        sample_video(model, None, 2, steps=1, cancel=lambda: True)
+    assert err.value.video.shape == (1, 0, 3, 16, 16)
 
 
 @pytest.mark.parametrize(

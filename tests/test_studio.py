@@ -40,6 +40,7 @@ def test_settings_from_controls_by_name_and_their_checks():
         "context_noise": dict(context_noise=1.0),
         "frame schedule": dict(schedule="sideways"),
         "shift": dict(noise_schedule="shifted", shift=0.0),
+        "shift of the shifted schedule must be in": dict(noise_schedule="shifted", shift=1000.0),
         "k_lo must be a positive": dict(k_lo=0),
         "history guidance must be in": dict(history_guidance=-1.0),
         "guidance mode": dict(guidance_mode="loud"),

@@ -53,12 +53,12 @@ def _camera_path(g: torch.Generator, photo_hw, size: int, frames: int, speed_sca
     direction = _uniform(g, 0, 2 * math.pi)
     velocity = torch.tensor([math.cos(direction), math.sin(direction)]) * speed
     margin = float(half.max()) * 1.06  # room for the roll
+    extent = torch.tensor([w, h], dtype=torch.float32) - 2 * margin  # where the centre may go, along x and y
     span = velocity.abs() * (frames - 1)
-    room = torch.tensor([w, h], dtype=torch.float32) - 2 * margin - span
-    scale = torch.clamp(torch.minimum(torch.tensor(1.0), (torch.tensor([w, h]) - 2 * margin).clamp(min=0) / span.clamp(min=1e-6)).min(), 0, 1)
-    if bool((room < 0).any()):  # too fast to fit: slow down
-        velocity, span = velocity * scale, span * scale
-        room = (torch.tensor([w, h], dtype=torch.float32) - 2 * margin - span).clamp(min=0)
+    if bool((span > extent).any()):  # too fast to fit: slow down until it does
+        fit = (extent.clamp(min=0) / span.clamp(min=1e-6)).min().clamp(0, 1)
+        velocity, span = velocity * fit, span * fit
+    room = (extent - span).clamp(min=0)
     start = margin + torch.rand(2, generator=g) * room + torch.where(velocity < 0, span, torch.zeros(2))
     centre = start[None] + velocity[None] * k[:, None]  # [T, 2]
     roll = _uniform(g, -0.4, 0.4) * math.pi / 180 * (torch.rand(1, generator=g).item() < 0.5)
