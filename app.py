@@ -25,17 +25,17 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from msc.diffusion import SCHEDULES  # noqa: E402
 from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
-from msc.sampling import FRAME_SCHEDULES, GUIDANCE_MODES, SamplerSettings  # noqa: E402
+from msc.sampling import PRESETS, settings_fields, window_fields  # noqa: E402
 from msc.studio import (  # noqa: E402
-    CONTROLS, MAX_CONTEXT, MAX_NEW_FRAMES, MAX_SESSION_FRAMES, MAX_STEPS, Session, SessionStore, Settings, UserError, frame_strip,
+    CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, Session, SessionStore, Settings, UserError, control_range, frame_strip,
     live_frame, load_clip, model_frame_shape, prune_old_files, run_generation,
 )
 from msc.video import write_video  # noqa: E402
@@ -47,7 +47,6 @@ CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
 FPS, DISPLAY_SCALE = 8, 4
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_FILE_SIZE = "64mb"
-DEFAULT_GUIDANCE = 1.0  # history guidance w; see the model card's sweep
 GENERATE_LABELS = {False: "Generate from nothing", True: "Extend the clip"}  # by whether a clip is given
 
 
@@ -65,6 +64,18 @@ def example_clips() -> list:
     return sorted(os.path.join(ASSETS, n) for n in os.listdir(ASSETS) if n.startswith("heldout") and n.endswith(".mp4"))
 
 
+def setting_control(f, value, grid: int):
+    """The control of one settings field (:class:`~msc.sampling.SamplerSettings` or a window), made
+    from its metadata: a radio for choices, a number box for the seed, else a slider over its range."""
+    label = f"{f.name}: {f.metadata['help']}"
+    if "choices" in f.metadata:
+        return gr.Radio(list(f.metadata["choices"]), value=value, label=label)
+    lo, hi, step = control_range(f.name, grid)
+    if f.name == "seed":
+        return gr.Number(value=value, precision=0, minimum=lo, maximum=hi, label=label)
+    return gr.Slider(lo, hi, value=value, step=step, label=label)
+
+
 class MSCApp:
     """The model, the per-tab sessions, the figures that do not change, and the event handlers."""
 
@@ -76,7 +87,7 @@ class MSCApp:
         threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
-        self.defaults = Settings(sampler=SamplerSettings(windows=self.config.windows, history_guidance=DEFAULT_GUIDANCE))
+        self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
 
     # ------------------------------------------------------------------ helpers
 
@@ -229,10 +240,20 @@ class MSCApp:
             if update.kind == "done":
                 return self._write(update.video, context.shape[0])
 
-    def stream(self, clip, frames, steps=16, seed=0):
-        """API (a generator): extend ``clip`` (or generate from nothing when it is None) and yield every
-        finished frame as a PNG image with a status line, as soon as it is finished."""
-        settings = self._settings(dict(frames=frames, steps=steps, seed=seed))
+    def apply_preset(self, name):
+        """The sampler controls set to a preset (windows and the request's own controls stay)."""
+        preset = PRESETS[name]
+        return [getattr(preset, f.name) for f in settings_fields()]
+
+    def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0):
+        """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
+        preset (``steps`` overrides its steps) and yield every finished frame as a PNG image with a
+        status line, as soon as it is finished."""
+        fast = replace(self.defaults, sampler=replace(PRESETS["real-time"], windows=self.config.windows))
+        try:
+            settings = Settings.from_controls(dict(frames=frames, steps=steps, seed=seed), fast, self.config.grid)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
         try:
             context = load_clip(clip, self.config, settings.context) if clip else None
         except UserError as err:
@@ -280,33 +301,24 @@ class MSCApp:
                             gr.Examples(example_clips(), inputs=[clip], label="Held-out example clips")
                         context_view = gr.Video(label="Context the model sees", interactive=False, height=200, autoplay=True, loop=True)
                         context_info = gr.Markdown()
-                        frames = gr.Slider(1, MAX_NEW_FRAMES, value=d.frames, step=1, label="Frames to generate")
-                        context = gr.Slider(1, MAX_CONTEXT, value=d.context, step=1, label="Context frames (the last frames the model is conditioned on)")
+                        frames = gr.Slider(*REQUEST_RANGES["frames"][:2], value=d.frames, step=1, label="Frames to generate")
+                        context = gr.Slider(*REQUEST_RANGES["context"][:2], value=d.context, step=1,
+                                            label="Context frames (the last frames the model is conditioned on)")
                         with gr.Row():
                             generate_btn = gr.Button(GENERATE_LABELS[False], variant="primary")
                             stop_btn = gr.Button("Stop", variant="stop")
                         with gr.Row():
                             continue_btn = gr.Button("Continue")
                             undo_btn = gr.Button("Undo last chunk")
+                        preset = gr.Radio(list(PRESETS), value="default", label="Preset (sets the sampler controls below)")
+                        controls = dict(frames=frames, context=context)
                         with gr.Accordion("Sampler", open=False):
-                            chunk = gr.Slider(1, 16, value=ds.chunk, step=1, label="Chunk size (frames denoised together)")
-                            steps = gr.Slider(1, MAX_STEPS, value=ds.steps, step=1, label="Denoising steps per frame")
-                            schedule = gr.Radio(list(FRAME_SCHEDULES), value=ds.schedule, label="Frame schedule")
-                            ar_step = gr.Slider(1, 16, value=ds.ar_step, step=1, label="ar_step (diffusion forcing: steps between neighbouring frames)")
-                            noise_schedule = gr.Radio(list(SCHEDULES), value=ds.noise_schedule, label="Noise schedule")
-                            shift = gr.Slider(0.1, 10, value=ds.shift, step=0.1, label="Shift (shifted schedule)")
-                            context_noise = gr.Slider(0, 0.5, value=ds.context_noise, step=0.01, label="Context noise level")
-                            guidance = gr.Slider(0, 5, value=ds.history_guidance, step=0.1,
-                                                 label="History guidance w (1 = off; > 1 follows the context more, one more forward per step)")
-                            guidance_mode = gr.Radio(list(GUIDANCE_MODES), value=ds.guidance_mode,
-                                                     label="Guidance: history hidden at noise 1 (vanilla) or 0.5 (fractional)")
-                            seed = gr.Number(value=ds.seed, precision=0, minimum=0, label="Seed")
+                            for f in settings_fields():
+                                controls[f.name] = setting_control(f, getattr(ds, f.name), grid)
                         with gr.Accordion("Attention windows (sampling-time settings)", open=False):
-                            k_s = gr.Slider(1, grid, value=ds.windows.k_s, step=1, label="k_s: High-Res spatial window")
-                            k_t = gr.Slider(1, 16, value=ds.windows.k_t, step=1, label="k_t: High-Res temporal window (frames)")
-                            stride = gr.Slider(1, 8, value=ds.windows.d, step=1, label="d: Low-Res temporal stride")
-                            k_lo = gr.Slider(1, 16, value=ds.windows.k_lo, step=1, label="k_lo: Low-Res temporal reach (frames)")
-                        mark = gr.Checkbox(value=d.mark, label="Mark generated frames with a magenta border")
+                            for f in window_fields():
+                                controls[f.name] = setting_control(f, getattr(ds.windows, f.name), grid)
+                        controls["mark"] = gr.Checkbox(value=d.mark, label="Mark generated frames with a magenta border")
                     with gr.Column(scale=1):
                         live = gr.Image(label="Live: every frame as soon as it is finished", interactive=False, type="numpy",
                                         height=288, show_label=True)
@@ -335,19 +347,18 @@ class MSCApp:
                 cone_plot = gr.Plot(label="Light cone", format="png")
                 cost = gr.Markdown()
 
-            controls = dict(frames=frames, context=context, chunk=chunk, steps=steps, schedule=schedule, ar_step=ar_step,
-                            noise_schedule=noise_schedule, shift=shift, context_noise=context_noise, k_s=k_s, k_t=k_t,
-                            d=stride, k_lo=k_lo, seed=seed, history_guidance=guidance, guidance_mode=guidance_mode, mark=mark)
             settings_inputs = [controls[name] for name in CONTROLS]
             shown = [output, strip, status, run_plot, live]
             sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
             clip.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn], api_visibility="private")
             generate_btn.click(self.generate, [clip, *settings_inputs], shown, api_name="generate", **sampler)
             continue_btn.click(self.continue_, settings_inputs, shown, api_name="continue", **sampler)
-            undo_btn.click(self.undo, [mark], shown, api_name="undo", concurrency_id="sampler")
+            undo_btn.click(self.undo, [controls["mark"]], shown, api_name="undo", concurrency_id="sampler")
             stop_btn.click(self.stop, None, [status], api_name="stop", queue=False)
             demo.unload(self.close_tab)
-            cone_inputs = [k_s, k_t, stride, k_lo, frames, context, q_frame, q_y, q_x, layer]
+            preset_controls = [controls[f.name] for f in settings_fields()]
+            preset.change(self.apply_preset, [preset], preset_controls, api_visibility="private", queue=False)
+            cone_inputs = [*(controls[n] for n in ("k_s", "k_t", "d", "k_lo")), frames, context, q_frame, q_y, q_x, layer]
             for control in cone_inputs:
                 control.change(self.cone, cone_inputs, [cone_plot, cost], api_visibility="private", trigger_mode="always_last")
             demo.load(self.cone, cone_inputs, [cone_plot, cost], api_name="light_cone")
@@ -363,10 +374,11 @@ class MSCApp:
             api_btn.click(self.extend, [api_clip, api_frames, api_steps, api_chunk, api_seed], [api_out],
                           api_name="extend", concurrency_limit=1, concurrency_id="sampler")
             with gr.Row(visible=False):  # the streaming API endpoint, no UI
+                stream_steps = gr.Number(value=PRESETS["real-time"].steps, precision=0)
                 stream_frame = gr.Image(type="filepath", format="png")
                 stream_status = gr.Textbox()
                 stream_btn = gr.Button()
-            stream_btn.click(self.stream, [api_clip, api_frames, api_steps, api_seed], [stream_frame, stream_status],
+            stream_btn.click(self.stream, [api_clip, api_frames, stream_steps, api_seed], [stream_frame, stream_status],
                              api_name="stream", concurrency_limit=1, concurrency_id="sampler")
         return demo
 

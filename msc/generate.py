@@ -2,6 +2,8 @@
 
     python -m msc.generate --weights weights --frames 32 --out out.mp4
     python -m msc.generate --weights weights --input clip.mp4 --context 8 --frames 16 --out more.mp4
+    python -m msc.generate --preset real-time --frames 64 --out fast.mp4
+    python -m msc.generate --settings-table      # every sampling setting, its flag and default
 
 ``--frames`` counts new frames; the written video is the context frames (the last ``--context``
 frames of ``--input``) followed by the new ones.
@@ -19,26 +21,33 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from msc.model import MSCModel  # noqa: E402
-from msc.sampling import add_settings_arguments, sample_video, settings_from_args  # noqa: E402
+from msc.sampling import add_settings_arguments, sample_video, settings_from_args, settings_table  # noqa: E402
 from msc.video import VideoError, read_video, write_video  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights", help="folder with config.json + model.safetensors (or a hub id)")
-    p.add_argument("--frames", type=int, required=True, help="new frames to generate")
-    p.add_argument("--out", required=True, help="output mp4")
+    p.add_argument("--frames", type=int, help="new frames to generate (required)")
+    p.add_argument("--out", help="output mp4 (required)")
     p.add_argument("--input", help="a video to extend (mp4, webm, mov, gif, avi)")
     p.add_argument("--context", type=int, default=8, help="frames of --input to condition on (its last ones)")
     add_settings_arguments(p)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--scale", type=int, default=4, help="enlarge pixels this many times in the mp4")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--settings-table", action="store_true", help="print the sampling settings as a markdown table and exit")
+    args = p.parse_args(argv)
+    if not args.settings_table and (args.frames is None or args.out is None):
+        p.error("--frames and --out are required")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.settings_table:
+        print(settings_table())
+        return 0
     try:
         model = MSCModel.from_pretrained(args.weights).eval()
         cfg = model.config

@@ -34,7 +34,7 @@ def light_cone(windows, grid: int, frame: int, y: int, x: int, r: int) -> dict:
     ``frame``), and ``high`` / ``low``: bool ``[len(frames), grid, grid]`` (Low-Res cells expanded to
     the tokens they pool).
     """
-    windows.validate(grid)
+    windows.check_fits(grid)
     if not (0 <= y < grid and 0 <= x < grid):
         raise ValueError(f"the query token ({y}, {x}) is outside the {grid} × {grid} grid.")
     if frame < 0:
@@ -91,7 +91,7 @@ def cost_table(config, windows, frames: int) -> List[dict]:
     ``{"what", "gflops", "vs_dense"}``: the paper's formulas as printed (already FLOPs), our exact
     counts inside the windows and what our CPU kernel computes (2 FLOPs per MAC), and dense
     frame-causal attention."""
-    windows.validate(config.grid)
+    windows.check_fits(config.grid)
     g, c = config.grid, config.hidden_size
     s = frames * g * g
     low_fraction = config.low_res_heads / config.num_heads

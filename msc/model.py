@@ -44,17 +44,23 @@ from msc.rotary import apply_rotary
 class AttentionWindows:
     """Window sizes of MSC attention (parameters of the attention, not weights: docs/design.md §4)."""
 
-    k_s: int = 7  # High-Res spatial window (k_s × k_s tokens)
-    k_t: int = 3  # High-Res causal temporal window (frames t-k_t+1 .. t)
-    d: int = 2  # Low-Res temporal stride
-    k_lo: int = 4  # Low-Res temporal reach (frames t, t-d, ..., at most k_lo of them)
+    # metadata: "help" for flags, tables and labels; "range" (low, high, step) the app offers (None: the token grid)
+    k_s: int = field(default=7, metadata={"help": "High-Res spatial window (k_s × k_s tokens)", "range": (1, None, 1)})
+    k_t: int = field(default=3, metadata={"help": "High-Res causal temporal window (frames t-k_t+1 .. t)", "range": (1, 16, 1)})
+    d: int = field(default=2, metadata={"help": "Low-Res temporal stride (frames)", "range": (1, 8, 1)})
+    k_lo: int = field(default=4, metadata={"help": "Low-Res temporal reach (frames t, t-d, …: at most k_lo of them)",
+                                           "range": (1, 16, 1)})
 
-    def validate(self, grid: int) -> None:
-        """Raise ``ValueError`` naming the setting to change."""
+    def __post_init__(self):
+        """Checked once, when made (``ValueError`` naming the setting)."""
         for name in ("k_s", "k_t", "d", "k_lo"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+    def check_fits(self, grid: int) -> None:
+        """Raise ``ValueError`` unless the spatial window fits a ``grid`` × ``grid`` token frame: done
+        once where windows meet a model (its config, the sampler, the light cone)."""
         if self.k_s > grid:
             raise ValueError(f"spatial window k_s={self.k_s} is larger than the {grid} × {grid} token grid; use k_s <= {grid}.")
 
@@ -111,7 +117,7 @@ class MSCConfig:
             for r in self.low_res_factors:
                 if r < 1 or self.grid % r:
                     raise ValueError(f"low-res factor {r} must divide the {self.grid} × {self.grid} token grid.")
-        self.windows.validate(self.grid)
+        self.windows.check_fits(self.grid)
 
     @property
     def grid(self) -> int:
@@ -453,8 +459,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             if windows is not None and windows != cache.windows:
                 raise ValueError("the windows differ from the ones the KV cache was built with; start a new cache.")
             windows = cache.windows
-        windows = windows or self.config.windows
-        windows.validate(self.config.grid)
+        windows = windows or self.config.windows  # checked where they were made (the kernels check their own inputs)
         first_frame = cache.frames if cache is not None else 0
         tokens = self.patch_embed(self.patchify(x))  # [B, T, h, w, D]
         c = self.t_embed(t)  # [B, T, D]

@@ -213,24 +213,29 @@ class _History:
 @dataclass(frozen=True)
 class SamplerSettings:
     """How to sample: the one home of every sampling-time setting, checked once on construction
-    (``ValueError`` naming the setting). The CLIs derive their flags from these fields and the app
-    maps its controls to them by name (:func:`settings_fields`).
+    (``ValueError`` naming the setting). The CLI flags, the README's settings table and the app's
+    controls are all made from these fields (:func:`settings_fields`): adding a setting is adding a field.
 
+    Field metadata: ``help`` (flag help, table, control label), ``choices``, and ``range``
+    ``(low, high, step)``: what the app offers (the library itself accepts what the checks allow).
     ``windows``: the attention windows (sampling-time settings, docs/design.md §4); ``None`` uses the model's."""
 
-    steps: int = field(default=16, metadata={"help": "denoising steps per frame"})
-    chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)"})
+    steps: int = field(default=16, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
+    chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
     schedule: str = field(default="autoregressive", metadata={"help": "frame schedule", "choices": FRAME_SCHEDULES})
-    ar_step: int = field(default=2, metadata={"help": "diffusion forcing: steps between neighbouring frames"})
+    ar_step: int = field(default=2, metadata={"help": "diffusion forcing: steps between neighbouring frames", "range": (1, 16, 1)})
     noise_schedule: str = field(default="cosine", metadata={"help": "noise schedule", "choices": SCHEDULES})
-    shift: float = field(default=3.0, metadata={"help": "time shift of the shifted noise schedule"})
-    context_noise: float = field(default=0.0, metadata={"help": "noise level given to finished frames"})
-    eta: float = field(default=0.0, metadata={"help": "stochasticity of the update (0: deterministic)"})
-    seed: int = field(default=0, metadata={"help": "random seed (noise is drawn per frame from it)"})
-    history_guidance: float = field(default=1.0, metadata={"help": "history guidance w (1 = off)"})
+    shift: float = field(default=3.0, metadata={"help": "time shift of the shifted noise schedule", "range": (0.1, 10.0, 0.1)})
+    context_noise: float = field(default=0.0, metadata={"help": "noise level given to finished frames", "range": (0.0, 0.5, 0.01)})
+    eta: float = field(default=0.0, metadata={"help": "stochasticity of the update (0: deterministic)", "range": (0.0, 1.0, 0.05)})
+    seed: int = field(default=0, metadata={"help": "random seed (noise is drawn per frame from it)",
+                                                  "range": (0, 2**53 - 1, 1)})  # the app's bound: exact in a browser
+    history_guidance: float = field(default=1.0, metadata={"help": "history guidance w (1 = off; > 1 follows the context more, "
+                                                                   "one more forward per step)", "range": (0.0, 5.0, 0.1)})
     guidance_mode: str = field(default="vanilla", metadata={"help": "history hidden at noise 1 (vanilla) or at the level (fractional)",
                                                             "choices": GUIDANCE_MODES})
-    guidance_level: float = field(default=0.5, metadata={"help": "noise level of the history in fractional guidance"})
+    guidance_level: float = field(default=0.5, metadata={"help": "noise level of the history in fractional guidance",
+                                                         "range": (0.05, 0.95, 0.05)})
     guidance_schedule: str = field(default="constant", metadata={"help": "guidance scale over the noise level",
                                                                  "choices": GUIDANCE_SCHEDULES})
     windows: Optional[AttentionWindows] = field(default=None, metadata={"help": "attention windows (None: the model's)"})
@@ -248,8 +253,78 @@ class SamplerSettings:
 
 
 def settings_fields():
-    """The scalar fields of :class:`SamplerSettings` (name, type, default, help, choices), for CLIs and UIs."""
+    """The scalar fields of :class:`SamplerSettings` (name, type, default, help, choices, range), for CLIs and UIs."""
     return [f for f in fields(SamplerSettings) if f.name != "windows"]
+
+
+def window_fields():
+    """The fields of :class:`~msc.model.AttentionWindows` (help and app range in their metadata)."""
+    return list(fields(AttentionWindows))
+
+
+WINDOW_FLAGS = tuple(f.name for f in window_fields())
+
+PRESETS = {
+    "default": SamplerSettings(),
+    # chosen by measurement (bench/stream.py): the highest quality that keeps >= 8 frames/s and the first
+    # frame within 2 s on a 2-core CPU; its quality beside the default's is in the model card
+    "real-time": SamplerSettings(steps=2, chunk=8),
+}
+"""Named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app)."""
+
+
+def settings_table() -> str:
+    """The README's table of sampling settings, made from the fields (``python -m msc.generate --settings-table``)."""
+    rows = ["| setting | flag | default | real-time | app offers | what it does |", "|---|---|---|---|---|---|"]
+
+    def offers(meta):
+        if "choices" in meta:
+            return " / ".join(meta["choices"])
+        lo, hi, _ = meta["range"]
+        return f"{lo} … {'token grid' if hi is None else '2⁵³ − 1' if hi == 2**53 - 1 else hi}"
+
+    fast = PRESETS["real-time"]
+    for f in settings_fields():
+        default, quick = getattr(SamplerSettings(), f.name), getattr(fast, f.name)
+        rows.append(f"| `{f.name}` | `--{f.name.replace('_', '-')}` | {default} | {quick if quick != default else ''} | "
+                    f"{offers(f.metadata)} | {f.metadata['help']} |")
+    for f in window_fields():
+        rows.append(f"| `{f.name}` | `--{f.name.replace('_', '-')}` | the model's | | {offers(f.metadata)} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+class SamplingRecorder:
+    """Collects the events of :func:`sample_frames` into a :class:`SamplingResult`: the one
+    bookkeeping of :func:`sample_video` and of the app's progress reports."""
+
+    def __init__(self, context: torch.Tensor):  # [B, K, C, H, W], float, on the CPU
+        self.context = context
+        self.new_frames: List[torch.Tensor] = []  # [B, C, H, W] each
+        self.step: Optional["StepEvent"] = None  # the latest model call
+        self.result = SamplingResult(video=context)
+
+    def add(self, event) -> bool:
+        """Record ``event``; True when it completes a model call's report: a :class:`StepEvent` that
+        finished no frame, or the last :class:`FrameEvent` of a call."""
+        if isinstance(event, GatesEvent):
+            self.result.gates.append({"call": event.call, "frames": event.frames, "t": event.t, "gates": event.gates})
+            return False
+        if isinstance(event, StepEvent):
+            self.result.model_calls += event.forwards
+            self.step = event
+            return event.finished == len(self.new_frames)
+        self.new_frames.append(event.frame)
+        return event.finished == self.step.finished
+
+    def video(self) -> torch.Tensor:
+        """The context and every frame finished so far: ``[B, K + n, C, H, W]``."""
+        if not self.new_frames:
+            return self.context
+        return torch.cat([self.context, torch.stack(self.new_frames, dim=1)], dim=1)
+
+    def finish(self) -> SamplingResult:
+        self.result.video = self.video()
+        return self.result
 
 
 @dataclass
@@ -320,7 +395,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     if context.dim() != 5 or tuple(context.shape[2:]) != frame_shape:
         raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
     windows = s.windows or cfg.windows
-    windows.validate(cfg.grid)
+    windows.check_fits(cfg.grid)  # the one check of the windows against this model
     levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
     b, k0 = context.shape[:2]
     noise_shape = (b, *frame_shape)
@@ -415,67 +490,54 @@ def sample_video(
     sampling with :class:`SamplingCancelled` holding the finished frames."""
     settings = replace(settings, **setting_values) if settings is not None else SamplerSettings(**setting_values)
     cfg = model.config
-    known = [torch.zeros(batch, 0, cfg.channels, cfg.image_size, cfg.image_size) if context is None else context.float().cpu()]
-    new_frames: List[torch.Tensor] = []
-    result = SamplingResult(video=None)
+    known = torch.zeros(batch, 0, cfg.channels, cfg.image_size, cfg.image_size) if context is None else context.float().cpu()
+    recorder = SamplingRecorder(known)
 
-    def video_so_far() -> torch.Tensor:
-        return torch.cat(known + [torch.stack(new_frames, dim=1)] if new_frames else known, dim=1)
-
-    def after_call(step: StepEvent, finished_some: bool) -> None:
+    def after_call(finished_some: bool) -> None:
+        step = recorder.step
         if callback is not None:
             callback({"call": step.call, "calls": step.calls, "frames": step.frames, "steps": step.steps, "t": step.t,
-                      "finished": step.finished, "total": step.total, "video": video_so_far() if finished_some else None})
+                      "finished": step.finished, "total": step.total, "video": recorder.video() if finished_some else None})
         if cancel is not None and cancel():
-            raise SamplingCancelled(video_so_far())
+            raise SamplingCancelled(recorder.video())
 
     if cancel is not None and cancel():
-        raise SamplingCancelled(video_so_far())
+        raise SamplingCancelled(recorder.video())
     events = sample_frames(model, context, frames, settings, batch, frame_offset, use_cache)
-    step = None
     try:
         for event in events:
-            if isinstance(event, GatesEvent):
-                result.gates.append({"call": event.call, "frames": event.frames, "t": event.t, "gates": event.gates})
-            elif isinstance(event, StepEvent):
-                result.model_calls += event.forwards
-                step = event
-                if event.finished == len(new_frames):  # this call finished no frame
-                    after_call(step, False)
-            else:
-                new_frames.append(event.frame)
-                if event.finished == step.finished:  # the last frame this call finished
-                    after_call(step, True)
+            if recorder.add(event):
+                after_call(isinstance(event, FrameEvent))
     finally:
         events.close()
-    result.video = video_so_far()
-    return result
+    return recorder.finish()
 
 
 # --------------------------------------------------------------------------------------------------
 # Command-line flags from the settings' fields
 # --------------------------------------------------------------------------------------------------
 
-WINDOW_FLAGS = {"k_s": "the High-Res spatial window", "k_t": "the High-Res temporal window",
-                "d": "the Low-Res temporal stride", "k_lo": "the Low-Res temporal reach"}
-
-
-def add_settings_arguments(parser, defaults: SamplerSettings = SamplerSettings()) -> None:
-    """Add one flag per :class:`SamplerSettings` field (``--noise-schedule`` for ``noise_schedule``)
-    and one per attention window (``--k-s``: unset keeps the model's)."""
-    group = parser.add_argument_group("sampler settings")
+def add_settings_arguments(parser) -> None:
+    """Add ``--preset`` and one flag per :class:`SamplerSettings` field (``--noise-schedule`` for
+    ``noise_schedule``) and per attention window (``--k-s``); unset flags keep the preset's value
+    (the windows: the model's)."""
+    group = parser.add_argument_group("sampler settings (python -m msc.generate --settings-table lists them)")
+    group.add_argument("--preset", choices=list(PRESETS), default="default",
+                       help="starting point for the settings below: " + ", ".join(
+                           f"{name} ({p.steps} steps, chunk {p.chunk})" for name, p in PRESETS.items()))
     for f in settings_fields():
-        kwargs = {"default": getattr(defaults, f.name), "help": f.metadata.get("help", "")}
+        kwargs = {"default": None, "help": f"{f.metadata['help']} (default: {getattr(SamplerSettings(), f.name)})"}
         if "choices" in f.metadata:
             kwargs["choices"] = list(f.metadata["choices"])
         else:
-            kwargs["type"] = type(getattr(defaults, f.name))
+            kwargs["type"] = type(getattr(SamplerSettings(), f.name))
         group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-    for name, what in WINDOW_FLAGS.items():
-        group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override {what}")
+    for f in window_fields():
+        group.add_argument("--" + f.name.replace("_", "-"), type=int, default=None, help=f"override the {f.metadata['help']}")
 
 
 def settings_from_args(args, model_windows: AttentionWindows) -> SamplerSettings:
     """The :class:`SamplerSettings` of parsed flags (see :func:`add_settings_arguments`)."""
     windows = replace(model_windows, **{n: getattr(args, n) for n in WINDOW_FLAGS if getattr(args, n) is not None})
-    return SamplerSettings(**{f.name: getattr(args, f.name) for f in settings_fields()}, windows=windows)
+    given = {f.name: getattr(args, f.name) for f in settings_fields() if getattr(args, f.name) is not None}
+    return replace(PRESETS[args.preset], windows=windows, **given)

@@ -17,81 +17,90 @@ import numpy as np
 import torch
 
 from msc.sampling import (
-    WINDOW_FLAGS, GatesEvent, SamplerSettings, SamplingResult, StepEvent, sample_frames, settings_fields,
+    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, StepEvent, sample_frames, settings_fields, window_fields,
 )
 from msc.video import VideoError, mark_frames, read_video
 
-MAX_NEW_FRAMES = 256  # per request; Continue extends further
-MAX_CONTEXT = 64
-MAX_STEPS = 100
-MAX_SHIFT = 100
 MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
+REQUEST_RANGES = {"frames": (1, 256, 1), "context": (1, 64, 1)}
+"""The app's own settings, ``(low, high, step)``: new frames per request (Continue extends further)
+and context frames; the sampler's come from the metadata of its fields."""
 
 
 class UserError(ValueError):
     """Bad input, with a message that says what to change."""
 
 
-CONTROLS = ("frames", "context", "chunk", "steps", "schedule", "ar_step", "noise_schedule", "shift", "context_noise",
-            "k_s", "k_t", "d", "k_lo", "seed", "history_guidance", "guidance_mode", "mark")
-"""The Generate tab's controls by name, in the order of the ``/generate`` and ``/continue`` API parameters."""
+CONTROLS = ("frames", "context", *(f.name for f in settings_fields()), *WINDOW_FLAGS, "mark")
+"""The Generate tab's controls by name, in the order of the ``/generate`` and ``/continue`` API
+parameters: the request's own, every :class:`~msc.sampling.SamplerSettings` field, the windows."""
+
+
+def control_range(name: str, grid: int) -> tuple:
+    """``(low, high, step)`` the app accepts for a numeric control (``high`` of ``k_s``: the token grid)."""
+    if name in REQUEST_RANGES:
+        return REQUEST_RANGES[name]
+    meta = {f.name: f.metadata for f in (*settings_fields(), *window_fields())}[name]
+    lo, hi, step = meta["range"]
+    return lo, grid if hi is None else hi, step
+
 
 @dataclass(frozen=True)
 class Settings:
     """One Generate / Continue request: how many frames, from how much context, and how to sample.
-    Checked once, on construction (:class:`UserError` naming the setting)."""
+    Made by :meth:`from_controls`, which checks every value against the range the app offers."""
 
     frames: int = 16  # new frames
     context: int = 8  # last frames of the clip the model is conditioned on
     mark: bool = True  # border on generated frames
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
-    def __post_init__(self):
-        if not 1 <= self.frames <= MAX_NEW_FRAMES:
-            raise UserError(f"frames to generate must be between 1 and {MAX_NEW_FRAMES}, got {self.frames}.")
-        if not 1 <= self.context <= MAX_CONTEXT:
-            raise UserError(f"context frames must be between 1 and {MAX_CONTEXT}, got {self.context}.")
-        if not 1 <= self.sampler.steps <= MAX_STEPS:
-            raise UserError(f"denoising steps must be between 1 and {MAX_STEPS}, got {self.sampler.steps}.")
-        if self.sampler.noise_schedule == "shifted" and not 0 < self.sampler.shift <= MAX_SHIFT:
-            raise UserError(f"the shift of the shifted schedule must be in (0, {MAX_SHIFT}], got {self.sampler.shift}.")
-
     @classmethod
     def from_controls(cls, values: dict, defaults: "Settings", grid: int) -> "Settings":
-        """From controls by name (any subset; the rest keep ``defaults``). Numbers may arrive as floats;
+        """From controls by name (any subset; the rest keep ``defaults``), each checked against its
+        :func:`control_range` or choices (:class:`UserError` naming it). Numbers may arrive as floats;
         whole numbers are required where the setting is an integer."""
-        def number(name, kind):
-            value = values[name]
+        sampler_fields = {f.name: f for f in settings_fields()}
+        current = {"frames": defaults.frames, "context": defaults.context,
+                   **{n: getattr(defaults.sampler.windows, n) for n in WINDOW_FLAGS},
+                   **{n: getattr(defaults.sampler, n) for n in sampler_fields}}
+
+        def number(name, value):
+            kind = type(current[name])
             if value is None:
                 raise UserError(f"{name} is empty; enter a {'whole ' if kind is int else ''}number.")
+            try:
+                as_float = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{name} must be a number, got {value!r}.") from None
+            lo, hi, _ = control_range(name, grid)
+            if not lo <= as_float <= hi:  # NaN fails too
+                raise UserError(f"{name} must be between {lo} and {hi}, got {value}.")
             if kind is int:
-                if float(value) != int(float(value)):
+                if as_float != int(as_float):
                     raise UserError(f"{name} must be a whole number, got {value}.")
-                return int(float(value))
-            return float(value)
+                return int(as_float)
+            return as_float
 
-        sampler_fields = {f.name: f for f in settings_fields()}
-        changes = {}
-        for name in values:
-            if name in sampler_fields:
-                kind = type(getattr(defaults.sampler, name))
-                changes[name] = number(name, kind) if kind in (int, float) else values[name]
-            elif name not in (*WINDOW_FLAGS, "frames", "context", "mark"):
+        changes, mark = {}, defaults.mark
+        for name, value in values.items():
+            if name == "mark":
+                mark = bool(value)
+            elif name in sampler_fields and "choices" in sampler_fields[name].metadata:
+                if value not in sampler_fields[name].metadata["choices"]:
+                    raise UserError(f"{name} must be one of {', '.join(sampler_fields[name].metadata['choices'])}, got {value!r}.")
+                changes[name] = value
+            elif name in current:
+                changes[name] = number(name, value)
+            else:
                 raise UserError(f"unknown setting {name!r}.")
-        windows = replace(defaults.sampler.windows, **{n: number(n, int) for n in WINDOW_FLAGS if n in values})
-        try:
-            windows.validate(grid)
-            sampler = replace(defaults.sampler, windows=windows, **changes)
-        except UserError:
-            raise
+        windows = {n: changes.pop(n) for n in WINDOW_FLAGS if n in changes}
+        frames, context = changes.pop("frames", defaults.frames), changes.pop("context", defaults.context)
+        try:  # the library's own checks (e.g. a fractional guidance level strictly inside (0, 1))
+            sampler = replace(defaults.sampler, windows=replace(defaults.sampler.windows, **windows), **changes)
         except ValueError as err:
             raise UserError(str(err)) from None
-        return cls(
-            frames=number("frames", int) if "frames" in values else defaults.frames,
-            context=number("context", int) if "context" in values else defaults.context,
-            mark=bool(values["mark"]) if "mark" in values else defaults.mark,
-            sampler=sampler,
-        )
+        return cls(frames=frames, context=context, mark=mark, sampler=sampler)
 
 
 def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
@@ -154,36 +163,31 @@ def run_generation(model, context: Optional[torch.Tensor], settings: Settings, c
     per step of the iteration: setting ``cancel`` (or closing this generator) stops it before the next
     model call; the frames finished by then arrive in a ``"cancelled"`` update.
     """
-    video = torch.zeros(0, *model_frame_shape(model)) if context is None else context.float().cpu()
-    batch_context = None if context is None else context[None]
-    result = SamplingResult(video=video)
-    events = sample_frames(model, batch_context, settings.frames, settings.sampler, frame_offset=frame_offset)
-    step = None
+    known = torch.zeros(0, *model_frame_shape(model)) if context is None else context.float().cpu()
+    recorder = SamplingRecorder(known[None])
+    events = sample_frames(model, None if context is None else context[None], settings.frames, settings.sampler,
+                           frame_offset=frame_offset)
     try:
         for event in events:
-            if isinstance(event, GatesEvent):
-                result.gates.append({"call": event.call, "frames": event.frames, "t": event.t, "gates": event.gates})
-                continue
+            call_done = recorder.add(event)
+            step = recorder.step
             if isinstance(event, StepEvent):
-                step = event
-                result.model_calls += event.forwards
-                yield Update("step", event.call, event.calls, event.finished, event.total, list(event.frames), list(event.steps))
-            else:
-                video = torch.cat([video, event.frame], dim=0)
+                yield Update("step", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps))
+            elif isinstance(event, FrameEvent):
                 yield Update("frame", step.call, step.calls, event.finished, event.total, frame=event.frame[0], index=event.index)
-                if event.finished == step.finished:  # the last frame this call finished
+                if call_done:
                     yield Update("frames", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps),
-                                 video=video)
+                                 video=recorder.video()[0])
             if cancel.is_set():
-                yield Update("cancelled", video=video)
+                yield Update("cancelled", video=recorder.video()[0])
                 return
     except Exception as err:  # reported to the caller, who shows it
         yield Update("error", error=err)
         return
     finally:
         events.close()
-    result.video = video
-    yield Update("done", result=result, video=video)
+    result = recorder.finish()
+    yield Update("done", result=result, video=result.video[0])
 
 
 def model_frame_shape(model) -> tuple:

@@ -263,8 +263,8 @@ def train(args) -> dict:
     kept = Checkpoint(args.keep_resumable, folder="", compact=True) if args.keep_resumable else None
     start_step, elapsed_before = 0, 0.0
     source = ckpt
-    if args.resume_from and not ckpt.exists():
-        source = Checkpoint(args.resume_from, folder="")
+    if args.resume_from:  # the run's own checkpoint, when it has one, is newer than the kept copy
+        source = ckpt if ckpt.exists() else Checkpoint(args.resume_from, folder="")
         args.resume = True
     if args.resume:
         if not source.exists():

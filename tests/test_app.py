@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from msc.studio import CONTROLS
 from msc.video import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +22,20 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 pytestmark = pytest.mark.slow
+
+BASE = dict(frames=4, context=8, chunk=2, steps=4, schedule="autoregressive", ar_step=2, noise_schedule="cosine", shift=3.0,
+            context_noise=0.0, eta=0.0, seed=3, history_guidance=1.0, guidance_mode="vanilla", guidance_level=0.5,
+            guidance_schedule="constant", k_s=7, k_t=3, d=2, k_lo=4, mark=True)
+
+
+def controls(**change) -> list:
+    """The Generate tab's controls as /generate and /continue take them: in the order of CONTROLS."""
+    values = {**BASE, **change}
+    assert set(values) == set(CONTROLS)
+    return [values[name] for name in CONTROLS]
+
+
+SETTINGS = controls()  # 4 new frames after 8 context frames, chunk 2
 
 
 def _free_port() -> int:
@@ -79,10 +94,10 @@ def test_extend_an_asset_clip(client):
 def test_generate_with_every_setting(client):
     from gradio_client import handle_file
 
-    video, strip, status, plot, live = client.predict(
-        handle_file(ASSET), 6, 4, 2, 4, "diffusion-forcing", 2, "shifted", 2.0, 0.05, 5, 2, 1, 3, 3, 1.5, "fractional",
-        True, api_name="/generate",
-    )
+    every = controls(frames=6, context=4, chunk=2, steps=4, schedule="diffusion-forcing", ar_step=2, noise_schedule="shifted",
+                     shift=2.0, context_noise=0.05, eta=0.3, seed=5, history_guidance=1.5, guidance_mode="fractional",
+                     guidance_level=0.4, guidance_schedule="linear", k_s=5, k_t=2, d=1, k_lo=3, mark=True)
+    video, strip, status, plot, live = client.predict(handle_file(ASSET), *every, api_name="/generate")
     assert _frames(video) == 4 + 6
     assert "Generated 6 frames after 4 context frames" in status
     assert os.path.getsize(strip) > 0 and plot is not None
@@ -100,12 +115,8 @@ def test_bad_settings_say_what_to_change(client, change, message):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    values = dict(frames=4, context=4, chunk=2, steps=2, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
-                  shift=3.0, context_noise=0.0, k_s=7, k_t=3, d=2, k_lo=4, seed=0, history_guidance=1.0,
-                  guidance_mode="vanilla", mark=True)
-    values.update(change)
     with pytest.raises(AppError, match=message):
-        client.predict(handle_file(ASSET), *values.values(), api_name="/generate")
+        client.predict(handle_file(ASSET), *controls(**{"context": 4, "steps": 2, **change}), api_name="/generate")
 
 
 def test_bad_files_then_the_app_keeps_serving(client, tmp_path):
@@ -132,13 +143,10 @@ def test_extend_endpoint_checks_what_the_controls_cannot(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="frames to generate must be between 1 and 256, got 10000"):
+    with pytest.raises(AppError, match="frames must be between 1 and 256, got 10000"):
         client.predict(handle_file(ASSET), 10_000, api_name="/extend")
-    with pytest.raises(AppError, match="chunk must be an integer >= 1"):
+    with pytest.raises(AppError, match="chunk must be between 1 and 16, got 0"):
         client.predict(handle_file(ASSET), 4, 4, 0, api_name="/extend")
-
-
-SETTINGS = [4, 8, 2, 4, "autoregressive", 2, "cosine", 3.0, 0.0, 7, 3, 2, 4, 3, 1.0, "vanilla", True]  # 4 new frames, chunk 2
 
 
 def _decoded(path):
@@ -154,7 +162,7 @@ def test_continue_and_undo_reproduce_the_same_frames(server):
     assert "Continued with 4 frames" in status and _frames(more) == 16
     undone, _, status, *_ = client.predict(True, api_name="/undo")  # drops the last chunk (2 frames)
     assert "Undid the last chunk (2 frames)" in status and _frames(undone) == 14
-    again, *_ = client.predict(*SETTINGS[:1], *SETTINGS[1:], api_name="/continue")  # the same seed: the same frames
+    again, *_ = client.predict(*SETTINGS, api_name="/continue")  # the same seed: the same frames
     a, b = _decoded(more), _decoded(again)
     assert b.shape[0] == 18
     assert (a[:16] - b[:16]).abs().mean() < 0.01
@@ -182,7 +190,7 @@ def test_stop_keeps_the_finished_frames(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    long_run = [256, 8, 4, 50, *SETTINGS[4:]]  # minutes of work if nobody stops it
+    long_run = controls(frames=256, chunk=4, steps=50)  # minutes of work if nobody stops it
     job = client.submit(handle_file(ASSET), *long_run, api_name="/generate")
     deadline = time.time() + 60
     while not (job.status().progress_data or time.time() > deadline):  # wait for the first step

@@ -69,3 +69,26 @@ def test_history_guidance_flags(weights, tmp_path):
 def test_missing_weights_folder(tmp_path):
     r = _run("--weights", str(tmp_path / "nope"), "--frames", "2", "--out", str(tmp_path / "o.mp4"))
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_readme_settings_table_is_made_from_the_settings():
+    """One home for the sampling settings: the README's table is the one the fields make."""
+    from msc.sampling import settings_table
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert settings_table() in readme, "README is stale: paste `python -m msc.generate --settings-table`"
+
+
+def test_preset_flags_start_from_the_preset_and_explicit_flags_win():
+    import argparse
+
+    from msc.model import AttentionWindows
+    from msc.sampling import PRESETS, add_settings_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    windows = AttentionWindows()
+    fast = settings_from_args(parser.parse_args(["--preset", "real-time"]), windows)
+    assert fast == PRESETS["real-time"].__class__(**{**vars(PRESETS["real-time"]), "windows": windows})
+    assert settings_from_args(parser.parse_args(["--preset", "real-time", "--steps", "6", "--k-s", "5"]), windows).steps == 6
+    assert settings_from_args(parser.parse_args([]), windows).steps == PRESETS["default"].steps

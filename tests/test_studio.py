@@ -24,7 +24,10 @@ def model():
 
 def test_settings_from_controls_by_name_and_their_checks():
     defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
-    values = dict(zip(CONTROLS, (8, 4, 2, 3.0, "autoregressive", 2, "cosine", 3.0, 0.0, 3, 2, 2, 2, 7, 1.0, "vanilla", True)))
+    values = dict(frames=8, context=4, chunk=2, steps=3.0, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
+                  shift=3.0, context_noise=0.0, eta=0.0, seed=7, history_guidance=1.0, guidance_mode="vanilla",
+                  guidance_level=0.5, guidance_schedule="constant", k_s=3, k_t=2, d=2, k_lo=2, mark=True)
+    assert set(values) == set(CONTROLS)  # every control has a name, every setting a control
     s = Settings.from_controls(values, defaults, TINY.grid)
     assert s.frames == 8 and s.sampler.seed == 7 and isinstance(s.sampler.steps, int) and s.sampler.windows.k_s == 3
     # by name: any subset, in any order, the rest from the defaults
@@ -34,21 +37,37 @@ def test_settings_from_controls_by_name_and_their_checks():
     with pytest.raises(UserError, match="steps is empty"):
         Settings.from_controls({**values, "steps": None}, defaults, TINY.grid)
     bad = {
-        "larger than the 8 × 8 token grid": dict(k_s=9),
-        "frames to generate": dict(frames=0),
-        "denoising steps": dict(steps=1000),
-        "context_noise": dict(context_noise=1.0),
-        "frame schedule": dict(schedule="sideways"),
-        "shift": dict(noise_schedule="shifted", shift=0.0),
-        "shift of the shifted schedule must be in": dict(noise_schedule="shifted", shift=1000.0),
-        "k_lo must be a positive": dict(k_lo=0),
-        "history guidance must be in": dict(history_guidance=-1.0),
-        "guidance mode": dict(guidance_mode="loud"),
+        "k_s must be between 1 and 8": dict(k_s=9),  # the token grid
+        "frames must be between 1 and 256": dict(frames=0),
+        "steps must be between 1 and 100": dict(steps=1000),
+        "context_noise must be between": dict(context_noise=1.0),
+        "schedule must be one of": dict(schedule="sideways"),
+        "shift must be between 0.1 and 10": dict(noise_schedule="shifted", shift=0.0),
+        "shift must be between": dict(noise_schedule="shifted", shift=1000.0),
+        "shift must be between ": dict(shift=float("nan")),  # NaN never reaches the sampler, whatever the schedule
+        "frames must be between": dict(frames=float("nan")),
+        "seed must be between 0 and": dict(seed=2**63),
+        "k_lo must be between": dict(k_lo=0),
+        "history_guidance must be between": dict(history_guidance=-1.0),
+        "guidance_mode must be one of": dict(guidance_mode="loud"),
+        "steps must be a number": dict(steps="many"),
         "unknown setting": dict(colour="red"),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
             Settings.from_controls({**values, **change}, defaults, TINY.grid)
+
+
+def test_a_window_is_checked_against_the_model_once_per_request(model, monkeypatch):
+    """From the app's control to the kernel: made once (AttentionWindows checks itself), fitted to the
+    model's grid once (by the sampler), then passed as the same object."""
+    checks = []
+    original = AttentionWindows.check_fits
+    monkeypatch.setattr(AttentionWindows, "check_fits", lambda self, grid: (checks.append(self), original(self, grid)))
+    defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
+    settings = Settings.from_controls({"frames": 4, "steps": 2, "k_t": 3}, defaults, TINY.grid)
+    updates = list(run_generation(model, procedural_clip(1, 4, 16), settings, threading.Event()))
+    assert updates[-1].kind == "done" and checks == [settings.sampler.windows]
 
 
 def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):

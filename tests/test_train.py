@@ -134,3 +134,11 @@ def test_compact_resumable_copy_continues_on_another_machine(tmp_path):
     with open(os.path.join(out, "log.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
     assert steps[0] == 1 and steps[-1] == 6  # the kept history, then the continuation
+    # the same command again, now that the run folder has its own (newer) checkpoint: it continues from that,
+    # keeping the log it has (a restart from scratch would rewrite it with new timings)
+    with open(os.path.join(out, "log.jsonl")) as f:
+        before = f.read()
+    train_main(TINY_RUN + ["--out", out, "--steps", "8", "--ckpt-every", "2", "--resume-from", kept])
+    with open(os.path.join(out, "log.jsonl")) as f:
+        after = f.read()
+    assert after.startswith(before) and [json.loads(line)["step"] for line in after.splitlines()][-1] == 8
