@@ -24,6 +24,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
@@ -64,16 +65,54 @@ def example_clips() -> list:
     return sorted(os.path.join(ASSETS, n) for n in os.listdir(ASSETS) if n.startswith("heldout") and n.endswith(".mp4"))
 
 
+def user_error(message: str) -> gr.Error:
+    """An error the user caused: shown to them, not logged as a traceback."""
+    return gr.Error(message, print_exception=False)
+
+
+def generation_failed(error: BaseException) -> gr.Error:
+    """A failure inside the sampler: one line for the user, the traceback once in the server log."""
+    traceback.print_exception(error)
+    return gr.Error(f"generation failed ({type(error).__name__}); the server log has the details.", print_exception=False)
+
+
+class _CheckedBounds:
+    """Gradio refuses a value outside a control's range or choices; this makes that refusal a user
+    error naming the control (no traceback in the log)."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error as err:
+            raise user_error(f"{self.label}: {err.message}") from None
+
+
+class Slider(_CheckedBounds, gr.Slider):  # Gradio names the front-end component after the class
+    pass
+
+
+class Number(_CheckedBounds, gr.Number):
+    pass
+
+
+class Radio(_CheckedBounds, gr.Radio):
+    pass
+
+
+class Dropdown(_CheckedBounds, gr.Dropdown):
+    pass
+
+
 def setting_control(f, value, grid: int):
     """The control of one settings field (:class:`~msc.sampling.SamplerSettings` or a window), made
     from its metadata: a radio for choices, a number box for the seed, else a slider over its range."""
     label = f"{f.name}: {f.metadata['help']}"
     if "choices" in f.metadata:
-        return gr.Radio(list(f.metadata["choices"]), value=value, label=label)
+        return Radio(list(f.metadata["choices"]), value=value, label=label)
     lo, hi, step = control_range(f.name, grid)
     if f.name == "seed":
-        return gr.Number(value=value, precision=0, minimum=lo, maximum=hi, label=label)
-    return gr.Slider(lo, hi, value=value, step=step, label=label)
+        return Number(value=value, precision=None, minimum=lo, maximum=hi, label=label)
+    return Slider(lo, hi, value=value, step=step, label=label)
 
 
 class MSCApp:
@@ -86,6 +125,9 @@ class MSCApp:
         self.sessions = SessionStore(idle_seconds=idle_seconds)
         threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
+        self.stops = {}  # session key -> how many times Stop was pressed (a request waiting with an older count is dropped)
+        self.waiting = {}  # session key -> requests of the tab waiting in the queue
+        self.running = set()  # session keys with a generation running
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
         self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
 
@@ -110,7 +152,7 @@ class MSCApp:
         try:
             return Settings.from_controls(values, self.defaults, self.config.grid)
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
 
     def _show(self, session: Session, status: str, mark: bool = True):
         """Outputs of a finished request: video, frame strip, status, gates plot."""
@@ -131,7 +173,7 @@ class MSCApp:
         try:
             frames = load_clip(clip, self.config, int(context or 1))
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         path = self._write(frames, None)
         size = self.config.image_size
         return (path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, centre-cropped): "
@@ -140,32 +182,55 @@ class MSCApp:
     # Gradio injects ``request`` and ``progress`` into the leading positional parameters; the
     # controls follow as ``*values`` in the order of :data:`msc.studio.CONTROLS` and are read by name.
 
-    def generate(self, request: gr.Request = None, progress=gr.Progress(), clip=None, *values):
+    def take_ticket(self, request: gr.Request = None) -> int:
+        """Runs (unqueued) when Generate / Continue is clicked: the tab's Stop count at that moment."""
+        key = self._key(request)
+        self.waiting[key] = self.waiting.get(key, 0) + 1
+        return self.stops.get(key, 0)
+
+    def _stopped_while_waiting(self, ticket, request) -> bool:
+        """Whether Stop was pressed after this request was made and before it started (``ticket``:
+        from :meth:`take_ticket`; ``None`` for API calls, which cancel with their client)."""
+        if ticket is None:
+            return False
+        key = self._key(request)
+        self.waiting[key] = max(0, self.waiting.get(key, 0) - 1)
+        return ticket != self.stops.get(key, 0)
+
+    def generate(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, clip=None, *values):
         """Start this tab's video from ``clip`` (or from nothing without one) and extend it, showing
         every frame as it is finished."""
+        if self._stopped_while_waiting(ticket, request):
+            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip()
+            return
         settings = self._settings(dict(zip(CONTROLS, values)))
         try:
             context = load_clip(clip, self.config, settings.context) if clip else torch.zeros(0, *model_frame_shape(self.model))
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         session = self.sessions.get(self._key(request))
         session.start(context)
         yield from self._extend(session, settings, "Generated", progress, request)
 
-    def continue_(self, request: gr.Request = None, progress=gr.Progress(), *values):
+    def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, *values):
         """Extend this tab's current video (its last ``context`` frames condition the new ones)."""
+        if self._stopped_while_waiting(ticket, request):
+            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip()
+            return
         settings = self._settings(dict(zip(CONTROLS, values)))
         session = self.sessions.get(self._key(request))
         if session.video is None:
-            raise gr.Error("nothing to continue yet: press Generate first.")
+            raise user_error("nothing to continue yet: press Generate first.")
         yield from self._extend(session, settings, "Continued with", progress, request)
 
     def undo(self, mark=True, request: gr.Request = None):
+        if self._key(request) in self.running:
+            raise user_error("a generation is running: wait for it or press Stop, then Undo.")
         session = self.sessions.get(self._key(request))
         try:
             removed = session.undo()
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         left = session.frames - session.first_generated
         return (*self._show(session, f"Undid the last chunk ({removed} frames); {left} generated frames left.", bool(mark)),
                 gr.skip())
@@ -176,8 +241,16 @@ class MSCApp:
             if session.frames + settings.frames > MAX_SESSION_FRAMES:
                 raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; Undo, or start again with Generate.")
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         cancel = self._cancel_flag(request)
+        key = self._key(request)
+        self.running.add(key)
+        try:
+            yield from self._run(session, settings, verb, progress, context, offset, cancel)
+        finally:
+            self.running.discard(key)
+
+    def _run(self, session: Session, settings: Settings, verb: str, progress, context, offset, cancel):
         k, before = context.shape[0], session.frames
         progress(0, desc="starting")
         start, first_frame_s = time.perf_counter(), None
@@ -195,7 +268,7 @@ class MSCApp:
                 strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
                 yield gr.skip(), strip, gr.skip(), gr.skip(), gr.skip()
             elif update.kind == "error":
-                raise gr.Error(f"generation failed: {update.error}") from None
+                raise generation_failed(update.error)
             else:
                 new = session.frames - before
                 if update.kind == "done":
@@ -211,10 +284,18 @@ class MSCApp:
                 return
 
     def stop(self, request: gr.Request = None):
-        flag = self.cancel_flags.get(self._key(request))
-        if flag is not None:
+        """Stop this tab's running generation after its current denoising step (keeping the finished
+        frames) and drop its requests still waiting in the queue."""
+        key = self._key(request)
+        self.stops[key] = self.stops.get(key, 0) + 1
+        waiting, self.waiting[key] = self.waiting.get(key, 0), 0
+        flag = self.cancel_flags.get(key)
+        if key in self.running and flag is not None:
             flag.set()
-        return "Stopping after the current denoising step…"
+            return "Stopping after the current denoising step…" + (f" ({waiting} waiting request(s) dropped)" if waiting else "")
+        if waiting:
+            return f"Dropped {waiting} waiting request(s); nothing was running."
+        return "Nothing is running."
 
     def close_tab(self, request: gr.Request = None):
         """The tab closed (or its connection dropped): free its video unless it reconnects soon."""
@@ -224,21 +305,26 @@ class MSCApp:
         while True:
             time.sleep(every_seconds)
             self.sessions.sweep()
-            for key in [k for k in self.cancel_flags if k not in self.sessions]:
-                self.cancel_flags.pop(key, None)
+            for table in (self.cancel_flags, self.stops, self.waiting):
+                for key in [k for k in table if k not in self.sessions and k not in self.running]:
+                    table.pop(key, None)
 
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
-        """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new)."""
+        """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
+        A generator that reports nothing until the end: between two denoising steps Gradio can cancel
+        it (a client's ``job.cancel()``, or a client that went away)."""
         settings = self._settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed))
         try:
             context = load_clip(clip, self.config, settings.context)
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         for update in run_generation(self.model, context, settings, threading.Event()):
             if update.kind == "error":
-                raise gr.Error(f"generation failed: {update.error}") from None
+                raise generation_failed(update.error)
             if update.kind == "done":
-                return self._write(update.video, context.shape[0])
+                yield self._write(update.video, context.shape[0])
+            else:
+                yield gr.skip()
 
     def apply_preset(self, name):
         """The sampler controls set to a preset (windows and the request's own controls stay)."""
@@ -253,15 +339,15 @@ class MSCApp:
         try:
             settings = Settings.from_controls(dict(frames=frames, steps=steps, seed=seed), fast, self.config.grid)
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         try:
             context = load_clip(clip, self.config, settings.context) if clip else None
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         start = time.perf_counter()
         for update in run_generation(self.model, context, settings, threading.Event()):
             if update.kind == "error":
-                raise gr.Error(f"generation failed: {update.error}") from None
+                raise generation_failed(update.error)
             if update.kind == "frame":
                 elapsed = time.perf_counter() - start
                 yield (live_frame(update.frame, DISPLAY_SCALE, settings.mark),
@@ -274,7 +360,7 @@ class MSCApp:
         try:
             cone = light_cone(settings.sampler.windows, grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
         except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         total = settings.context + settings.frames
         return light_cone_figure(cone), cost_markdown(cost_table(self.config, settings.sampler.windows, total), total)
 
@@ -301,8 +387,8 @@ class MSCApp:
                             gr.Examples(example_clips(), inputs=[clip], label="Held-out example clips")
                         context_view = gr.Video(label="Context the model sees", interactive=False, height=200, autoplay=True, loop=True)
                         context_info = gr.Markdown()
-                        frames = gr.Slider(*REQUEST_RANGES["frames"][:2], value=d.frames, step=1, label="Frames to generate")
-                        context = gr.Slider(*REQUEST_RANGES["context"][:2], value=d.context, step=1,
+                        frames = Slider(*REQUEST_RANGES["frames"][:2], value=d.frames, step=1, label="Frames to generate")
+                        context = Slider(*REQUEST_RANGES["context"][:2], value=d.context, step=1,
                                             label="Context frames (the last frames the model is conditioned on)")
                         with gr.Row():
                             generate_btn = gr.Button(GENERATE_LABELS[False], variant="primary")
@@ -310,7 +396,7 @@ class MSCApp:
                         with gr.Row():
                             continue_btn = gr.Button("Continue")
                             undo_btn = gr.Button("Undo last chunk")
-                        preset = gr.Radio(list(PRESETS), value="default", label="Preset (sets the sampler controls below)")
+                        preset = Radio(list(PRESETS), value="default", label="Preset (sets the sampler controls below)")
                         controls = dict(frames=frames, context=context)
                         with gr.Accordion("Sampler", open=False):
                             for f in settings_fields():
@@ -340,41 +426,48 @@ class MSCApp:
                     "the ones under *Generate › Attention windows*."
                 )
                 with gr.Row():
-                    q_frame = gr.Slider(0, 32, value=8, step=1, label="Query frame")
-                    q_y = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query row")
-                    q_x = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
-                    layer = gr.Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
+                    q_frame = Slider(0, 32, value=8, step=1, label="Query frame")
+                    q_y = Slider(0, grid - 1, value=grid // 2, step=1, label="Query row")
+                    q_x = Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
+                    layer = Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
                 cone_plot = gr.Plot(label="Light cone", format="png")
                 cost = gr.Markdown()
 
             settings_inputs = [controls[name] for name in CONTROLS]
             shown = [output, strip, status, run_plot, live]
             sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
-            clip.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn], api_visibility="private")
-            generate_btn.click(self.generate, [clip, *settings_inputs], shown, api_name="generate", **sampler)
-            continue_btn.click(self.continue_, settings_inputs, shown, api_name="continue", **sampler)
-            undo_btn.click(self.undo, [controls["mark"]], shown, api_name="undo", concurrency_id="sampler")
+            # Only generations are queued (one at a time, the queue's bound counts only them); everything
+            # cheap runs unqueued, so it never waits behind a generation nor meets "busy".
+            ticket = gr.State(None)  # the tab's Stop count when a request was made (see take_ticket)
+            clip.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn], api_visibility="private",
+                        queue=False)
+            generate_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
+                self.generate, [ticket, clip, *settings_inputs], shown, api_name="generate", **sampler)
+            continue_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
+                self.continue_, [ticket, *settings_inputs], shown, api_name="continue", **sampler)
+            undo_btn.click(self.undo, [controls["mark"]], shown, api_name="undo", queue=False)
             stop_btn.click(self.stop, None, [status], api_name="stop", queue=False)
             demo.unload(self.close_tab)
             preset_controls = [controls[f.name] for f in settings_fields()]
             preset.change(self.apply_preset, [preset], preset_controls, api_visibility="private", queue=False)
             cone_inputs = [*(controls[n] for n in ("k_s", "k_t", "d", "k_lo")), frames, context, q_frame, q_y, q_x, layer]
             for control in cone_inputs:
-                control.change(self.cone, cone_inputs, [cone_plot, cost], api_visibility="private", trigger_mode="always_last")
-            demo.load(self.cone, cone_inputs, [cone_plot, cost], api_name="light_cone")
+                control.change(self.cone, cone_inputs, [cone_plot, cost], api_visibility="private", trigger_mode="always_last",
+                               queue=False)
+            demo.load(self.cone, cone_inputs, [cone_plot, cost], api_name="light_cone", queue=False)
 
             with gr.Row(visible=False):  # the plain API endpoint, no UI
                 api_clip = gr.File(file_types=CLIP_TYPES, type="filepath")
-                api_frames = gr.Number(value=d.frames, precision=0)
-                api_steps = gr.Number(value=ds.steps, precision=0)
-                api_chunk = gr.Number(value=ds.chunk, precision=0)
-                api_seed = gr.Number(value=ds.seed, precision=0)
+                api_frames = Number(label="frames", value=d.frames, precision=None)
+                api_steps = Number(label="steps", value=ds.steps, precision=None)
+                api_chunk = Number(label="chunk", value=ds.chunk, precision=None)
+                api_seed = Number(label="seed", value=ds.seed, precision=None)
                 api_out = gr.Video()
                 api_btn = gr.Button()
             api_btn.click(self.extend, [api_clip, api_frames, api_steps, api_chunk, api_seed], [api_out],
                           api_name="extend", concurrency_limit=1, concurrency_id="sampler")
             with gr.Row(visible=False):  # the streaming API endpoint, no UI
-                stream_steps = gr.Number(value=PRESETS["real-time"].steps, precision=0)
+                stream_steps = Number(label="steps", value=PRESETS["real-time"].steps, precision=None)
                 stream_frame = gr.Image(type="filepath", format="png")
                 stream_status = gr.Textbox()
                 stream_btn = gr.Button()

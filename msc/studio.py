@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Iterator, List, Optional
 
@@ -103,15 +104,33 @@ class Settings:
         return cls(frames=frames, context=context, mark=mark, sampler=sampler)
 
 
+_decoded_clips: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()  # the last few decodes: the preview's is reused
+_decoded_clips_lock = threading.Lock()
+
+
 def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
-    """The last ``context`` frames of a clip as the model sees them: ``[K, C, S, S]`` in [-1, 1]."""
+    """The last ``context`` frames of a clip as the model sees them: ``[K, C, S, S]`` in [-1, 1]. The
+    clip's preview and its generation ask for the same frames: they are decoded once."""
     if not path:
         raise UserError("no clip: upload a video (mp4, webm, mov, gif) or pick an example.")
+    path = str(path)
     try:
-        video = read_video(str(path), size=config.image_size, last=context)
+        key = (os.path.abspath(path), os.path.getmtime(path), os.path.getsize(path), config.image_size, context)
+    except OSError:
+        key = None
+    with _decoded_clips_lock:
+        if key in _decoded_clips:
+            return _decoded_clips[key]
+    try:
+        video = read_video(path, size=config.image_size, last=context)[-context:]
     except VideoError as err:
         raise UserError(f"{err} Upload an mp4, webm, mov or gif clip.") from None
-    return video[-context:]
+    if key is not None:
+        with _decoded_clips_lock:
+            _decoded_clips[key] = video
+            while len(_decoded_clips) > 4:
+                _decoded_clips.popitem(last=False)
+    return video
 
 
 # --------------------------------------------------------------------------------------------------

@@ -58,6 +58,16 @@ def _last_frames(path: str, last: int, size: int):
     return torch.stack(frames[-last:]) if len(frames) >= last else None
 
 
+def _probe(path: str) -> str:
+    """What ffmpeg says about a file's container and streams (its ``-i`` report)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, timeout=60)
+    return proc.stderr.decode("utf-8", "replace")
+
+
 def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
                last: int | None = None) -> torch.Tensor:
     """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1]. With ``fps``, frames are picked at that
@@ -66,7 +76,17 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
     Raises :class:`VideoError` for anything unusable."""
     import imageio.v3 as iio
 
-    if last is not None and fps is None and os.path.isfile(path) and os.path.getsize(path) and not path.lower().endswith(".gif"):
+    if not os.path.isfile(path):
+        raise VideoError(f"{os.path.basename(str(path))} does not exist.")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{os.path.basename(path)} is empty (0 bytes).")
+    report = _probe(path)
+    if "Stream #" in report and "Video:" not in report:
+        raise VideoError(f"{os.path.basename(path)} has no video stream (only {'audio' if 'Audio:' in report else 'other data'}).")
+    # by content, not by name: an mp4 renamed .gif is decoded by ffmpeg, a real gif by Pillow
+    is_gif = "Input #0, gif" in report or ("Video:" not in report and path.lower().endswith(".gif"))
+    extension = ".gif" if is_gif else (".mp4" if path.lower().endswith(".gif") else None)
+    if last is not None and fps is None and not is_gif:
         try:
             tail = _last_frames(path, last, size)
         except VideoError:
@@ -75,13 +95,9 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
             tail = None
         if tail is not None:
             return tail
-    if not os.path.isfile(path):
-        raise VideoError(f"{os.path.basename(str(path))} does not exist.")
-    if os.path.getsize(path) == 0:
-        raise VideoError(f"{os.path.basename(path)} is empty (0 bytes).")
     name = os.path.basename(path)
     try:
-        meta = iio.immeta(path)
+        meta = iio.immeta(path, extension=extension)
     except Exception:
         meta = {}
     src_fps = float(meta.get("fps") or 0) or None
@@ -90,7 +106,7 @@ def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fp
     step = 1.0 if (fps is None or src_fps is None) else max(src_fps / fps, 1e-6)
     frames = []
     try:
-        for i, frame in enumerate(iio.imiter(path)):
+        for i, frame in enumerate(iio.imiter(path, extension=extension)):
             if frame.ndim < 2 or frame.shape[0] * frame.shape[1] > MAX_INPUT_PIXELS:
                 raise VideoError(
                     f"{name} has frames of {frame.shape[1]}×{frame.shape[0]} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame."

@@ -1,6 +1,7 @@
 """The app end to end: ``python app.py`` on a free port with the bundled weights, driven through
 ``gradio_client`` and a real Chromium (Playwright). Videos are checked by decoding them with ffmpeg."""
 
+import json
 import os
 import shutil
 import socket
@@ -44,13 +45,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_LOGS = {}  # url -> the server's log file
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = _free_port()
-    log = open(os.path.join(ROOT, ".pytest_cache", f"app-{port}.log") if os.path.isdir(os.path.join(ROOT, ".pytest_cache")) else os.devnull, "w")
+    log_path = str(tmp_path_factory.mktemp("app") / "server.log")
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env={**os.environ, **OFFLINE},
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVER_LOGS[url] = log_path
     deadline = time.time() + 90
     while True:
         try:
@@ -75,6 +81,14 @@ def client(server):
     from gradio_client import Client
 
     return Client(server, verbose=False)
+
+
+def _http_call(server: str, api_name: str, body: str) -> str:
+    """One call over Gradio's plain HTTP API (POST, then read the event stream): the stream's text."""
+    post = urllib.request.Request(f"{server}/gradio_api/call/{api_name}", data=body.encode(),
+                                  headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(post, timeout=30).read())["event_id"]
+    return urllib.request.urlopen(f"{server}/gradio_api/call/{api_name}/{event_id}", timeout=120).read().decode()
 
 
 def _frames(path) -> int:
@@ -137,6 +151,43 @@ def test_bad_files_then_the_app_keeps_serving(client, tmp_path):
     with pytest.raises(Exception):
         client.predict(handle_file(str(huge)), 4, api_name="/extend")
     assert _frames(client.predict(handle_file(ASSET), 4, api_name="/extend")) == 8 + 4
+
+
+def test_user_errors_name_no_server_path_and_leave_no_traceback(server, client, tmp_path):
+    """Each message says what to change, without the server's folders; the server log stays free of
+    tracebacks for errors the user caused (bad files, bad settings, flows out of order)."""
+    import subprocess as sp
+
+    import imageio_ffmpeg
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    fresh = Client(server, verbose=False)  # a session with no video yet
+    audio = tmp_path / "voice.mp4"
+    sp.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio)],
+           check=True)
+    renamed = tmp_path / "clip.gif"  # an mp4 with the wrong extension: decoded by its contents
+    shutil.copy(ASSET, renamed)
+    assert _frames(client.predict(handle_file(str(renamed)), 2, api_name="/extend")) == 8 + 2
+    cases = [
+        (lambda: client.predict(handle_file(str(audio)), 4, api_name="/extend"), "no video stream \\(only audio\\)"),
+        (lambda: client.predict(handle_file(ASSET), 4.5, api_name="/extend"), "frames must be a whole number, got 4.5"),
+        (lambda: client.predict(handle_file(ASSET), 4, 4, 4, 2**63, api_name="/extend"), "seed must be between 0 and"),
+        (lambda: fresh.predict(*controls(), api_name="/continue"), "nothing to continue yet"),
+        (lambda: fresh.predict(True, api_name="/undo"), "nothing to undo"),
+        (lambda: client.predict(99, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone"), "k_s"),
+    ]
+    for call, message in cases:
+        with pytest.raises(AppError, match=message) as err:
+            call()
+        assert ROOT not in str(err.value) and "/tmp" not in str(err.value), str(err.value)
+    # NaN cannot be sent through gradio_client (strict JSON); over plain HTTP it can
+    body = "{\"data\": [null, " + ", ".join("NaN" if n == "frames" else json.dumps(v) for n, v in zip(CONTROLS, controls())) + "]}"
+    assert "frames must be between" in _http_call(server, "generate", body)
+    time.sleep(0.5)
+    with open(SERVER_LOGS[server]) as f:
+        log = f.read()
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_extend_endpoint_checks_what_the_controls_cannot(client):
@@ -203,6 +254,52 @@ def test_stop_keeps_the_finished_frames(server):
     assert status.startswith("Stopped: kept the")
     kept = int(status.split("kept the ")[1].split()[0])
     assert _frames(video) == 8 + kept and kept < 256
+
+
+def _wait_until_running(job, timeout=60):
+    from gradio_client.utils import Status
+
+    deadline = time.time() + timeout
+    while job.status().code != Status.PROCESSING:
+        assert time.time() < deadline, "the job never started"
+        time.sleep(0.05)
+
+
+def test_a_cancelled_extend_frees_the_worker_at_once(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    start = time.time()
+    client.predict(handle_file(ASSET), 1, 1, 1, api_name="/extend")
+    alone = time.time() - start  # a one-frame, one-step request on an idle worker
+    job = client.submit(handle_file(ASSET), 64, api_name="/extend")  # 64 frames at 16 steps: many seconds
+    _wait_until_running(job)
+    time.sleep(2)
+    job.cancel()
+    start = time.time()
+    assert _frames(client.predict(handle_file(ASSET), 1, 1, 1, api_name="/extend")) == 8 + 1
+    assert time.time() - start - alone < 2.0
+
+
+def test_cheap_events_never_wait_behind_queued_generations(server):
+    """16 generations in the queue: the page, a new client, the light cone and Stop still answer at once."""
+    from gradio_client import Client, handle_file
+
+    busy = Client(server, verbose=False)
+    jobs = [busy.submit(handle_file(ASSET), *controls(frames=256, steps=100, chunk=1), api_name="/generate") for _ in range(16)]
+    try:
+        _wait_until_running(jobs[0])
+        for check in (lambda: urllib.request.urlopen(server, timeout=10).read(),
+                      lambda: Client(server, verbose=False).predict(5, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone")):
+            start = time.time()
+            check()
+            assert time.time() - start <= 3.0
+    finally:
+        for job in reversed(jobs):
+            job.cancel()
+    start = time.time()
+    Client(server, verbose=False).predict(handle_file(ASSET), 1, 1, 1, api_name="/extend")  # the worker is free again
+    assert time.time() - start < 10
 
 
 def test_stream_yields_every_frame_as_it_is_finished(client):
@@ -274,4 +371,30 @@ def test_browser_upload_generate_and_play(server, tmp_path):
         page.get_by_role("button", name="Undo last chunk").click()
         page.get_by_text("24 generated frames left").wait_for(timeout=30_000)
         assert (tmp_path / "app.png").stat().st_size > 10_000
+        browser.close()
+
+
+@pytest.mark.browser
+def test_browser_stop_while_waiting_drops_the_request(server):
+    """Tab B's Generate waits behind tab A's; B's Stop drops it before it starts, A runs on until its Stop."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        a, b = browser.new_page(), browser.new_page()
+        for page in (a, b):
+            page.goto(server, wait_until="load")
+            page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
+        a.get_by_label("Frames to generate").first.fill("256")  # long enough to still run when B stops
+        a.get_by_label("Frames to generate").first.press("Enter")
+        a.get_by_role("button", name="Generate from nothing").click()
+        a.get_by_text("frames/s").first.wait_for(timeout=60_000)  # A is running
+        b.get_by_role("button", name="Generate from nothing").click()
+        time.sleep(1)  # B waits in the queue
+        b.get_by_role("button", name="Stop").click()
+        b.get_by_text("Dropped 1 waiting request").wait_for(timeout=10_000)
+        a.get_by_role("button", name="Stop").click()
+        a.get_by_text("Stopped: kept the").wait_for(timeout=60_000)
+        b.get_by_text("Stopped before it started").wait_for(timeout=60_000)
         browser.close()
