@@ -127,7 +127,9 @@ class MSCApp:
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
         self.stops = {}  # session key -> how many times Stop was pressed (a request waiting with an older count is dropped)
         self.waiting = {}  # session key -> requests of the tab waiting in the queue
-        self.running = set()  # session keys with a generation running
+        self.running = set()  # session ids with a generation running
+        self.generating = set()  # Gradio session hashes (tabs, API clients) with a generation running
+        self.tab_sessions = {}  # browser tab (Gradio's session hash) -> the id of its video's session
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
         self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
 
@@ -156,7 +158,7 @@ class MSCApp:
 
     def _show(self, session: Session, status: str, mark: bool = True):
         """Outputs of a finished request: video, frame strip, status, gates plot."""
-        if session.video is None:
+        if session.video is None or session.frames == 0:  # nothing yet, or every frame undone
             return None, None, status, None
         mark_from = session.first_generated if mark else None
         path = self._write(session.video, mark_from)
@@ -198,44 +200,58 @@ class MSCApp:
         return ticket != self.stops.get(key, 0)
 
     def generate(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, clip=None, *values):
-        """Start this tab's video from ``clip`` (or from nothing without one) and extend it, showing
-        every frame as it is finished."""
+        """Start a video from ``clip`` (or from nothing without one) and extend it, showing every frame
+        as it is finished. Outputs end with the video's session id (for /continue and /undo); a browser
+        tab keeps one session, restarted by each Generate."""
         if self._stopped_while_waiting(ticket, request):
-            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip()
             return
         settings = self._settings(dict(zip(CONTROLS, values)))
         try:
             context = load_clip(clip, self.config, settings.context) if clip else torch.zeros(0, *model_frame_shape(self.model))
         except UserError as err:
             raise user_error(str(err)) from None
-        session = self.sessions.get(self._key(request))
+        from_tab = ticket is not None
+        key = self.tab_sessions.get(self._key(request)) if from_tab else None
+        if key not in self.sessions:
+            key = self.sessions.create("tab" if from_tab else "api")
+            if from_tab:
+                self.tab_sessions[self._key(request)] = key
+        session = self.sessions.get(key)
         session.start(context)
-        yield from self._extend(session, settings, "Generated", progress, request)
+        yield from self._extend(key, session, settings, "Generated", progress, request)
 
-    def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, *values):
-        """Extend this tab's current video (its last ``context`` frames condition the new ones)."""
+    def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, session_id="", *values):
+        """Extend the video of ``session_id`` (its last ``context`` frames condition the new ones)."""
         if self._stopped_while_waiting(ticket, request):
-            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip()
             return
         settings = self._settings(dict(zip(CONTROLS, values)))
-        session = self.sessions.get(self._key(request))
+        session = self._session(session_id)
         if session.video is None:
             raise user_error("nothing to continue yet: press Generate first.")
-        yield from self._extend(session, settings, "Continued with", progress, request)
+        yield from self._extend(session_id, session, settings, "Continued with", progress, request)
 
-    def undo(self, mark=True, request: gr.Request = None):
-        if self._key(request) in self.running:
+    def undo(self, session_id="", mark=True):
+        """Drop the last generated chunk of the video of ``session_id``."""
+        if session_id in self.running:
             raise user_error("a generation is running: wait for it or press Stop, then Undo.")
-        session = self.sessions.get(self._key(request))
+        session = self._session(session_id)
         try:
             removed = session.undo()
         except UserError as err:
             raise user_error(str(err)) from None
         left = session.frames - session.first_generated
         return (*self._show(session, f"Undid the last chunk ({removed} frames); {left} generated frames left.", bool(mark)),
-                gr.skip())
+                gr.skip(), session_id)
 
-    def _extend(self, session: Session, settings: Settings, verb: str, progress, request):
+    def _session(self, session_id):
+        try:
+            return self.sessions.get(session_id)
+        except UserError as err:
+            raise user_error(f"nothing to continue yet: press Generate first ({err})" if not session_id else str(err)) from None
+
+    def _extend(self, key: str, session: Session, settings: Settings, verb: str, progress, request):
         try:
             context, offset = session.context(settings.context)
             if session.frames + settings.frames > MAX_SESSION_FRAMES:
@@ -243,12 +259,14 @@ class MSCApp:
         except UserError as err:
             raise user_error(str(err)) from None
         cancel = self._cancel_flag(request)
-        key = self._key(request)
         self.running.add(key)
+        self.generating.add(self._key(request))
         try:
-            yield from self._run(session, settings, verb, progress, context, offset, cancel)
+            for outputs in self._run(session, settings, verb, progress, context, offset, cancel):
+                yield (*outputs, key)
         finally:
             self.running.discard(key)
+            self.generating.discard(self._key(request))
 
     def _run(self, session: Session, settings: Settings, verb: str, progress, context, offset, cancel):
         k, before = context.shape[0], session.frames
@@ -290,7 +308,7 @@ class MSCApp:
         self.stops[key] = self.stops.get(key, 0) + 1
         waiting, self.waiting[key] = self.waiting.get(key, 0), 0
         flag = self.cancel_flags.get(key)
-        if key in self.running and flag is not None:
+        if key in self.generating and flag is not None:
             flag.set()
             return "Stopping after the current denoising step…" + (f" ({waiting} waiting request(s) dropped)" if waiting else "")
         if waiting:
@@ -299,15 +317,18 @@ class MSCApp:
 
     def close_tab(self, request: gr.Request = None):
         """The tab closed (or its connection dropped): free its video unless it reconnects soon."""
-        self.sessions.close(self._key(request))
+        key = self.tab_sessions.get(self._key(request))
+        if key is not None:
+            self.sessions.close(key)
 
     def _sweep_forever(self, every_seconds: float = 30) -> None:
         while True:
             time.sleep(every_seconds)
             self.sessions.sweep()
-            for table in (self.cancel_flags, self.stops, self.waiting):
-                for key in [k for k in table if k not in self.sessions and k not in self.running]:
-                    table.pop(key, None)
+            live_tabs = {tab for tab, key in self.tab_sessions.items() if key in self.sessions}
+            for table in (self.cancel_flags, self.stops, self.waiting, self.tab_sessions):
+                for tab in [t for t in table if t not in live_tabs and t not in self.generating]:
+                    table.pop(tab, None)
 
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
@@ -434,7 +455,8 @@ class MSCApp:
                 cost = gr.Markdown()
 
             settings_inputs = [controls[name] for name in CONTROLS]
-            shown = [output, strip, status, run_plot, live]
+            session_box = gr.Textbox(label="Session id (for /continue and /undo)", visible=False)
+            shown = [output, strip, status, run_plot, live, session_box]
             sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
             # Only generations are queued (one at a time, the queue's bound counts only them); everything
             # cheap runs unqueued, so it never waits behind a generation nor meets "busy".
@@ -444,8 +466,8 @@ class MSCApp:
             generate_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
                 self.generate, [ticket, clip, *settings_inputs], shown, api_name="generate", **sampler)
             continue_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
-                self.continue_, [ticket, *settings_inputs], shown, api_name="continue", **sampler)
-            undo_btn.click(self.undo, [controls["mark"]], shown, api_name="undo", queue=False)
+                self.continue_, [ticket, session_box, *settings_inputs], shown, api_name="continue", **sampler)
+            undo_btn.click(self.undo, [session_box, controls["mark"]], shown, api_name="undo", queue=False)
             stop_btn.click(self.stop, None, [status], api_name="stop", queue=False)
             demo.unload(self.close_tab)
             preset_controls = [controls[f.name] for f in settings_fields()]

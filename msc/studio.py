@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Iterator, List, Optional
@@ -20,9 +21,11 @@ import torch
 from msc.sampling import (
     WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, StepEvent, sample_frames, settings_fields, window_fields,
 )
+from msc.model import AttentionWindows
 from msc.video import VideoError, mark_frames, read_video
 
 MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
+MAX_FRAME_STEPS = 8192  # frames × steps × forwards per step, per request: at most ~3 minutes on 2 cores
 REQUEST_RANGES = {"frames": (1, 256, 1), "context": (1, 64, 1)}
 """The app's own settings, ``(low, high, step)``: new frames per request (Continue extends further)
 and context frames; the sampler's come from the metadata of its fields."""
@@ -35,6 +38,21 @@ class UserError(ValueError):
 CONTROLS = ("frames", "context", *(f.name for f in settings_fields()), *WINDOW_FLAGS, "mark")
 """The Generate tab's controls by name, in the order of the ``/generate`` and ``/continue`` API
 parameters: the request's own, every :class:`~msc.sampling.SamplerSettings` field, the windows."""
+
+
+def control_values(defaults: Optional["Settings"] = None, **changes) -> list:
+    """Values for every control in :data:`CONTROLS` order, as ``/generate`` and ``/continue`` take them:
+    ``defaults`` (the app's unless given: the model's windows when it has them) with ``changes`` by name."""
+    defaults = defaults or Settings()
+    windows = defaults.sampler.windows or AttentionWindows()
+    values = {"frames": defaults.frames, "context": defaults.context, "mark": defaults.mark,
+              **{n: getattr(windows, n) for n in WINDOW_FLAGS},
+              **{f.name: getattr(defaults.sampler, f.name) for f in settings_fields()}}
+    unknown = set(changes) - set(values)
+    if unknown:
+        raise UserError(f"unknown setting(s) {sorted(unknown)}; the controls are {', '.join(CONTROLS)}.")
+    values.update(changes)
+    return [values[name] for name in CONTROLS]
 
 
 def control_range(name: str, grid: int) -> tuple:
@@ -101,6 +119,11 @@ class Settings:
             sampler = replace(defaults.sampler, windows=replace(defaults.sampler.windows, **windows), **changes)
         except ValueError as err:
             raise UserError(str(err)) from None
+        work = frames * sampler.steps * (2 if sampler.guided else 1)
+        if work > MAX_FRAME_STEPS:
+            raise UserError(f"this request needs {work} frame-steps (frames × steps{' × 2 for history guidance' if sampler.guided else ''}); "
+                            f"one request may do at most {MAX_FRAME_STEPS} (a few minutes here): fewer frames or steps, "
+                            "then Continue for more.")
         return cls(frames=frames, context=context, mark=mark, sampler=sampler)
 
 
@@ -271,14 +294,18 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by key (Gradio's per-tab session hash), with memory bounded three ways: a session
-    is dropped ``close_grace_seconds`` after its tab closes (``close``; a reconnect within the grace
-    keeps it, since clients also reconnect while alive), after ``idle_seconds`` without use, and,
-    least recently used first, when more than ``max_sessions`` exist."""
+    """Sessions by id, each of a kind (``"tab"``: a browser tab; ``"api"``: a plain API client), with
+    memory bounded three ways: a session is dropped ``close_grace_seconds`` after its tab closes
+    (``close``; a reconnect within the grace keeps it, since clients also reconnect while alive), after
+    ``idle_seconds`` without use, and, least recently used first, when its kind holds more than
+    ``max_sessions``: a burst of API calls never evicts a browser tab's video."""
+
+    KINDS = ("tab", "api")
 
     def __init__(self, idle_seconds: float = 1800, max_sessions: int = 16, close_grace_seconds: float = 60):
         self.idle_seconds, self.max_sessions, self.close_grace_seconds = idle_seconds, max_sessions, close_grace_seconds
-        self._sessions = {}
+        self._sessions = {}  # id -> Session
+        self._kinds = {}  # id -> kind
         self._closed_at = {}
         self._lock = threading.Lock()
 
@@ -290,6 +317,7 @@ class SessionStore:
 
     def _drop_locked(self, key: str) -> None:
         self._sessions.pop(key, None)
+        self._kinds.pop(key, None)
         self._closed_at.pop(key, None)
 
     def sweep(self) -> None:
@@ -297,17 +325,31 @@ class SessionStore:
         with self._lock:
             self._sweep_locked(time.time())
 
-    def get(self, key: str) -> Session:
+    def create(self, kind: str) -> str:
+        """A new empty session of ``kind``; returns its id (unguessable: it is the only key to the video)."""
+        if kind not in self.KINDS:
+            raise ValueError(f"session kind must be one of {self.KINDS}, got {kind!r}.")
+        key, now = uuid.uuid4().hex, time.time()
+        with self._lock:
+            self._sweep_locked(now)
+            self._sessions[key], self._kinds[key] = Session(touched=now), kind
+            same_kind = [k for k in self._sessions if self._kinds[k] == kind]
+            while len(same_kind) > self.max_sessions:
+                oldest = min(same_kind, key=lambda k: self._sessions[k].touched)
+                self._drop_locked(oldest)
+                same_kind.remove(oldest)
+        return key
+
+    def get(self, key: Optional[str]) -> Session:
+        """The session ``key`` (:class:`UserError` when it does not exist or has expired)."""
         now = time.time()
         with self._lock:
-            self._closed_at.pop(key, None)  # in use again
             self._sweep_locked(now)
-            session = self._sessions.get(key)
+            session = self._sessions.get(key or "")
             if session is None:
-                session = self._sessions[key] = Session()
-                while len(self._sessions) > self.max_sessions:
-                    oldest = min(self._sessions, key=lambda k: self._sessions[k].touched)
-                    self._drop_locked(oldest)
+                raise UserError("no such session (it expired or never existed): start a video with /generate, "
+                                "which returns its session id." if key else "no session id: pass the one /generate returned.")
+            self._closed_at.pop(key, None)  # in use again
             session.touched = now
             return session
 

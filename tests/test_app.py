@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from msc.studio import CONTROLS
+from msc.studio import CONTROLS, control_values
 from msc.video import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,16 +24,10 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALY
 
 pytestmark = pytest.mark.slow
 
-BASE = dict(frames=4, context=8, chunk=2, steps=4, schedule="autoregressive", ar_step=2, noise_schedule="cosine", shift=3.0,
-            context_noise=0.0, eta=0.0, seed=3, history_guidance=1.0, guidance_mode="vanilla", guidance_level=0.5,
-            guidance_schedule="constant", k_s=7, k_t=3, d=2, k_lo=4, mark=True)
-
-
 def controls(**change) -> list:
-    """The Generate tab's controls as /generate and /continue take them: in the order of CONTROLS."""
-    values = {**BASE, **change}
-    assert set(values) == set(CONTROLS)
-    return [values[name] for name in CONTROLS]
+    """The Generate tab's controls as /generate and /continue take them (in the order of CONTROLS):
+    4 new frames after 8 context frames, chunks of 2, 4 steps, seed 3, unless changed."""
+    return control_values(**{"frames": 4, "chunk": 2, "steps": 4, "seed": 3, **change})
 
 
 SETTINGS = controls()  # 4 new frames after 8 context frames, chunk 2
@@ -111,7 +105,7 @@ def test_generate_with_every_setting(client):
     every = controls(frames=6, context=4, chunk=2, steps=4, schedule="diffusion-forcing", ar_step=2, noise_schedule="shifted",
                      shift=2.0, context_noise=0.05, eta=0.3, seed=5, history_guidance=1.5, guidance_mode="fractional",
                      guidance_level=0.4, guidance_schedule="linear", k_s=5, k_t=2, d=1, k_lo=3, mark=True)
-    video, strip, status, plot, live = client.predict(handle_file(ASSET), *every, api_name="/generate")
+    video, strip, status, plot, live, session = client.predict(handle_file(ASSET), *every, api_name="/generate")
     assert _frames(video) == 4 + 6
     assert "Generated 6 frames after 4 context frames" in status
     assert os.path.getsize(strip) > 0 and plot is not None
@@ -163,6 +157,11 @@ def test_user_errors_name_no_server_path_and_leave_no_traceback(server, client, 
     from gradio_client.exceptions import AppError
 
     fresh = Client(server, verbose=False)  # a session with no video yet
+
+    def undo_twice(session):
+        assert "Undid the last chunk (1 frames); 0 generated frames left" in fresh.predict(session, True, api_name="/undo")[2]
+        fresh.predict(session, True, api_name="/undo")
+
     audio = tmp_path / "voice.mp4"
     sp.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio)],
            check=True)
@@ -173,8 +172,8 @@ def test_user_errors_name_no_server_path_and_leave_no_traceback(server, client, 
         (lambda: client.predict(handle_file(str(audio)), 4, api_name="/extend"), "no video stream \\(only audio\\)"),
         (lambda: client.predict(handle_file(ASSET), 4.5, api_name="/extend"), "frames must be a whole number, got 4.5"),
         (lambda: client.predict(handle_file(ASSET), 4, 4, 4, 2**63, api_name="/extend"), "seed must be between 0 and"),
-        (lambda: fresh.predict(*controls(), api_name="/continue"), "nothing to continue yet"),
-        (lambda: fresh.predict(True, api_name="/undo"), "nothing to undo"),
+        (lambda: fresh.predict("", *controls(), api_name="/continue"), "nothing to continue yet"),
+        (lambda: undo_twice(fresh.predict(None, *controls(frames=1), api_name="/generate")[-1]), "nothing to undo"),
         (lambda: client.predict(99, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone"), "k_s"),
     ]
     for call, message in cases:
@@ -208,12 +207,12 @@ def test_continue_and_undo_reproduce_the_same_frames(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    first, *_ = client.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # 8 + 4 frames
-    more, _, status, *_ = client.predict(*SETTINGS, api_name="/continue")  # + 4
+    first, *_, session = client.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # 8 + 4 frames
+    more, _, status, *_ = client.predict(session, *SETTINGS, api_name="/continue")  # + 4
     assert "Continued with 4 frames" in status and _frames(more) == 16
-    undone, _, status, *_ = client.predict(True, api_name="/undo")  # drops the last chunk (2 frames)
+    undone, _, status, *_ = client.predict(session, True, api_name="/undo")  # drops the last chunk (2 frames)
     assert "Undid the last chunk (2 frames)" in status and _frames(undone) == 14
-    again, *_ = client.predict(*SETTINGS, api_name="/continue")  # the same seed: the same frames
+    again, *_ = client.predict(session, *SETTINGS, api_name="/continue")  # the same seed: the same frames
     a, b = _decoded(more), _decoded(again)
     assert b.shape[0] == 18
     assert (a[:16] - b[:16]).abs().mean() < 0.01
@@ -225,23 +224,34 @@ def test_two_sessions_keep_separate_histories(server):
     from gradio_client.exceptions import AppError
 
     one, two = Client(server, verbose=False), Client(server, verbose=False)
-    one.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # one: 12 frames
-    with pytest.raises(AppError, match="nothing to continue"):
-        two.predict(*SETTINGS, api_name="/continue")  # two has no video yet
-    two.predict(handle_file(os.path.join(ROOT, "assets", "heldout_1.mp4")), *SETTINGS, api_name="/generate")
-    one_more, *_ = one.predict(*SETTINGS, api_name="/continue")  # one: 16
-    two_undone, *_ = two.predict(True, api_name="/undo")  # two: 10
+    *_, first = one.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # first: 12 frames
+    with pytest.raises(AppError, match="no session id"):
+        two.predict("", *SETTINGS, api_name="/continue")  # two has no video yet
+    with pytest.raises(AppError, match="no such session"):
+        two.predict("0" * 32, *SETTINGS, api_name="/continue")
+    *_, second = two.predict(handle_file(os.path.join(ROOT, "assets", "heldout_1.mp4")), *SETTINGS, api_name="/generate")
+    one_more, *_ = one.predict(first, *SETTINGS, api_name="/continue")  # first: 16
+    two_undone, *_ = two.predict(second, True, api_name="/undo")  # second: 10
     assert _frames(one_more) == 16 and _frames(two_undone) == 10
     clip0 = read_video(ASSET, size=64)[-8:]
-    assert (_decoded(one_more)[:8] - clip0).abs().mean() < 0.05  # one still extends heldout_0
-    assert (_decoded(two_undone)[:8] - clip0).abs().mean() > 0.05  # two extends heldout_1
+    assert (_decoded(one_more)[:8] - clip0).abs().mean() < 0.05  # first still extends heldout_0
+    assert (_decoded(two_undone)[:8] - clip0).abs().mean() > 0.05  # second extends heldout_1
+
+
+def test_sessions_work_over_plain_http(server):
+    """The id /generate returns is all /continue and /undo need: no gradio_client session."""
+    video_id = json.loads(_http_call(server, "generate", json.dumps({"data": [None, *SETTINGS]})).split("data: ")[-1])[-1]
+    more = _http_call(server, "continue", json.dumps({"data": [video_id, *SETTINGS]}))
+    assert "Continued with 4 frames" in more and "the video has 8 frames" in more
+    undone = _http_call(server, "undo", json.dumps({"data": [video_id, True]}))
+    assert "Undid the last chunk (2 frames)" in undone
 
 
 def test_stop_keeps_the_finished_frames(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    long_run = controls(frames=256, chunk=4, steps=50)  # minutes of work if nobody stops it
+    long_run = controls(frames=256, chunk=4, steps=32)  # minutes of work if nobody stops it
     job = client.submit(handle_file(ASSET), *long_run, api_name="/generate")
     deadline = time.time() + 60
     while not (job.status().progress_data or time.time() > deadline):  # wait for the first step
@@ -286,7 +296,7 @@ def test_cheap_events_never_wait_behind_queued_generations(server):
     from gradio_client import Client, handle_file
 
     busy = Client(server, verbose=False)
-    jobs = [busy.submit(handle_file(ASSET), *controls(frames=256, steps=100, chunk=1), api_name="/generate") for _ in range(16)]
+    jobs = [busy.submit(handle_file(ASSET), *controls(frames=256, steps=32, chunk=1), api_name="/generate") for _ in range(16)]
     try:
         _wait_until_running(jobs[0])
         for check in (lambda: urllib.request.urlopen(server, timeout=10).read(),
@@ -316,7 +326,7 @@ def test_stream_yields_every_frame_as_it_is_finished(client):
 
 
 def test_generate_from_nothing(client):
-    video, strip, status, plot, live = client.predict(None, *SETTINGS, api_name="/generate")
+    video, strip, status, plot, live, session = client.predict(None, *SETTINGS, api_name="/generate")
     assert _frames(video) == 4 and "Generated 4 frames after 0 context frames" in status
 
 

@@ -52,6 +52,8 @@ def test_settings_from_controls_by_name_and_their_checks():
         "guidance_mode must be one of": dict(guidance_mode="loud"),
         "steps must be a number": dict(steps="many"),
         "unknown setting": dict(colour="red"),
+        "needs 25600 frame-steps": dict(frames=256, steps=100),
+        "needs 9216 frame-steps .* × 2 for history guidance": dict(frames=256, steps=18, history_guidance=2.0),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
@@ -131,27 +133,37 @@ def test_session_chunks_undo_and_context():
         session.undo()
 
 
-def test_session_store_keeps_tabs_apart_and_memory_bounded(monkeypatch):
-    store = SessionStore(idle_seconds=100, max_sessions=2, close_grace_seconds=10)
-    a, b = store.get("tab-a"), store.get("tab-b")
-    assert a is not b and store.get("tab-a") is a
+def test_session_store_keeps_sessions_apart_and_memory_bounded(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr("msc.studio.time.time", lambda: now[0])
-    store.get("tab-a"), store.get("tab-b")
+    store = SessionStore(idle_seconds=100, max_sessions=2, close_grace_seconds=10)
+    a, b = store.create("tab"), store.create("tab")
+    assert a != b and store.get(a) is not store.get(b) and store.get(a) is store.get(a)
     now[0] += 50
-    store.get("tab-a")
-    store.get("tab-c")  # a third tab: the least recently used one (b) goes
-    assert "tab-b" not in store and "tab-a" in store and len(store) == 2
+    store.get(a)
+    c = store.create("tab")  # a third tab: the least recently used one (b) goes
+    assert b not in store and a in store and len(store) == 2
+    with pytest.raises(UserError, match="no such session"):
+        store.get(b)
+    with pytest.raises(UserError, match="no session id"):
+        store.get("")
     now[0] += 101  # idle timeout
-    store.get("tab-d")
-    assert "tab-a" not in store and "tab-c" not in store and len(store) == 1
-    store.close("tab-d")  # the tab closed...
+    d = store.create("tab")
+    assert a not in store and c not in store and len(store) == 1
+    store.close(d)  # the tab closed...
     now[0] += 5
-    store.get("tab-d")  # ...and reconnected within the grace period: kept
-    store.close("tab-d")
+    store.get(d)  # ...and reconnected within the grace period: kept
+    store.close(d)
     now[0] += 11
     store.sweep()  # closed for longer than the grace period: dropped
     assert len(store) == 0
+
+
+def test_a_burst_of_api_sessions_never_evicts_a_browser_tab():
+    store = SessionStore(max_sessions=2)
+    tab = store.create("tab")
+    api = [store.create("api") for _ in range(20)]
+    assert tab in store and api[-1] in store and api[0] not in store and len(store) == 3
 
 
 def test_frame_strip_marks_generated_frames():
@@ -159,3 +171,13 @@ def test_frame_strip_marks_generated_frames():
     assert strip.shape == (32, 4 * 32, 3) and strip.dtype == np.uint8
     assert tuple(strip[0, 2 * 32 + 5]) == (255, 64, 160)  # generated frames have the border
     assert tuple(strip[0, 5]) == (128, 128, 128)  # context frames do not
+
+
+def test_control_values_fill_every_control_in_order():
+    from msc.studio import control_values
+
+    values = dict(zip(CONTROLS, control_values(frames=3, k_s=5)))
+    assert values["frames"] == 3 and values["k_s"] == 5 and values["steps"] == SamplerSettings().steps
+    assert Settings.from_controls(values, Settings(sampler=SamplerSettings(windows=AttentionWindows())), 16).frames == 3
+    with pytest.raises(UserError, match="unknown setting"):
+        control_values(colour="red")
