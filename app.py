@@ -20,6 +20,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -121,7 +124,7 @@ class MSCApp:
     def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS):
         self.model = model
         self.config = model.config
-        self.out_dir = tempfile.mkdtemp(prefix="msc-app-")
+        self.out_dir = tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (main)
         self.sessions = SessionStore(idle_seconds=idle_seconds)
         threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
@@ -461,8 +464,9 @@ class MSCApp:
             # Only generations are queued (one at a time, the queue's bound counts only them); everything
             # cheap runs unqueued, so it never waits behind a generation nor meets "busy".
             ticket = gr.State(None)  # the tab's Stop count when a request was made (see take_ticket)
-            clip.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn], api_visibility="private",
-                        queue=False)
+            for control in (clip, context):  # the preview follows the clip and the number of context frames
+                control.change(self.preview_clip, [clip, context], [context_view, context_info, generate_btn],
+                               api_visibility="private", queue=False, trigger_mode="always_last")
             generate_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
                 self.generate, [ticket, clip, *settings_inputs], shown, api_name="generate", **sampler)
             continue_btn.click(self.take_ticket, None, ticket, queue=False, api_visibility="private").then(
@@ -517,7 +521,12 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    demo = MSCApp(model).build()
+    app = MSCApp(model)
+    # the generated videos go when the server does: on Ctrl-C and on SIGTERM (which otherwise skips cleanup)
+    atexit.register(shutil.rmtree, app.out_dir, ignore_errors=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"outputs in {app.out_dir} (removed at exit)", flush=True)
+    demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
                 show_error=True, footer_links=["api"])

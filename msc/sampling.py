@@ -46,6 +46,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterator, List, Optional, Union
 
+import numpy as np
 import torch
 
 from msc.diffusion import SCHEDULES, add_noise, noise_levels
@@ -72,9 +73,12 @@ class SamplingResult:
 
 def _frame_noise(seed: int, frame: int, kind: int, step: int, shape, device) -> torch.Tensor:
     """Noise owned by one frame: kind 0 initial noise, 1 context noise, 2 stochastic update ``step``,
-    3 the noise that hides the history from the history-free pass of history guidance."""
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + frame * 4099 + kind * 131 + step) % (1 << 63))
-    return torch.randn(shape, generator=g).to(device)
+    3 the noise that hides the history from the history-free pass of history guidance.
+
+    Drawn from NumPy's PCG64 seeded with the whole tuple ``(seed, frame, kind, step)`` (any size of
+    integer): torch's CPU generator keeps only 32 bits of its seed, so seeds 0 and 2³² would repeat."""
+    rng = np.random.default_rng([int(seed), int(frame), int(kind), int(step)])
+    return torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32)).to(device)
 
 
 def _noise_for(seed: int, frames: List[int], kind: int, step: int, shape, device) -> torch.Tensor:

@@ -68,6 +68,9 @@ def server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    with open(log_path) as f:
+        outputs = f.read().split("outputs in ", 1)[1].split()[0]
+    assert not os.path.exists(outputs), f"{outputs} was left behind"
 
 
 @pytest.fixture(scope="module")

@@ -181,3 +181,14 @@ def test_control_values_fill_every_control_in_order():
     assert Settings.from_controls(values, Settings(sampler=SamplerSettings(windows=AttentionWindows())), 16).frames == 3
     with pytest.raises(UserError, match="unknown setting"):
         control_values(colour="red")
+
+
+def test_seeds_do_not_repeat_modulo_two_to_the_32(model):
+    """0, 2³² and 2⁵³ − 1 (the app's largest) are three different videos; the same seed is the same video."""
+    def video(seed):
+        settings = SamplerSettings(steps=2, chunk=2, seed=seed, windows=AttentionWindows(**TINY_WINDOWS))
+        return sample_video(model, None, 2, settings).video
+
+    a, b, c = video(0), video(2**32), video(2**53 - 1)
+    assert not torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(b, c)
+    assert torch.equal(a, video(0))
