@@ -118,7 +118,9 @@ def test_window_overrides_and_validation():
     y_default = model(x, t)
     y_wide = model(x, t, windows=AttentionWindows(k_s=5, k_t=3, d=1, k_lo=3))
     assert not torch.allclose(y_default, y_wide)
-    with pytest.raises(ValueError, match="larger than the 8 × 8 token grid"):
+    with pytest.raises(ValueError, match="larger than the 8 × 8 token grid"):  # where windows meet a model (the sampler)
+        AttentionWindows(k_s=9).check_fits(model.config.grid)
+    with pytest.raises(ValueError, match="9, larger than the 8 tokens on that axis"):  # a direct call: the kernel's own check
         model(x, t, windows=AttentionWindows(k_s=9))
     with pytest.raises(ValueError, match="k_lo must be a positive integer"):
         model(x, t, windows=AttentionWindows(k_lo=0))
