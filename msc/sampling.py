@@ -71,9 +71,15 @@ class SamplingResult:
     model_calls: int = 0
 
 
+# The kinds of noise a frame owns (part of its seed, so each kind is an independent stream)
+INITIAL_NOISE = 0  # the pure noise a new frame starts from
+CONTEXT_NOISE = 1  # given to a finished frame at ``context_noise``
+UPDATE_NOISE = 2  # the fresh noise of a stochastic update (eta > 0), one per step
+HIDING_NOISE = 3  # hides the history from the history-free pass of history guidance
+
+
 def _frame_noise(seed: int, frame: int, kind: int, step: int, shape, device) -> torch.Tensor:
-    """Noise owned by one frame: kind 0 initial noise, 1 context noise, 2 stochastic update ``step``,
-    3 the noise that hides the history from the history-free pass of history guidance.
+    """Noise owned by one frame: of ``kind`` (``INITIAL_NOISE`` … ``HIDING_NOISE``), at ``step`` for updates.
 
     Drawn from NumPy's PCG64 seeded with the whole tuple ``(seed, frame, kind, step)`` (any size of
     integer): torch's CPU generator keeps only 32 bits of its seed, so seeds 0 and 2³² would repeat."""
@@ -404,14 +410,16 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     b, k0 = context.shape[:2]
     noise_shape = (b, *frame_shape)
 
-    passes = [_History(model, windows, s.context_noise, 1, use_cache, s.seed, frame_offset, noise_shape, device)]
-    if s.guided:  # the history-free pass
+    history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device)
+    free_history = None  # history guidance: the same frames hidden under noise
+    if s.guided:
         free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
-        passes.append(_History(model, windows, free_level, 3, use_cache, s.seed, frame_offset, noise_shape, device))
+        free_history = _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device)
+    passes = [p for p in (history, free_history) if p is not None]
 
     def commit(new_frames: torch.Tensor) -> None:
-        for history in passes:
-            history.commit(new_frames)
+        for each in passes:
+            each.commit(new_frames)
 
     if k0:
         commit(context.to(device).float())
@@ -424,9 +432,9 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     for call_index, call in enumerate(plan):
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
-                active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, 0, 0, noise_shape, device)
+                active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, INITIAL_NOISE, 0, noise_shape, device)
                 if prior:  # anchored on the last finished frame, if there is one
-                    last = passes[0].last
+                    last = history.last
                     anchors[k0 + j] = last
                     if last is not None:
                         active[k0 + j] = active[k0 + j] + last
@@ -440,10 +448,10 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         t_next = torch.tensor([levels[st + 1] for _, st in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
-        v = passes[0].predict(x, t, anchor, anchored)
+        v = history.predict(x, t, anchor, anchored)
         forwards = 1
-        if s.guided and len(passes[1]):  # with no history yet, both passes would agree
-            v_free = passes[1].predict(x, t, anchor, anchored)
+        if free_history is not None and len(free_history):  # with no history yet, both passes would agree
+            v_free = free_history.predict(x, t, anchor, anchored)
             forwards = 2
             w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
             v = v_free + w * (v - v_free)
@@ -451,7 +459,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         x0 = x - tn * v
         eps = x + (1 - tn) * v
         if s.eta > 0:
-            fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, 2, st, noise_shape, device)
+            fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, UPDATE_NOISE, st, noise_shape, device)
                                  for f, (_, st) in zip(frame_ids, call)], dim=1)
             eps = math.sqrt(1 - s.eta**2) * eps + s.eta * fresh
         x = (1 - tx) * x0 + tx * eps
