@@ -7,8 +7,8 @@
 
 Tabs: *Generate / Extend* (extend a clip chunk by chunk with the KV-cached sampler), *Branch
 weights* (the learned noise gates, paper §3), *Windows explained* (the keys one token attends to,
-and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/generate``,
-``/continue``, ``/undo``, ``/stop``, ``/light_cone``.
+and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/stream``,
+``/generate`` (returns the video's session id), ``/continue`` and ``/undo`` (take it), ``/stop``, ``/light_cone``.
 """
 
 from __future__ import annotations
