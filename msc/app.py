@@ -64,6 +64,8 @@ FPS, DISPLAY_SCALE = 8, 4
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_FILE_SIZE = "64mb"
 GENERATE_LABELS = {False: "Generate from nothing", True: "Extend the clip"}  # by whether a clip is given
+# the outputs of a request dropped by Stop before it started: only the status changes
+STOPPED_WHILE_WAITING = (gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip())
 
 
 def load_model(weights: str) -> MSCModel:
@@ -210,7 +212,7 @@ class MSCApp:
         as it is finished. Outputs end with the video's session id (for /continue and /undo); a browser
         tab keeps one session, restarted by each Generate."""
         if self._stopped_while_waiting(ticket, request):
-            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip()
+            yield STOPPED_WHILE_WAITING
             return
         settings = self._settings(dict(zip(CONTROLS, values)))
         try:
@@ -230,9 +232,11 @@ class MSCApp:
     def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, session_id="", *values):
         """Extend the video of ``session_id`` (its last ``context`` frames condition the new ones)."""
         if self._stopped_while_waiting(ticket, request):
-            yield gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip()
+            yield STOPPED_WHILE_WAITING
             return
         settings = self._settings(dict(zip(CONTROLS, values)))
+        if not session_id:
+            raise user_error("nothing to continue yet: press Generate first (no session id: pass the one /generate returned).")
         session = self._session(session_id)
         if session.video is None:
             raise user_error("nothing to continue yet: press Generate first.")
@@ -255,7 +259,7 @@ class MSCApp:
         try:
             return self.sessions.get(session_id)
         except UserError as err:
-            raise user_error(f"nothing to continue yet: press Generate first ({err})" if not session_id else str(err)) from None
+            raise user_error(str(err)) from None
 
     def _extend(self, key: str, session: Session, settings: Settings, verb: str, progress, request):
         try:

@@ -43,11 +43,7 @@ parameters: the request's own, every :class:`~msc.sampling.SamplerSettings` fiel
 def control_values(defaults: Optional["Settings"] = None, **changes) -> list:
     """Values for every control in :data:`CONTROLS` order, as ``/generate`` and ``/continue`` take them:
     ``defaults`` (the app's unless given: the model's windows when it has them) with ``changes`` by name."""
-    defaults = defaults or Settings()
-    windows = defaults.sampler.windows or AttentionWindows()
-    values = {"frames": defaults.frames, "context": defaults.context, "mark": defaults.mark,
-              **{n: getattr(windows, n) for n in WINDOW_FLAGS},
-              **{f.name: getattr(defaults.sampler, f.name) for f in settings_fields()}}
+    values = (defaults or Settings()).controls()
     unknown = set(changes) - set(values)
     if unknown:
         raise UserError(f"unknown setting(s) {sorted(unknown)}; the controls are {', '.join(CONTROLS)}.")
@@ -74,15 +70,20 @@ class Settings:
     mark: bool = True  # border on generated frames
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
+    def controls(self) -> dict:
+        """Every control's value by name (windows: the default ones when the sampler has none)."""
+        windows = self.sampler.windows or AttentionWindows()
+        return {"frames": self.frames, "context": self.context, "mark": self.mark,
+                **{n: getattr(windows, n) for n in WINDOW_FLAGS},
+                **{f.name: getattr(self.sampler, f.name) for f in settings_fields()}}
+
     @classmethod
     def from_controls(cls, values: dict, defaults: "Settings", grid: int) -> "Settings":
         """From controls by name (any subset; the rest keep ``defaults``), each checked against its
         :func:`control_range` or choices (:class:`UserError` naming it). Numbers may arrive as floats;
         whole numbers are required where the setting is an integer."""
         sampler_fields = {f.name: f for f in settings_fields()}
-        current = {"frames": defaults.frames, "context": defaults.context,
-                   **{n: getattr(defaults.sampler.windows, n) for n in WINDOW_FLAGS},
-                   **{n: getattr(defaults.sampler, n) for n in sampler_fields}}
+        current = defaults.controls()
 
         def number(name, value):
             kind = type(current[name])
@@ -109,7 +110,7 @@ class Settings:
                 if value not in sampler_fields[name].metadata["choices"]:
                     raise UserError(f"{name} must be one of {', '.join(sampler_fields[name].metadata['choices'])}, got {value!r}.")
                 changes[name] = value
-            elif name in current:
+            elif name in current:  # a number (mark and the choices are handled above)
                 changes[name] = number(name, value)
             else:
                 raise UserError(f"unknown setting {name!r}.")
