@@ -29,6 +29,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -40,7 +41,7 @@ from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
 from msc.sampling import PRESETS, settings_fields, window_fields  # noqa: E402
 from msc.studio import (  # noqa: E402
     CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, Session, SessionStore, Settings, UserError, control_range, frame_strip,
-    live_frame, load_clip, model_frame_shape, prune_old_files, run_generation,
+    decode_clip, live_frame, load_clip, model_frame_shape, prune_old_files, run_generation,
 )
 from msc.video import write_video  # noqa: E402
 
@@ -66,6 +67,8 @@ MAX_FILE_SIZE = "64mb"
 GENERATE_LABELS = {False: "Generate from nothing", True: "Extend the clip"}  # by whether a clip is given
 # the outputs of a request dropped by Stop before it started: only the status changes
 STOPPED_WHILE_WAITING = (gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip())
+STOPPED_WHILE_READING = (gr.skip(), gr.skip(), "Stopped while reading the clip: nothing was generated.", gr.skip(), gr.skip(), gr.skip())
+DECODE_REPORT_SECONDS = 0.05  # while a clip decodes, a handler yields this often: where Gradio can cancel it
 
 
 def load_model(weights: str) -> MSCModel:
@@ -157,6 +160,39 @@ class MSCApp:
         flag.clear()
         return flag
 
+    @contextmanager
+    def _generating(self, request: gr.Request | None):
+        """While this block runs the tab counts as generating: its Stop sets the flag this yields."""
+        cancel, tab = self._cancel_flag(request), self._key(request)
+        self.generating.add(tab)
+        try:
+            yield cancel
+        finally:
+            self.generating.discard(tab)
+
+    def _decoding(self, clip, context: int, cancel: threading.Event | None, reading):
+        """Decode ``clip``'s last ``context`` frames (:func:`msc.studio.decode_clip`), yielding the
+        outputs ``reading(frames decoded so far)`` every :data:`DECODE_REPORT_SECONDS`: the points where
+        Gradio can cancel (a closed tab, a client's ``job.cancel()``). Stop sets ``cancel``, looked at
+        after every decoded frame. Returns the frames ``[K, C, H, W]``, or ``None`` when stopped."""
+        steps = decode_clip(clip, self.config, context)
+        reported = time.monotonic()
+        try:
+            while True:
+                try:
+                    decoded = next(steps)
+                except StopIteration as done:
+                    return done.value
+                if cancel is not None and cancel.is_set():
+                    return None
+                if time.monotonic() - reported >= DECODE_REPORT_SECONDS:
+                    reported = time.monotonic()
+                    yield reading(decoded)
+        except UserError as err:
+            raise user_error(str(err)) from None
+        finally:
+            steps.close()  # stops ffmpeg at once
+
     def _settings(self, values: dict) -> Settings:
         """Checked settings from controls by name (the others keep the defaults)."""
         try:
@@ -215,19 +251,23 @@ class MSCApp:
             yield STOPPED_WHILE_WAITING
             return
         settings = self._settings(dict(zip(CONTROLS, values)))
-        try:
-            context = load_clip(clip, self.config, settings.context) if clip else torch.zeros(0, *model_frame_shape(self.model))
-        except UserError as err:
-            raise user_error(str(err)) from None
-        from_tab = ticket is not None
-        key = self.tab_sessions.get(self._key(request)) if from_tab else None
-        if key not in self.sessions:
-            key = self.sessions.create("tab" if from_tab else "api")
-            if from_tab:
-                self.tab_sessions[self._key(request)] = key
-        session = self.sessions.get(key)
-        session.start(context)
-        yield from self._extend(key, session, settings, "Generated", progress, request)
+        with self._generating(request) as cancel:
+            context = torch.zeros(0, *model_frame_shape(self.model))
+            if clip:
+                context = yield from self._decoding(clip, settings.context, cancel, lambda n: (
+                    gr.skip(), gr.skip(), f"Reading the clip: {n} frames decoded…", gr.skip(), gr.skip(), gr.skip()))
+                if context is None:
+                    yield STOPPED_WHILE_READING
+                    return
+            from_tab = ticket is not None
+            key = self.tab_sessions.get(self._key(request)) if from_tab else None
+            if key not in self.sessions:
+                key = self.sessions.create("tab" if from_tab else "api")
+                if from_tab:
+                    self.tab_sessions[self._key(request)] = key
+            session = self.sessions.get(key)
+            session.start(context)
+            yield from self._extend(key, session, settings, "Generated", progress, cancel)
 
     def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, session_id="", *values):
         """Extend the video of ``session_id`` (its last ``context`` frames condition the new ones)."""
@@ -240,7 +280,8 @@ class MSCApp:
         session = self._session(session_id)
         if session.video is None:
             raise user_error("nothing to continue yet: press Generate first.")
-        yield from self._extend(session_id, session, settings, "Continued with", progress, request)
+        with self._generating(request) as cancel:
+            yield from self._extend(session_id, session, settings, "Continued with", progress, cancel)
 
     def undo(self, session_id="", mark=True):
         """Drop the last generated chunk of the video of ``session_id``."""
@@ -261,22 +302,19 @@ class MSCApp:
         except UserError as err:
             raise user_error(str(err)) from None
 
-    def _extend(self, key: str, session: Session, settings: Settings, verb: str, progress, request):
+    def _extend(self, key: str, session: Session, settings: Settings, verb: str, progress, cancel: threading.Event):
         try:
             context, offset = session.context(settings.context)
             if session.frames + settings.frames > MAX_SESSION_FRAMES:
                 raise UserError(f"the video would exceed {MAX_SESSION_FRAMES} frames; Undo, or start again with Generate.")
         except UserError as err:
             raise user_error(str(err)) from None
-        cancel = self._cancel_flag(request)
         self.running.add(key)
-        self.generating.add(self._key(request))
         try:
             for outputs in self._run(session, settings, verb, progress, context, offset, cancel):
                 yield (*outputs, key)
         finally:
             self.running.discard(key)
-            self.generating.discard(self._key(request))
 
     def _run(self, session: Session, settings: Settings, verb: str, progress, context, offset, cancel):
         k, before = context.shape[0], session.frames
@@ -342,13 +380,11 @@ class MSCApp:
 
     def extend(self, clip, frames, steps=16, chunk=4, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
-        A generator that reports nothing until the end: between two denoising steps Gradio can cancel
-        it (a client's ``job.cancel()``, or a client that went away)."""
+        A generator that reports nothing until the end (its intermediate outputs are updates without
+        a value): between two decoded frames or two denoising steps Gradio can cancel it (a client's
+        ``job.cancel()``, or a client that went away)."""
         settings = self._settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed))
-        try:
-            context = load_clip(clip, self.config, settings.context)
-        except UserError as err:
-            raise user_error(str(err)) from None
+        context = yield from self._decoding(clip, settings.context, None, lambda n: gr.skip())
         for update in run_generation(self.model, context, settings, threading.Event()):
             if update.kind == "error":
                 raise generation_failed(update.error)
@@ -365,22 +401,25 @@ class MSCApp:
     def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0):
         """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
         preset (``steps`` overrides its steps) and yield every finished frame as a PNG image with a
-        status line, as soon as it is finished."""
+        status line, as soon as it is finished. In between, it yields the status alone (the image
+        unchanged: an update without a value) while the clip decodes and after every denoising step:
+        the points where a client's ``job.cancel()`` ends it."""
         fast = replace(self.defaults, sampler=replace(PRESETS["real-time"], windows=self.config.windows))
         try:
             settings = Settings.from_controls(dict(frames=frames, steps=steps, seed=seed), fast, self.config.grid)
         except UserError as err:
             raise user_error(str(err)) from None
-        try:
-            context = load_clip(clip, self.config, settings.context) if clip else None
-        except UserError as err:
-            raise user_error(str(err)) from None
-        start = time.perf_counter()
+        context = None
+        if clip:
+            context = yield from self._decoding(clip, settings.context, None, lambda n: (gr.skip(), f"reading the clip: {n} frames decoded"))
+        k, finished, start = 0 if context is None else context.shape[0], 0, time.perf_counter()
         for update in run_generation(self.model, context, settings, threading.Event()):
             if update.kind == "error":
                 raise generation_failed(update.error)
-            if update.kind == "frame":
-                elapsed = time.perf_counter() - start
+            if update.kind == "step":
+                yield gr.skip(), f"{finished}/{settings.frames} frames · {update.describe(settings, k)}"
+            elif update.kind == "frame":
+                finished, elapsed = update.finished, time.perf_counter() - start
                 yield (live_frame(update.frame, DISPLAY_SCALE, settings.mark),
                        f"frame {update.finished}/{settings.frames} · {update.finished / elapsed:.2f} frames/s")
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Iterator, List, Optional
+from typing import Generator, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from msc.sampling import (
     WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, StepEvent, sample_frames, settings_fields, window_fields,
 )
 from msc.model import AttentionWindows
-from msc.video import VideoError, mark_frames, read_video
+from msc.video import VideoError, decode_video, finish, mark_frames
 
 MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
 MAX_FRAME_STEPS = 8192  # frames × steps × forwards per step, per request: at most ~3 minutes on 2 cores
@@ -132,9 +132,11 @@ _decoded_clips: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()  # the last f
 _decoded_clips_lock = threading.Lock()
 
 
-def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
-    """The last ``context`` frames of a clip as the model sees them: ``[K, C, S, S]`` in [-1, 1]. The
-    clip's preview and its generation ask for the same frames: they are decoded once."""
+def decode_clip(path: Optional[str], config, context: int) -> Generator[int, None, torch.Tensor]:
+    """The last ``context`` frames of a clip as the model sees them, ``[K, C, S, S]`` in [-1, 1], as
+    the return value of a generator that yields after every decoded frame (stop iterating to stop
+    the decode: :func:`msc.video.decode_video`). The clip's preview and its generation ask for the
+    same frames: they are decoded once."""
     if not path:
         raise UserError("no clip: upload a video (mp4, webm, mov, gif) or pick an example.")
     path = str(path)
@@ -146,7 +148,7 @@ def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
         if key in _decoded_clips:
             return _decoded_clips[key]
     try:
-        video = read_video(path, size=config.image_size, last=context)[-context:]
+        video = (yield from decode_video(path, size=config.image_size, last=context))[-context:]
     except VideoError as err:
         raise UserError(f"{err} Upload an mp4, webm, mov or gif clip.") from None
     if key is not None:
@@ -155,6 +157,11 @@ def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
             while len(_decoded_clips) > 4:
                 _decoded_clips.popitem(last=False)
     return video
+
+
+def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
+    """:func:`decode_clip` run to its end."""
+    return finish(decode_clip(path, config, context))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Video in and out with imageio + imageio-ffmpeg (docs/design.md §5).
 
-``read_video`` decodes mp4 / webm / mov / avi / mkv through ffmpeg and gif through Pillow,
-centre-crops to a square, resizes, and returns ``[T, 3, size, size]`` in [-1, 1]. ``write_video``
+``decode_video`` decodes mp4 / webm / mov / avi / mkv through ffmpeg (which also crops to the centre
+square and resizes, so full-size frames never reach Python) and gif through Pillow, one frame at a
+time so that a caller can stop it, and returns ``[T, 3, size, size]`` in [-1, 1]; ``read_video`` runs
+it to the end. ``write_video``
 writes H.264 yuv420p mp4 (what browsers play). Every failure a user can cause raises
 :class:`VideoError` with one sentence saying what is wrong.
 """
@@ -9,6 +11,10 @@ writes H.264 yuv420p mp4 (what browsers play). Every failure a user can cause ra
 from __future__ import annotations
 
 import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Generator, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +22,8 @@ import torch.nn.functional as F
 
 MAX_INPUT_PIXELS = 4096 * 4096  # larger frames are refused before decoding
 MAX_INPUT_FRAMES = 2000
+MAX_DECODED_PIXELS = MAX_INPUT_FRAMES * 1920 * 1088  # per decode: 2000 frames of 1080p, or as many pixels
+T = TypeVar("T")
 
 
 class VideoError(ValueError):
@@ -37,93 +45,178 @@ def _to_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
     return (x / 127.5 - 1).clamp(-1, 1)
 
 
-def _last_frames(path: str, last: int, size: int):
-    """The last ``last`` frames of a file ffmpeg can seek in, decoding only from near the end
-    (``-sseof``): ``[n, 3, size, size]``, or ``None`` when the file's length is unknown."""
-    import imageio_ffmpeg
-
-    probe = imageio_ffmpeg.read_frames(path)
-    try:
-        meta = next(probe)
-    finally:
-        probe.close()
-    fps, duration, (w, h) = meta.get("fps"), meta.get("duration"), meta.get("source_size") or meta["size"]
-    if w * h > MAX_INPUT_PIXELS:
-        raise VideoError(f"{os.path.basename(path)} has frames of {w}×{h} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame.")
-    if not fps or not duration or duration * fps <= 2 * last:
-        return None
-    reader = imageio_ffmpeg.read_frames(path, input_params=["-sseof", f"-{(last + 2) / fps:.3f}"])
-    out = next(reader)["size"]
-    frames = [_to_tensor(np.frombuffer(f, np.uint8).reshape(out[1], out[0], 3).copy(), size) for f in reader]
-    return torch.stack(frames[-last:]) if len(frames) >= last else None
-
-
 def _probe(path: str) -> str:
     """What ffmpeg says about a file's container and streams (its ``-i`` report)."""
     import subprocess
 
     import imageio_ffmpeg
 
-    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, timeout=60)
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
     return proc.stderr.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """The first video stream of an ffmpeg ``-i`` report: frame size, frame rate and the container's
+    duration (``None`` where the report has none, e.g. a raw H.264 stream)."""
+
+    width: int
+    height: int
+    fps: Optional[float]
+    duration: Optional[float]
+
+    @classmethod
+    def parse(cls, report: str) -> Optional["StreamInfo"]:
+        line = next((l for l in report.splitlines() if "Stream #" in l and "Video:" in l), None)
+        size = re.search(r"[ ,](\d{1,6})x(\d{1,6})[ ,\[]", line or "")
+        if size is None:
+            return None
+        rate = re.search(r"([\d.]+) (?:fps|tbr)", line)
+        duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", report)
+        seconds = None if duration is None else int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3])
+        return cls(int(size[1]), int(size[2]), float(rate[1]) if rate else None, seconds or None)
+
+
+def _ffmpeg_frames(path: str, size: int, side: int, seconds_from_end: Optional[float] = None) -> Iterator[np.ndarray]:
+    """Frames of ``path``'s first video stream as ffmpeg decodes them, centre-cropped to a square and
+    scaled to ``size`` × ``size`` inside ffmpeg (so a 4096² frame never crosses the pipe):
+    ``[size, size, 3]`` uint8 each. ``side``: the source's square side (area filter when shrinking).
+    ``seconds_from_end``: start at the keyframe before that point (``-sseof``). Closing the iterator kills ffmpeg.
+    Raises :class:`VideoError` when ffmpeg fails before giving a frame."""
+    import subprocess
+    import tempfile
+
+    import imageio_ffmpeg
+
+    scale = f"scale={size}:{size}:flags={'area' if side >= size else 'bilinear'}+accurate_rnd+full_chroma_int"
+    # -noaccurate_seek: ffmpeg hands over every frame from the keyframe before the seek point (which it
+    # decodes anyway), so the caller sees, counts and can stop each of them
+    seek = [] if seconds_from_end is None else ["-sseof", f"-{seconds_from_end:.3f}", "-noaccurate_seek"]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", *seek, "-i", path, "-map", "0:v:0",
+           "-vf", f"crop='min(iw,ih)':'min(iw,ih)',{scale}", "-fps_mode", "passthrough",
+           "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
+    frame_bytes = size * size * 3
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on its own log
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        given = 0
+        try:
+            while True:
+                data = proc.stdout.read(frame_bytes)
+                if len(data) < frame_bytes:
+                    break
+                given += 1
+                yield np.frombuffer(data, np.uint8).reshape(size, size, 3).copy()
+            if proc.wait() != 0 and not given:
+                log.seek(0)
+                lines = log.read().decode("utf-8", "replace").replace(path, os.path.basename(path)).strip().splitlines()
+                raise VideoError(f"{os.path.basename(path)} could not be decoded as a video ({(lines or ['ffmpeg failed'])[-1][:200]}).")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
+def decode_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
+                 last: int | None = None) -> Generator[int, None, torch.Tensor]:
+    """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1], yielding the number of source frames
+    decoded so far after each one: a caller that stops iterating (closes the generator) stops the
+    decode within one frame. The video is the generator's return value (:func:`read_video` runs it).
+
+    With ``fps``, frames are picked at that rate (nearest source frame). With ``last``, only the last
+    ``last`` frames are returned, and where the file has a known duration only those (and the frames
+    since the keyframe before them) are decoded. Work is bounded: at most :data:`MAX_INPUT_PIXELS` per
+    frame, :data:`MAX_DECODED_PIXELS` decoded in all. Raises :class:`VideoError` for anything unusable.
+    """
+    import imageio.v3 as iio
+
+    name = os.path.basename(str(path))
+    if not os.path.isfile(path):
+        raise VideoError(f"{name} does not exist.")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{name} is empty (0 bytes).")
+    report = _probe(path)
+    if "Stream #" in report and "Video:" not in report:
+        raise VideoError(f"{name} has no video stream (only {'audio' if 'Audio:' in report else 'other data'}).")
+    info = StreamInfo.parse(report)
+    # by content, not by name: an mp4 renamed .gif is decoded by ffmpeg, a real gif by Pillow
+    is_gif = "Input #0, gif" in report or (info is None and path.lower().endswith(".gif"))
+    if not is_gif and info is None:
+        raise VideoError(f"{name} could not be decoded as a video (ffmpeg finds no video stream in it).")
+    if info is not None and info.width * info.height > MAX_INPUT_PIXELS:
+        raise VideoError(f"{name} has frames of {info.width}×{info.height} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame.")
+
+    decoded_pixels = 0
+
+    def take(source, step: float, keep: Optional[int]):
+        """Frames of ``source`` picked every ``step`` source frames, the last ``keep`` of them (all
+        when ``None``), yielding after every decoded frame; counts every decoded frame's pixels."""
+        nonlocal decoded_pixels
+        kept, picked = deque(maxlen=keep), 0
+        try:
+            for i, frame in enumerate(source):
+                h, w = (frame.shape[0], frame.shape[1]) if is_gif else (info.height, info.width)
+                if frame.ndim < 2 or h * w > MAX_INPUT_PIXELS:
+                    raise VideoError(f"{name} has frames of {w}×{h} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame.")
+                decoded_pixels += h * w
+                if decoded_pixels > MAX_DECODED_PIXELS:
+                    raise VideoError(
+                        f"{name} needs more than {MAX_DECODED_PIXELS / 1e9:.1f} G pixels decoded ({i} frames of {w}×{h} so far"
+                        f"{'' if is_gif or info.duration else '; it has no duration, so it is decoded from its start'}): "
+                        "trim it, make it smaller, or save it as mp4.")
+                yield i + 1
+                if step != 1.0 and round(picked * step) != i:
+                    continue
+                picked += 1
+                if picked > max_frames:
+                    raise VideoError(f"{name} has more than {max_frames} frames; trim it to at most {max_frames}.")
+                kept.append(_to_tensor(frame, size))
+        except VideoError:
+            raise
+        except Exception as err:  # Pillow: corrupt data
+            reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            raise VideoError(f"{name} could not be decoded as a video ({reason.replace(str(path), name)}).") from None
+        finally:
+            source.close()  # stops ffmpeg
+        return list(kept)
+
+    if is_gif:
+        meta = {}
+        try:
+            meta = iio.immeta(path, extension=".gif")
+        except Exception:
+            pass
+        src_fps = 1000.0 / float(meta["duration"]) if meta.get("duration") else None  # ms per frame
+        source = iio.imiter(path, extension=".gif")
+    else:
+        src_fps, side = info.fps, min(info.width, info.height)
+        if last is not None and fps is None and info.fps and info.duration and info.duration * info.fps > 2 * last:
+            # from the keyframe before the end's last frames: every frame decoded passes through take()
+            tail = yield from take(_ffmpeg_frames(path, size, side, (last + 2) / info.fps), 1.0, last)
+            if len(tail) >= last:
+                return torch.stack(tail)
+            # too few frames after the seek (an inexact duration): decode from the start below
+        source = _ffmpeg_frames(path, size, side)
+    step = 1.0 if (fps is None or src_fps is None) else max(src_fps / fps, 1e-6)
+    frames = yield from take(source, step, last)
+    if not frames:
+        raise VideoError(f"{name} contains no video frames.")
+    return torch.stack(frames)
+
+
+def finish(steps: Generator[object, None, T]) -> T:
+    """Run a generator such as :func:`decode_video` to its end and return its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def read_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
                last: int | None = None) -> torch.Tensor:
-    """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1]. With ``fps``, frames are picked at that
-    rate (nearest source frame). With ``last``, only the last ``last`` frames are returned, and for
-    files ffmpeg can seek in only those (and the frames since the keyframe before them) are decoded.
-    Raises :class:`VideoError` for anything unusable."""
-    import imageio.v3 as iio
-
-    if not os.path.isfile(path):
-        raise VideoError(f"{os.path.basename(str(path))} does not exist.")
-    if os.path.getsize(path) == 0:
-        raise VideoError(f"{os.path.basename(path)} is empty (0 bytes).")
-    report = _probe(path)
-    if "Stream #" in report and "Video:" not in report:
-        raise VideoError(f"{os.path.basename(path)} has no video stream (only {'audio' if 'Audio:' in report else 'other data'}).")
-    # by content, not by name: an mp4 renamed .gif is decoded by ffmpeg, a real gif by Pillow
-    is_gif = "Input #0, gif" in report or ("Video:" not in report and path.lower().endswith(".gif"))
-    extension = ".gif" if is_gif else (".mp4" if path.lower().endswith(".gif") else None)
-    if last is not None and fps is None and not is_gif:
-        try:
-            tail = _last_frames(path, last, size)
-        except VideoError:
-            raise
-        except Exception:  # not seekable or not a video: the full decode below reports it
-            tail = None
-        if tail is not None:
-            return tail
-    name = os.path.basename(path)
-    try:
-        meta = iio.immeta(path, extension=extension)
-    except Exception:
-        meta = {}
-    src_fps = float(meta.get("fps") or 0) or None
-    if src_fps is None and meta.get("duration"):  # gif: milliseconds per frame
-        src_fps = 1000.0 / float(meta["duration"])
-    step = 1.0 if (fps is None or src_fps is None) else max(src_fps / fps, 1e-6)
-    frames = []
-    try:
-        for i, frame in enumerate(iio.imiter(path, extension=extension)):
-            if frame.ndim < 2 or frame.shape[0] * frame.shape[1] > MAX_INPUT_PIXELS:
-                raise VideoError(
-                    f"{name} has frames of {frame.shape[1]}×{frame.shape[0]} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame."
-                )
-            if step != 1.0 and round(len(frames) * step) != i:
-                continue
-            frames.append(_to_tensor(frame, size))
-            if len(frames) > max_frames:
-                raise VideoError(f"{name} has more than {max_frames} frames; trim it to at most {max_frames}.")
-    except VideoError:
-        raise
-    except Exception as err:  # imageio / ffmpeg / Pillow: corrupt data, no video stream, unknown format
-        reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-        raise VideoError(f"{name} could not be decoded as a video ({reason}).") from None
-    if not frames:
-        raise VideoError(f"{name} contains no video frames.")
-    return torch.stack(frames if last is None else frames[-last:])
+    """:func:`decode_video` run to its end: ``[T, 3, size, size]`` in [-1, 1]."""
+    return finish(decode_video(path, size, max_frames, fps, last))
 
 
 GENERATED_BORDER_RGB = (255, 64, 160)  # magenta: rare in the procedural data, visible on both themes

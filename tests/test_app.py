@@ -296,6 +296,143 @@ def test_a_cancelled_extend_frees_the_worker_at_once(server):
     assert time.time() - start - alone < 2.0
 
 
+@pytest.fixture(scope="module")
+def huge_files(tmp_path_factory):
+    """The reliability issue's adversarial uploads, made in about a second: 1999 grey 4096 × 4096
+    frames as an mp4 (16 encoded frames looped by stream copy, so the file has a duration and
+    keyframes every 16 frames; the issue's file, encoded whole, takes ~50 s to make here), the same
+    as a raw H.264 stream named .mp4 (no duration: it can only be decoded from its start), and the raw
+    stream's first 240 frames (under the decode budget: ~3 s of decoding to cancel)."""
+    import imageio_ffmpeg
+
+    ffmpeg, folder = imageio_ffmpeg.get_ffmpeg_exe(), tmp_path_factory.mktemp("huge")
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True)  # noqa: E731
+    run("-f", "lavfi", "-i", "color=c=gray:size=4096x4096:rate=8", "-frames:v", "16", "-c:v", "libx264",
+        "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(folder / "short.mp4"))
+    run("-stream_loop", "-1", "-i", str(folder / "short.mp4"), "-frames:v", "1999", "-c", "copy", str(folder / "huge.mp4"))
+    run("-i", str(folder / "huge.mp4"), "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(folder / "raw.mp4"))
+    run("-i", str(folder / "huge.mp4"), "-frames:v", "240", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(folder / "long-raw.mp4"))
+    return {name: str(folder / name) for name in ("huge.mp4", "raw.mp4", "long-raw.mp4")}
+
+
+def _one_frame_request_seconds(client) -> float:
+    """How long a one-frame, one-step /extend of the asset clip takes (and that it succeeds)."""
+    from gradio_client import handle_file
+
+    start = time.time()
+    assert _frames(client.predict(handle_file(ASSET), 1, 1, 1, api_name="/extend")) == 8 + 1
+    return time.time() - start
+
+
+def test_huge_uploads_are_answered_within_seconds(server, huge_files):
+    """1999 frames of 4096²: with a duration only the end is decoded (an answer in seconds); without
+    one the decode budget refuses it after ~250 frames; either way the next request works."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False)
+    start = time.time()
+    assert _frames(client.predict(handle_file(huge_files["huge.mp4"]), 1, 1, 1, api_name="/extend")) == 8 + 1
+    assert time.time() - start <= 30
+    start = time.time()
+    with pytest.raises(AppError, match=r"raw.mp4 needs more than .* G pixels decoded .*no duration"):
+        client.predict(handle_file(huge_files["raw.mp4"]), 1, 1, 1, api_name="/extend")
+    assert time.time() - start <= 30
+    assert _one_frame_request_seconds(client) < 10
+
+
+def test_a_cancelled_decode_frees_the_worker_at_once(server, huge_files):
+    """A client's ``job.cancel()`` one second into decoding 240 frames of 4096² (a raw stream: decoded
+    from its start, ~3 s) frees the worker within 2 s."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    alone = _one_frame_request_seconds(client)
+    job = client.submit(handle_file(huge_files["long-raw.mp4"]), 1, 1, 1, api_name="/extend")
+    _wait_until_running(job)
+    time.sleep(1)
+    job.cancel()
+    start = time.time()
+    _one_frame_request_seconds(client)
+    assert time.time() - start - alone < 2.0
+
+
+def test_stop_while_the_clip_decodes(server, huge_files):
+    """Stop pressed one second into decoding 240 frames of 4096² ends the request before it generates."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    job = client.submit(handle_file(huge_files["long-raw.mp4"]), *controls(), api_name="/generate")
+    _wait_until_running(job)
+    time.sleep(1)
+    start = time.time()
+    assert client.predict(api_name="/stop").startswith("Stopping")
+    job.result(timeout=30)
+    assert time.time() - start < 1.0
+    assert job.outputs()[-1][2] == "Stopped while reading the clip: nothing was generated."
+
+
+def test_a_cancelled_stream_stops_between_denoising_steps(server):
+    """/stream at 16 steps with chunks of 8 (~5 s before its first frame): a ``job.cancel()`` 2 s in,
+    between frames, frees the worker within 2 s."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    alone = _one_frame_request_seconds(client)
+    job = client.submit(handle_file(ASSET), 64, 16, 0, api_name="/stream")
+    _wait_until_running(job)
+    time.sleep(2)
+    job.cancel()
+    start = time.time()
+    _one_frame_request_seconds(client)
+    assert time.time() - start - alone < 2.0
+    assert not any(isinstance(image, str) for image, _ in job.outputs())  # stopped before its first frame
+
+
+def test_an_abandoned_request_frees_the_worker(server):
+    """A client that submits a 64-frame /extend and dies (its process killed, its connection gone):
+    the worker is free again within 5 s."""
+    from gradio_client import Client
+
+    script = (f"import time; from gradio_client import Client, handle_file; c = Client({server!r}, verbose=False); "
+              f"c.submit(handle_file({ASSET!r}), 64, api_name='/extend'); time.sleep(60)")
+    client = Client(server, verbose=False)
+    alone = _one_frame_request_seconds(client)
+    doomed = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **OFFLINE})
+    try:
+        time.sleep(6)  # connected, submitted, running
+    finally:
+        doomed.kill()
+        doomed.wait()
+    start = time.time()
+    _one_frame_request_seconds(client)
+    assert time.time() - start - alone < 5.0
+
+
+def test_twenty_concurrent_requests_all_get_an_answer(server):
+    """20 clients at once: each gets its video or a clear "busy" refusal (the queue holds 16), none
+    hangs, and the worker serves a normal request after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    def one(i):
+        try:
+            return "video", _frames(Client(server, verbose=False).predict(handle_file(ASSET), 1, 1, 1, i, api_name="/extend"))
+        except Exception as err:  # noqa: BLE001 - the message is what is checked
+            return "refused", str(err)
+
+    start = time.time()
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert time.time() - start < 120
+    videos = [a for kind, a in answers if kind == "video"]
+    refusals = [a for kind, a in answers if kind == "refused"]
+    assert all(frames == 8 + 1 for frames in videos) and len(videos) >= 16
+    assert all("queue is full" in message.lower() or "busy" in message.lower() for message in refusals), refusals
+    assert _one_frame_request_seconds(Client(server, verbose=False)) < 10
+
+
 def test_cheap_events_never_wait_behind_queued_generations(server):
     """16 generations in the queue: the page, a new client, the light cone and Stop still answer at once."""
     from gradio_client import Client, handle_file
@@ -318,14 +455,18 @@ def test_cheap_events_never_wait_behind_queued_generations(server):
 
 
 def test_stream_yields_every_frame_as_it_is_finished(client):
-    """The streaming endpoint, from nothing (no clip): one image and status per finished frame."""
+    """The streaming endpoint, from nothing (no clip): one image and status per finished frame, and a
+    status alone (image unchanged) after every denoising step."""
     from PIL import Image
 
     job = client.submit(None, 4, 2, 0, api_name="/stream")
     seen = [output for output in job]  # iterate while it runs
     outputs = job.outputs()
-    assert len(outputs) == 4 and len(seen) >= 1
-    image, status = outputs[-1]
+    frames = [(image, status) for image, status in outputs if isinstance(image, str)]
+    steps = [status for image, status in outputs if not isinstance(image, str)]
+    assert len(frames) == 4 and len(seen) >= 1
+    assert steps == ["0/4 frames · chunk 1/1 (frames 1-4) · step 1/2", "0/4 frames · chunk 1/1 (frames 1-4) · step 2/2"]
+    image, status = frames[-1]
     assert Image.open(image).size == (256, 256)
     assert status.startswith("frame 4/4") and "frames/s" in status
 

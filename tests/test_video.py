@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from msc.data import procedural_clip
-from msc.video import MAX_INPUT_FRAMES, VideoError, read_video, write_video
+from msc.video import MAX_INPUT_FRAMES, VideoError, decode_video, read_video, write_video
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -109,3 +109,38 @@ def test_last_frames_decode_only_the_end_and_match_a_full_decode(tmp_path):
     assert tail.shape == (5, 3, 32, 32)
     assert torch.equal(tail, full[-5:])
     assert torch.equal(read_video(path, size=32, last=100), full)  # more than there is: all of it
+
+
+def test_a_stopped_decode_stops_ffmpeg(tmp_path, monkeypatch):
+    """Closing :func:`decode_video` after two frames kills its ffmpeg at once."""
+    started = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    path = write_video(str(tmp_path / "long.mp4"), procedural_clip(1, 200, 32), fps=8)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    decoding = decode_video(path, size=16)
+    assert [next(decoding), next(decoding)] == [1, 2]
+    decoding.close()
+    assert started and started[-1].poll() is not None
+
+
+def test_a_stream_without_duration_is_decoded_from_its_start_within_a_budget(tmp_path, monkeypatch):
+    """A raw H.264 stream (named .mp4; ffmpeg knows no duration, so cannot seek from the end): the last
+    frames come from a decode from the start and equal the mp4's; the pixel budget refuses it by name,
+    while the mp4 (a keyframe every 4 frames) decodes only its end, within the budget."""
+    import msc.video as V
+
+    written = write_video(str(tmp_path / "clip.mp4"), procedural_clip(2, 60, 32), fps=8)
+    mp4, raw = str(tmp_path / "gop4.mp4"), str(tmp_path / "raw.mp4")
+    subprocess.run([FFMPEG, "-v", "error", "-i", written, "-c:v", "libx264", "-g", "4", mp4], check=True)
+    subprocess.run([FFMPEG, "-v", "error", "-i", mp4, "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", raw], check=True)
+    assert "Duration: N/A" in _probe(raw)
+    assert torch.equal(read_video(raw, size=16, last=5), read_video(mp4, size=16, last=5))
+    monkeypatch.setattr(V, "MAX_DECODED_PIXELS", 32 * 32 * 20)
+    with pytest.raises(VideoError, match=r"raw.mp4 needs more than .* decoded \(20 frames of 32×32 so far; it has no duration"):
+        read_video(raw, size=16, last=5)
+    assert read_video(mp4, size=16, last=5).shape[0] == 5
