@@ -19,6 +19,11 @@ horizon (1 = the first new frame): PSNR and SSIM against the ground truth (:mod:
 and a motion measure (mean absolute frame difference of the generated frames, with the ground
 truth's beside it), which shows a model that freezes the scene.
 
+With ``--fvd``, each method's clips (context + continuation, 16 frames at the default 8 + 8) also get
+their Fréchet Video Distance to the ground-truth clips of the set (:mod:`msc.fvd`; the I3D weights
+are converted once by ``python -m msc.i3d``), with the clip count it was computed on and its cost.
+The context frames are the same for every method, as in the usual prediction protocol.
+
 **Long rollout** (``--rollout`` frames from the context of the first ``--rollout-clips`` clips of the
 first set): the per-channel mean colour (on ``[0, 1]``) of the last 32 frames against the context's
 (the bar: within :data:`COLOUR_TOLERANCE`), and the sharpness of the last 32 frames against the
@@ -43,6 +48,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real  # noqa: E402
+from msc.fvd import FVD  # noqa: E402
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args  # noqa: E402
@@ -61,6 +67,7 @@ class EvalSettings:
     rollout_clips: int = 2
     sets: tuple = ("procedural",)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # the same for every model
+    fvd: bool = False  # Fréchet Video Distance of every method (needs the converted I3D weights)
 
 
 def held_out_set(name: str, count: int, frames: int, size: int, data: Optional[PreparedData]) -> torch.Tensor:
@@ -133,10 +140,15 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
 
 
 def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional[PreparedData] = None,
-             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,)) -> dict:
+             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,), i3d=None) -> dict:
     """Scores of every model and of copy-last on every held-out set, and the rollout of
     ``rollout_model`` (default: the first model) from the first set. The first model is also sampled
-    at every history-guidance scale in ``guidance`` (named ``"msc w=2"``; ``w = 1`` is the plain sampler)."""
+    at every history-guidance scale in ``guidance`` (named ``"msc w=2"``; ``w = 1`` is the plain sampler).
+    With ``settings.fvd``, ``i3d`` (default: :func:`msc.i3d.load_i3d`) scores FVD."""
+    if settings.fvd and i3d is None:
+        from msc.i3d import load_i3d
+
+        i3d = load_i3d()
     size = next(iter(models.values())).config.image_size
     report = {"settings": asdict(settings), "sets": {}, "videos": {}}
     runs = [(name, model, 1.0) for name, model in models.items()]
@@ -147,7 +159,11 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         clips = held_out_set(set_name, settings.clips, settings.context + settings.horizon, size, data)
         context, truth = clips[:, : settings.context], clips[:, settings.context:]
         first_context = context if first_context is None else first_context
-        methods = {"copy-last": continuation_scores(copy_last(context, settings.horizon), truth)}
+        fvd = FVD(i3d, clips) if settings.fvd else None
+        copied = copy_last(context, settings.horizon)
+        methods = {"copy-last": continuation_scores(copied, truth)}
+        if fvd:
+            methods["copy-last"]["fvd"] = fvd(torch.cat([context, copied], dim=1))
         for name, model, w in runs:
             run_settings = replace(settings, sampler=replace(settings.sampler, history_guidance=w))
             start = time.time()
@@ -155,7 +171,12 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
             methods[name] = continuation_scores(generated, truth)
             methods[name].update(seconds=time.time() - start, finite=bool(torch.isfinite(generated).all()), history_guidance=w)
             report["videos"][f"{set_name}_{name}"] = torch.cat([context, generated], dim=1)  # [N, K + M, C, H, W]
+            if fvd:
+                methods[name]["fvd"] = fvd(report["videos"][f"{set_name}_{name}"])
         report["sets"][set_name] = {"clips": int(clips.shape[0]), "methods": methods}
+        if fvd:
+            report["sets"][set_name]["fvd"] = {"clips": int(clips.shape[0]), "frames": int(clips.shape[1]),
+                                               "i3d_seconds": round(fvd.seconds, 1)}
     if settings.rollout:
         name = rollout_model or first
         n = min(settings.rollout_clips, first_context.shape[0])
@@ -172,12 +193,17 @@ def format_table(report: dict) -> str:
         names = list(methods)
         horizon = len(methods[names[0]]["psnr"])
         width = max(len(n) for n in names)
-        head = f"{'method':<{width}} | " + " ".join(f"{f'h={h + 1}':>6}" for h in range(horizon)) + " |   PSNR   SSIM | motion (truth)"
+        fvd = entry.get("fvd")
+        head = (f"{'method':<{width}} | " + " ".join(f"{f'h={h + 1}':>6}" for h in range(horizon)) + " |   PSNR   SSIM | motion (truth)"
+                + (" |    FVD" if fvd else ""))
         lines += [f"{set_name} ({entry['clips']} held-out clips): PSNR (dB) per horizon, then means over the horizon", head, "-" * len(head)]
         for n in names:
             m = methods[n]
             lines.append(f"{n:<{width}} | " + " ".join(f"{v:6.2f}" for v in m["psnr"])
-                         + f" | {m['psnr_mean']:6.2f}  {m['ssim_mean']:.3f} | {m['motion']:.4f} ({m['motion_truth']:.4f})")
+                         + f" | {m['psnr_mean']:6.2f}  {m['ssim_mean']:.3f} | {m['motion']:.4f} ({m['motion_truth']:.4f})"
+                         + (f" | {m['fvd']:6.1f}" if fvd else ""))
+        if fvd:
+            lines.append(f"FVD: {fvd['clips']} clips of {fvd['frames']} frames against the ground truth's; I3D time {fvd['i3d_seconds']} s")
         lines.append("")
     if "rollout" in report:
         r = report["rollout"]
@@ -205,6 +231,8 @@ def parse_args(argv=None):
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0], metavar="W",
                    help="history-guidance scales to sweep on the evaluated model, e.g. 1 1.5 2 3 (overrides --history-guidance)")
     add_settings_arguments(p)
+    p.add_argument("--fvd", action="store_true",
+                   help="also score Fréchet Video Distance (converted I3D weights needed: python -m msc.i3d, once)")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--videos", help="write the first clip's context + continuation per set and model, and the rollout, as mp4 here")
     p.add_argument("--gates-plot", help="write the learned-gates heatmap (PNG) here")
@@ -233,7 +261,7 @@ def main(argv=None) -> int:
         data = PreparedData(args.data) if args.data else None
         models = _load_models(args)
         sampler = settings_from_args(args, next(iter(models.values())).config.windows)
-        settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler)
+        settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler, args.fvd)
         report = evaluate(models, settings, data, guidance=args.guidance)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

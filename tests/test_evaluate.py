@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from msc.evaluate import EvalSettings, copy_last, evaluate, held_out_set, main
+from msc.evaluate import EvalSettings, copy_last, evaluate, format_table, held_out_set, main
 from msc.model import MSCModel, config_from_name
 from msc.sampling import SamplerSettings
 
@@ -33,6 +33,20 @@ def test_evaluate_reports_every_method_and_the_rollout():
     assert rollout["video"].shape == (1, 12, 3, 16, 16) and len(rollout["frame_mean"]) == 12
     assert isinstance(rollout["colour_kept"], bool) and len(rollout["colour_context"][0]) == 3
     assert rollout["sharpness_context"] > 0
+
+
+def test_fvd_is_scored_for_every_method(tmp_path):
+    """Two procedural clips of 5 + 4 frames, three methods' FVD (the smallest FVD run: seconds)."""
+    from msc.i3d import I3D
+
+    torch.manual_seed(0)
+    i3d = I3D().eval()  # random weights: the bookkeeping, not the numbers (tests/test_fvd.py checks those)
+    settings = EvalSettings(clips=2, context=5, horizon=4, rollout=0, sampler=SamplerSettings(steps=1, chunk=4), fvd=True)
+    report = evaluate({"msc": MSCModel(config_from_name("tiny")).eval()}, settings, i3d=i3d)
+    entry = report["sets"]["procedural"]
+    assert entry["fvd"]["clips"] == 2 and entry["fvd"]["frames"] == 9 and entry["fvd"]["i3d_seconds"] > 0
+    assert all(isinstance(m["fvd"], float) for m in entry["methods"].values())
+    assert "FVD: 2 clips of 9 frames" in format_table(report)
 
 
 def test_sets_that_need_prepared_data_say_so():
