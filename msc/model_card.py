@@ -49,6 +49,18 @@ def _eval_table(methods: dict) -> str:
     return "\n".join(rows)
 
 
+def _fvd_table(report: dict) -> str:
+    """Per set with FVD: every method's PSNR, SSIM and FVD at the set's clip count."""
+    rows = ["| held-out set | clips × frames | method | PSNR | SSIM | FVD |", "|---|---:|---|---:|---:|---:|"]
+    for set_name, entry in report["sets"].items():
+        fvd = entry.get("fvd")
+        if fvd:
+            for name, m in entry["methods"].items():
+                rows.append(f"| {set_name} | {fvd['clips']} × {fvd['frames']} | {name} | {m['psnr_mean']:.2f} | "
+                            f"{m['ssim_mean']:.3f} | **{m['fvd']:.1f}** |")
+    return "\n".join(rows)
+
+
 def _sources_table(manifest: dict) -> str:
     rows = ["| package | kind | files used | held out for evaluation | licence |", "|---|---|---:|---|---|"]
     for src in manifest["sources"]:
@@ -80,7 +92,7 @@ def _gates_table(gates: dict) -> str:
 
 
 def write_card(weights: str, run: str, baseline_run: str, eval_path: str, command: str, extra: str = "",
-               manifest_path: Optional[str] = None, recipes_path: Optional[str] = None) -> str:
+               manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None) -> str:
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -89,6 +101,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         report = json.load(f)
     manifest = json.load(open(manifest_path)) if manifest_path else None
     study = json.load(open(recipes_path)) if recipes_path else None
+    fvd_report = json.load(open(fvd_path)) if fvd_path else None
     ours, base = _run_summary(run), _run_summary(baseline_run)
     for name, summary in (("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)):
         with open(os.path.join(weights, name), "w") as f:
@@ -203,6 +216,20 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             lines.append(f"* Against the dense baseline of the same budget: {ours_psnr:.2f} dB vs "
                          f"{methods['dense']['psnr_mean']:.2f} dB — {verdict(ours_psnr >= methods['dense']['psnr_mean'])}.")
         lines.append("")
+    if fvd_report:
+        fs = {**fvd_report["settings"], **fvd_report["settings"]["sampler"]}
+        lines += [
+            "### Fréchet Video Distance",
+            "",
+            f"`python -m msc.evaluate ... --clips {fs['clips']} --fvd` (`{os.path.basename(fvd_path)}`; same sampler settings): "
+            "FVD of the 16-frame clips (context + continuation) against the ground truth's, with Kinetics-400 I3D "
+            "features (our torch port, checked against the reference model; protocol and its limits in the "
+            "repository's `docs/evaluation.md`). Lower is better; FVD depends on the clip count, so compare only "
+            "within a set. PSNR / SSIM at the same clip count beside it:",
+            "",
+            _fvd_table(fvd_report),
+            "",
+        ]
     if roll:
         lines += [
             f"### {roll['frames']}-frame rollout",
@@ -268,9 +295,11 @@ def main(argv=None) -> int:
     p.add_argument("--extra", default="", help="a Markdown file with further findings to include")
     p.add_argument("--manifest", help="data/manifest.json of the prepared training data (sources, licences)")
     p.add_argument("--recipes", help="bench/results/recipes.json of the recipe study")
+    p.add_argument("--fvd-eval", help="JSON of python -m msc.evaluate --fvd (many clips): an FVD table")
     args = p.parse_args(argv)
     extra = open(args.extra).read() if args.extra else ""
-    print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes))
+    print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
+                     args.fvd_eval))
     return 0
 
 

@@ -18,9 +18,16 @@ def test_card_from_a_tiny_run(tmp_path):
     evaluation = str(tmp_path / "eval.json")
     assert evaluate_main(["--weights", weights, "--clips", "2", "--context", "2", "--horizon", "2", "--steps", "1",
                           "--chunk", "2", "--rollout", "4", "--rollout-clips", "1", "--json", evaluation]) == 0
-    path = write_card(weights, run, run, evaluation, "python -m msc.train --config tiny")
-    card = open(path).read()
     report = json.load(open(evaluation))
+    with_fvd = json.loads(json.dumps(report))  # as `--fvd` writes it (the FVD numbers themselves: tests/test_fvd.py)
+    with_fvd["sets"]["procedural"]["fvd"] = {"clips": 2, "frames": 4, "i3d_seconds": 1.0}
+    for i, m in enumerate(with_fvd["sets"]["procedural"]["methods"].values()):
+        m["fvd"] = 100.0 + i
+    fvd_path = str(tmp_path / "eval_fvd.json")
+    json.dump(with_fvd, open(fvd_path, "w"))
+    path = write_card(weights, run, run, evaluation, "python -m msc.train --config tiny", fvd_path=fvd_path)
+    card = open(path).read()
+    assert "### Fréchet Video Distance" in card and "| procedural | 2 × 4 | copy-last |" in card and "**101.0**" in card
     assert f"{report['sets']['procedural']['methods']['copy-last']['psnr_mean']:.2f}" in card
     assert "3 steps in" in card and "python -m msc.train --config tiny" in card
     assert "| `hidden_size` | `48` |" in card

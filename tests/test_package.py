@@ -13,7 +13,7 @@ import venv
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["msc-app", "msc-generate", "msc-evaluate", "msc-train", "msc-prepare-data", "msc-model-card"]
+SCRIPTS = ["msc-app", "msc-generate", "msc-evaluate", "msc-train", "msc-prepare-data", "msc-model-card", "msc-i3d"]
 
 
 @pytest.fixture(scope="module")
