@@ -35,7 +35,7 @@ def in_git():
 
 
 def test_nothing_points_outside_the_repository(in_git):
-    """No tracked file outside .ci/ names ../shared (the team's folder beside the checkout)."""
+    """No tracked file outside .ci/ names the team's folder beside the checkout."""
     outside = "../" + "shared"  # spelled in two parts so this file does not match itself
     hits = [n for n in tracked("") if not n.startswith(".ci/") and outside in read_text_or_empty(n)]
     assert not hits, hits

@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import random_context
 
+from msc.diffusion import SCHEDULES, noise_levels
 from msc.model import AttentionWindows, KVCache, MSCModel, config_from_name
 from msc.sampling import SamplingCancelled, frame_schedule_plan, sample_video
 
@@ -117,3 +118,11 @@ def test_bad_sampling_arguments(model, kwargs, message):
 def test_context_of_wrong_size_is_refused(model):
     with pytest.raises(ValueError, match="context must be"):
         sample_video(model, torch.zeros(1, 2, 3, 32, 32), 2)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_noise_schedule_falls_from_one_to_zero(schedule):
+    for steps in (1, 2, 16):
+        t = noise_levels(schedule, steps)
+        assert t.shape == (steps + 1,) and t[0] == 1 and t[-1] == 0
+        assert (t[1:] < t[:-1]).all()
