@@ -61,6 +61,26 @@ def _fvd_table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def readme_tables(report: dict, fvd_report: Optional[dict] = None, model: str = "msc", baseline: str = "dense") -> list:
+    """The README's tables of the bundled model (``python -m msc.model_card --eval … --readme``; a test
+    keeps the README equal to them): PSNR / SSIM per held-out set for copy-last, the model and the
+    baseline from ``report``; with ``fvd_report``, also PSNR / SSIM / FVD at that report's clip counts."""
+    columns = ("copy-last", model, baseline)
+    head = "| held-out set | copy the last frame | MSC (bundled) | dense, same recipe and time |\n|---|---:|---:|---:|"
+    tables = ["\n".join([head] + [f"| {name} ({entry['clips']} clips) | " + " | ".join(
+        f"{entry['methods'][c]['psnr_mean']:.2f} / {entry['methods'][c]['ssim_mean']:.3f}" for c in columns if c in entry["methods"]) + " |"
+        for name, entry in report["sets"].items()])]
+    if fvd_report:
+        rows = [head.replace("held-out set", "held-out set (clips × frames)")]
+        for name, entry in fvd_report["sets"].items():
+            if entry.get("fvd"):
+                rows.append(f"| {name} ({entry['fvd']['clips']} × {entry['fvd']['frames']}) | " + " | ".join(
+                    f"{entry['methods'][c]['psnr_mean']:.2f} / {entry['methods'][c]['ssim_mean']:.3f} / **{entry['methods'][c]['fvd']:.0f}**"
+                    for c in columns if c in entry["methods"]) + " |")
+        tables.append("\n".join(rows))
+    return tables
+
+
 def _sources_table(manifest: dict) -> str:
     rows = ["| package | kind | files used | held out for evaluation | licence |", "|---|---|---:|---|---|"]
     for src in manifest["sources"]:
@@ -288,15 +308,22 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="weights")
-    p.add_argument("--run", required=True, help="the training run folder of the bundled model")
-    p.add_argument("--baseline-run", required=True, help="the dense baseline's training run folder")
+    p.add_argument("--run", help="the training run folder of the bundled model")
+    p.add_argument("--baseline-run", help="the dense baseline's training run folder")
     p.add_argument("--eval", required=True, help="JSON written by python -m msc.evaluate")
-    p.add_argument("--command", required=True, help="the exact training command")
+    p.add_argument("--command", help="the exact training command")
     p.add_argument("--extra", default="", help="a Markdown file with further findings to include")
     p.add_argument("--manifest", help="data/manifest.json of the prepared training data (sources, licences)")
     p.add_argument("--recipes", help="bench/results/recipes.json of the recipe study")
     p.add_argument("--fvd-eval", help="JSON of python -m msc.evaluate --fvd (many clips): an FVD table")
+    p.add_argument("--readme", action="store_true", help="print the README's tables from --eval (and --fvd-eval) instead")
     args = p.parse_args(argv)
+    if args.readme:
+        print("\n\n".join(readme_tables(json.load(open(args.eval)), json.load(open(args.fvd_eval)) if args.fvd_eval else None)))
+        return 0
+    missing = [flag for flag, value in (("--run", args.run), ("--baseline-run", args.baseline_run), ("--command", args.command)) if not value]
+    if missing:
+        p.error(f"the card needs {', '.join(missing)}")
     extra = open(args.extra).read() if args.extra else ""
     print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
                      args.fvd_eval))

@@ -6,7 +6,7 @@ import os
 import torch
 
 from msc.evaluate import main as evaluate_main
-from msc.model_card import write_card
+from msc.model_card import readme_tables, write_card
 from msc.train import main as train_main
 
 
@@ -32,3 +32,16 @@ def test_card_from_a_tiny_run(tmp_path):
     assert "3 steps in" in card and "python -m msc.train --config tiny" in card
     assert "| `hidden_size` | `48` |" in card
     assert os.path.exists(os.path.join(weights, "training_log.jsonl"))
+
+
+def test_the_readme_shows_the_bundled_models_measured_tables():
+    """The README's tables are what ``python -m msc.model_card --readme`` prints from the shipped evaluation files."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    weights = os.path.join(root, "weights")
+    fvd = os.path.join(weights, "evaluation_fvd.json")
+    tables = readme_tables(json.load(open(os.path.join(weights, "evaluation.json"))),
+                           json.load(open(fvd)) if os.path.exists(fvd) else None)
+    readme = open(os.path.join(root, "README.md")).read()
+    for table in tables:
+        assert table in readme, "README is stale: python -m msc.model_card --eval weights/evaluation.json " \
+                                "--fvd-eval weights/evaluation_fvd.json --readme"
