@@ -40,7 +40,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -140,11 +140,13 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
 
 
 def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional[PreparedData] = None,
-             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,), i3d=None) -> dict:
+             rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,), i3d=None,
+             callback: Optional[Callable[[dict], None]] = None) -> dict:
     """Scores of every model and of copy-last on every held-out set, and the rollout of
     ``rollout_model`` (default: the first model) from the first set. The first model is also sampled
     at every history-guidance scale in ``guidance`` (named ``"msc w=2"``; ``w = 1`` is the plain sampler).
-    With ``settings.fvd``, ``i3d`` (default: :func:`msc.i3d.load_i3d`) scores FVD."""
+    With ``settings.fvd``, ``i3d`` (default: :func:`msc.i3d.load_i3d`) scores FVD. ``callback(report)``
+    runs after every set (the report so far), so a long evaluation keeps what it finished."""
     if settings.fvd and i3d is None:
         from msc.i3d import load_i3d
 
@@ -177,6 +179,8 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         if fvd:
             report["sets"][set_name]["fvd"] = {"clips": int(clips.shape[0]), "frames": int(clips.shape[1]),
                                                "i3d_seconds": round(fvd.seconds, 1)}
+        if callback:
+            callback(report)
     if settings.rollout:
         name = rollout_model or first
         n = min(settings.rollout_clips, first_context.shape[0])
@@ -252,6 +256,13 @@ def _load_models(args) -> Dict[str, MSCModel]:
     return models
 
 
+def _write_json(report: dict, path: Optional[str]) -> None:
+    """The report without its videos, to ``path`` (nothing when ``None``)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({k: v for k, v in report.items() if k != "videos"}, f, indent=1)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -262,7 +273,7 @@ def main(argv=None) -> int:
         models = _load_models(args)
         sampler = settings_from_args(args, next(iter(models.values())).config.windows)
         settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler, args.fvd)
-        report = evaluate(models, settings, data, guidance=args.guidance)
+        report = evaluate(models, settings, data, guidance=args.guidance, callback=lambda r: _write_json(r, args.json))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -287,9 +298,7 @@ def main(argv=None) -> int:
             write_video(os.path.join(args.videos, f"rollout{settings.rollout}.mp4"), rollout_video[0], fps=8, scale=4,
                         mark_from=0)
     print(format_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    _write_json(report, args.json)
     return 0
 
 

@@ -21,8 +21,10 @@ def test_evaluate_reports_every_method_and_the_rollout():
     torch.manual_seed(0)
     model = MSCModel(config_from_name("tiny")).eval()
     settings = EvalSettings(clips=2, context=4, horizon=4, rollout=12, rollout_clips=1, sampler=SamplerSettings(steps=2, chunk=2))
+    finished = []  # the sets the callback saw, as each finished
     report = evaluate({"msc": model, "dense": MSCModel(config_from_name("tiny", attention="dense")).eval()}, settings,
-                      guidance=(1.0, 2.0))
+                      guidance=(1.0, 2.0), callback=lambda r: finished.append(list(r["sets"])))
+    assert finished == [["procedural"]]
     methods = report["sets"]["procedural"]["methods"]
     assert list(methods) == ["copy-last", "msc", "msc w=2", "dense"]
     assert methods["msc w=2"]["history_guidance"] == 2.0
