@@ -65,9 +65,16 @@ FPS, DISPLAY_SCALE = 8, 4
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_FILE_SIZE = "64mb"
 GENERATE_LABELS = {False: "Generate from nothing", True: "Extend the clip"}  # by whether a clip is given
-# the outputs of a request dropped by Stop before it started: only the status changes
-STOPPED_WHILE_WAITING = (gr.skip(), gr.skip(), "Stopped before it started: nothing was generated.", gr.skip(), gr.skip(), gr.skip())
-STOPPED_WHILE_READING = (gr.skip(), gr.skip(), "Stopped while reading the clip: nothing was generated.", gr.skip(), gr.skip(), gr.skip())
+
+
+def status_only(status: str) -> tuple:
+    """Outputs of /generate and /continue that change only the status line (video, strip, status,
+    gates plot, live frame, session id)."""
+    return gr.skip(), gr.skip(), status, gr.skip(), gr.skip(), gr.skip()
+
+
+STOPPED_WHILE_WAITING = status_only("Stopped before it started: nothing was generated.")
+STOPPED_WHILE_READING = status_only("Stopped while reading the clip: nothing was generated.")
 DECODE_REPORT_SECONDS = 0.05  # while a clip decodes, a handler yields this often: where Gradio can cancel it
 
 
@@ -254,8 +261,8 @@ class MSCApp:
         with self._generating(request) as cancel:
             context = torch.zeros(0, *model_frame_shape(self.model))
             if clip:
-                context = yield from self._decoding(clip, settings.context, cancel, lambda n: (
-                    gr.skip(), gr.skip(), f"Reading the clip: {n} frames decoded…", gr.skip(), gr.skip(), gr.skip()))
+                context = yield from self._decoding(clip, settings.context, cancel,
+                                                    lambda n: status_only(f"Reading the clip: {n} frames decoded…"))
                 if context is None:
                     yield STOPPED_WHILE_READING
                     return

@@ -41,7 +41,9 @@ def _to_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     x = torch.from_numpy(np.ascontiguousarray(frame[top : top + side, left : left + side])).permute(2, 0, 1).float()
-    x = F.interpolate(x[None], size=(size, size), mode="area" if side >= size else "bilinear", align_corners=None if side >= size else False)[0]
+    if side != size:  # frames from ffmpeg arrive at the size already
+        x = F.interpolate(x[None], size=(size, size), mode="area" if side >= size else "bilinear",
+                          align_corners=None if side >= size else False)[0]
     return (x / 127.5 - 1).clamp(-1, 1)
 
 
