@@ -22,17 +22,29 @@ from msc.model import MSCModel
 
 
 def _run_summary(run: str) -> dict:
-    with open(os.path.join(run, "checkpoint", "state.json")) as f:
-        state = json.load(f)
-    with open(os.path.join(run, "log.jsonl")) as f:
+    """Steps, wall time, arguments and log of a training run: a run folder (``checkpoint/state.json`` +
+    ``log.jsonl``), or a training log alone (a ``.jsonl`` file: steps and time from its last record)."""
+    log_path = run if run.endswith(".jsonl") else os.path.join(run, "log.jsonl")
+    with open(log_path) as f:
         log = [json.loads(line) for line in f if line.strip()]
     last = log[-1] if log else {}
+    state_path = os.path.join(run, "checkpoint", "state.json")
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+    else:
+        state = {"step": last.get("step", 0), "elapsed": last.get("elapsed", 0.0)}
     tail = log[-10:]
     return {
         "steps": state["step"], "elapsed_s": state.get("elapsed", 0.0), "args": state.get("args", {}),
         "final_loss": sum(r["loss_avg"] for r in tail) / max(1, len(tail)), "steps_per_s": state["step"] / max(1.0, state.get("elapsed", 1.0)),
         "last": last, "log": log,
     }
+
+
+def _steps_within(log: list, seconds: float) -> int:
+    """The last logged step a run had reached within ``seconds`` of training (its log's ``elapsed``)."""
+    return max((r["step"] for r in log if r["elapsed"] <= seconds + 1.0), default=0)
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -61,24 +73,58 @@ def _fvd_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def readme_tables(report: dict, fvd_report: Optional[dict] = None, model: str = "msc", baseline: str = "dense") -> list:
+METHOD_LABELS = {"copy-last": "copy the last frame", "msc": "MSC (bundled)", "dense": "dense, same recipe and time"}
+EQUAL_TIME_LABELS = {"copy-last": "copy the last frame", "msc": "MSC", "dense": "dense attention"}
+
+
+def _comparison_table(report: dict, labels: dict, fvd: bool = False) -> str:
+    """One row per held-out set, one column per method of ``labels`` present in ``report``: PSNR / SSIM,
+    or with ``fvd`` PSNR / SSIM / FVD at the clip count FVD was computed on (sets without FVD left out)."""
+    sets = {n: e for n, e in report["sets"].items() if e.get("fvd") or not fvd}
+    present = [m for m in labels if all(m in e["methods"] for e in sets.values())]
+    first = "held-out set (clips × frames)" if fvd else "held-out set"
+    rows = [f"| {first} | " + " | ".join(labels[m] for m in present) + " |", "|---|" + "---:|" * len(present)]
+    for name, entry in sets.items():
+        count = f"{entry['fvd']['clips']} × {entry['fvd']['frames']}" if fvd else f"{entry['clips']} clips"
+        rows.append(f"| {name} ({count}) | " + " | ".join(
+            f"{entry['methods'][m]['psnr_mean']:.2f} / {entry['methods'][m]['ssim_mean']:.3f}"
+            + (f" / **{entry['methods'][m]['fvd']:.0f}**" if fvd else "") for m in present) + " |")
+    return "\n".join(rows)
+
+
+def readme_tables(report: dict, fvd_report: Optional[dict] = None, equal_time: Optional[dict] = None,
+                  equal_time_fvd: Optional[dict] = None) -> list:
     """The README's tables of the bundled model (``python -m msc.model_card --eval … --readme``; a test
-    keeps the README equal to them): PSNR / SSIM per held-out set for copy-last, the model and the
-    baseline from ``report``; with ``fvd_report``, also PSNR / SSIM / FVD at that report's clip counts."""
-    columns = ("copy-last", model, baseline)
-    head = "| held-out set | copy the last frame | MSC (bundled) | dense, same recipe and time |\n|---|---:|---:|---:|"
-    tables = ["\n".join([head] + [f"| {name} ({entry['clips']} clips) | " + " | ".join(
-        f"{entry['methods'][c]['psnr_mean']:.2f} / {entry['methods'][c]['ssim_mean']:.3f}" for c in columns if c in entry["methods"]) + " |"
-        for name, entry in report["sets"].items()])]
+    keeps the README equal to them): PSNR / SSIM per held-out set for copy-last, the model (and a
+    baseline, where the report has one); with ``fvd_report``, PSNR / SSIM / FVD at that report's clip
+    counts; with ``equal_time`` (and ``equal_time_fvd``), the same for MSC and dense attention trained
+    for the same wall time."""
+    tables = [_comparison_table(report, METHOD_LABELS)]
     if fvd_report:
-        rows = [head.replace("held-out set", "held-out set (clips × frames)")]
-        for name, entry in fvd_report["sets"].items():
-            if entry.get("fvd"):
-                rows.append(f"| {name} ({entry['fvd']['clips']} × {entry['fvd']['frames']}) | " + " | ".join(
-                    f"{entry['methods'][c]['psnr_mean']:.2f} / {entry['methods'][c]['ssim_mean']:.3f} / **{entry['methods'][c]['fvd']:.0f}**"
-                    for c in columns if c in entry["methods"]) + " |")
-        tables.append("\n".join(rows))
+        tables.append(_comparison_table(fvd_report, METHOD_LABELS, fvd=True))
+    if equal_time:
+        tables.append(_comparison_table(equal_time, EQUAL_TIME_LABELS))
+    if equal_time_fvd:
+        tables.append(_comparison_table(equal_time_fvd, EQUAL_TIME_LABELS, fvd=True))
     return tables
+
+
+def _sampler_table(reports: list, model: str) -> str:
+    """One row per sampler setting (denoising steps, chunk): ``model``'s PSNR / SSIM / motion (truth) per held-out set."""
+    sets = [n for n in reports[0]["sets"] if all(n in r["sets"] for r in reports)]
+    rows = ["| steps | chunk | " + " | ".join(f"{n}: PSNR / SSIM / motion (truth)" for n in sets) + " |",
+            "|---:|---:|" + "---|" * len(sets)]
+    for r in sorted(reports, key=lambda r: (r["settings"]["sampler"]["steps"], r["settings"]["sampler"]["chunk"])):
+        sampler = r["settings"]["sampler"]
+        cells = []
+        for n in sets:
+            m = r["sets"][n]["methods"][model]
+            cells.append(f"{m['psnr_mean']:.2f} / {m['ssim_mean']:.3f} / {m['motion']:.4f} ({m['motion_truth']:.4f})")
+        rows.append(f"| {sampler['steps']} | {sampler['chunk']} | " + " | ".join(cells) + " |")
+    copy = reports[0]["sets"]
+    rows.append("| copy the last frame | | " + " | ".join(
+        f"{copy[n]['methods']['copy-last']['psnr_mean']:.2f} / {copy[n]['methods']['copy-last']['ssim_mean']:.3f} / 0" for n in sets) + " |")
+    return "\n".join(rows)
 
 
 def _sources_table(manifest: dict) -> str:
@@ -112,7 +158,13 @@ def _gates_table(gates: dict) -> str:
 
 
 def write_card(weights: str, run: str, baseline_run: str, eval_path: str, command: str, extra: str = "",
-               manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None) -> str:
+               manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None,
+               equal_time_path: Optional[str] = None, equal_time_fvd_path: Optional[str] = None,
+               sampler_paths: tuple = ()) -> str:
+    """The card of ``weights`` from measured files. ``run`` / ``baseline_run``: the training runs of the
+    model and of the dense baseline (:func:`_run_summary`); ``eval_path`` (and ``fvd_path``): the model's
+    evaluation; ``equal_time_path`` (and ``equal_time_fvd_path``): MSC and dense attention evaluated after
+    the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings."""
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -122,6 +174,9 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     manifest = json.load(open(manifest_path)) if manifest_path else None
     study = json.load(open(recipes_path)) if recipes_path else None
     fvd_report = json.load(open(fvd_path)) if fvd_path else None
+    equal_time = json.load(open(equal_time_path)) if equal_time_path else None
+    equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
+    sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
     ours, base = _run_summary(run), _run_summary(baseline_run)
     for name, summary in (("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)):
         with open(os.path.join(weights, name), "w") as f:
@@ -208,18 +263,20 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         f"clipping {a.get('clip')}, EMA {a.get('ema')} (the shipped weights are the EMA), "
         f"{int(100 * a.get('clean_prefix_prob', 0))} % of clips with a nearly clean prefix, noise levels "
         f"{a.get('level_distribution', 'uniform')}.",
-        f"* Command (MSC and the dense baseline at once, one thread each, on the 2-core machine):\n\n  ```\n  {command}\n  ```",
-        f"* Compute: MSC **{ours['steps']} steps in {_fmt_minutes(ours['elapsed_s'])}** of one CPU core "
-        f"({ours['steps_per_s']:.3f} steps/s), no GPU; final training loss {ours['final_loss']:.4f}.",
-        f"* Dense baseline (same size, frame-causal dense attention, same recipe and budget): {base['steps']} steps in "
-        f"{_fmt_minutes(base['elapsed_s'])} ({base['steps_per_s']:.3f} steps/s), final training loss "
-        f"{base['final_loss']:.4f}. Same wall time, so MSC's cheaper attention bought it "
-        f"{ours['steps'] / max(1, base['steps']):.2f}× the steps.",
+        f"* Command:\n\n  ```\n  {command}\n  ```",
+        f"* Compute: **{ours['steps']} steps in {_fmt_minutes(ours['elapsed_s'])}** of wall time on a 2-core CPU "
+        f"({ours['steps_per_s']:.3f} steps/s; torch threads {a.get('threads') or 'all'} at the end of the run), no GPU; "
+        f"final training loss {ours['final_loss']:.4f}.",
+        f"* Dense baseline (same size, frame-causal dense attention, same recipe, trained beside the first minutes of "
+        f"this run, one thread each): {base['steps']} steps in {_fmt_minutes(base['elapsed_s'])} "
+        f"({base['steps_per_s']:.3f} steps/s), final training loss {base['final_loss']:.4f}. In the same wall time MSC "
+        f"reached step {_steps_within(ours['log'], base['elapsed_s'])}: its cheaper attention bought it "
+        f"{_steps_within(ours['log'], base['elapsed_s']) / max(1, base['steps']):.2f}× the steps.",
         "* Logs: `training_log.jsonl` and `training_log_dense_baseline.jsonl` beside this card.",
         "",
         "## Evaluation",
         "",
-        f"`python -m msc.evaluate --weights weights --data data --baseline dense=weights/dense_baseline` on held-out "
+        f"`python -m msc.evaluate --weights weights --data data` on held-out "
         f"files: {s['context']} context frames, {s['horizon']} generated frames, {s['steps']} denoising steps "
         f"({s['noise_schedule']} schedule), chunks of {s['chunk']}, {s['schedule']} frame schedule, seed {s['seed']}. "
         "PSNR in dB per horizon, SSIM, and the mean absolute frame-to-frame change of the generated frames (the "
@@ -248,6 +305,38 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             "within a set. PSNR / SSIM at the same clip count beside it:",
             "",
             _fvd_table(fvd_report),
+            "",
+        ]
+    if equal_time:
+        at = _steps_within(ours["log"], base["elapsed_s"])
+        lines += [
+            "### MSC against dense attention at equal wall time",
+            "",
+            f"The paper's efficiency claim, measured on this recipe: the EMA weights of this run after "
+            f"{_fmt_minutes(base['elapsed_s'])} (step {at}, shipped as `msc_20min/`) against the dense-attention baseline "
+            f"after the same time ({base['steps']} steps, `dense_baseline/`), same evaluation "
+            f"(`{os.path.basename(equal_time_path)}`). PSNR / SSIM:",
+            "",
+            _comparison_table(equal_time, EQUAL_TIME_LABELS),
+            "",
+        ]
+        for set_name, entry in equal_time["sets"].items():
+            m = entry["methods"]
+            lines.append(f"* {set_name}: MSC {m['msc']['psnr_mean']:.2f} dB vs dense {m['dense']['psnr_mean']:.2f} dB — "
+                         f"{verdict(m['msc']['psnr_mean'] >= m['dense']['psnr_mean'])}.")
+        if equal_time_fvd:
+            lines += ["", f"FVD at equal time (`{os.path.basename(equal_time_fvd_path)}`), PSNR / SSIM / **FVD**:", "",
+                      _comparison_table(equal_time_fvd, EQUAL_TIME_LABELS, fvd=True)]
+        lines.append("")
+    if len(sampler_reports) > 1:
+        lines += [
+            "### Denoising steps and chunk size",
+            "",
+            "The same weights and held-out clips at other sampler settings (`"
+            + "`, `".join(os.path.basename(p) for p in sampler_paths) + "`); motion is the mean absolute "
+            "frame-to-frame change of the generated frames, the truth's in brackets:",
+            "",
+            _sampler_table(sampler_reports, cfg.attention),
             "",
         ]
     if roll:
@@ -316,17 +405,21 @@ def main(argv=None) -> int:
     p.add_argument("--manifest", help="data/manifest.json of the prepared training data (sources, licences)")
     p.add_argument("--recipes", help="bench/results/recipes.json of the recipe study")
     p.add_argument("--fvd-eval", help="JSON of python -m msc.evaluate --fvd (many clips): an FVD table")
-    p.add_argument("--readme", action="store_true", help="print the README's tables from --eval (and --fvd-eval) instead")
+    p.add_argument("--equal-time-eval", help="JSON of python -m msc.evaluate: MSC and dense attention after equal training time")
+    p.add_argument("--equal-time-fvd-eval", help="the same with --fvd")
+    p.add_argument("--sampler-eval", nargs="*", default=[], help="JSON of python -m msc.evaluate at other sampler settings")
+    p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
-        print("\n\n".join(readme_tables(json.load(open(args.eval)), json.load(open(args.fvd_eval)) if args.fvd_eval else None)))
+        optional = [json.load(open(path)) if path else None for path in (args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval)]
+        print("\n\n".join(readme_tables(json.load(open(args.eval)), *optional)))
         return 0
     missing = [flag for flag, value in (("--run", args.run), ("--baseline-run", args.baseline_run), ("--command", args.command)) if not value]
     if missing:
         p.error(f"the card needs {', '.join(missing)}")
     extra = open(args.extra).read() if args.extra else ""
     print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
-                     args.fvd_eval))
+                     args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval, tuple(args.sampler_eval)))
     return 0
 
 

@@ -25,8 +25,20 @@ def test_card_from_a_tiny_run(tmp_path):
         m["fvd"] = 100.0 + i
     fvd_path = str(tmp_path / "eval_fvd.json")
     json.dump(with_fvd, open(fvd_path, "w"))
-    path = write_card(weights, run, run, evaluation, "python -m msc.train --config tiny", fvd_path=fvd_path)
+    equal_time = json.loads(json.dumps(report))  # a dense baseline beside the model, as --baseline dense=… writes it
+    for entry in equal_time["sets"].values():
+        entry["methods"]["dense"] = {**entry["methods"]["msc"], "psnr_mean": entry["methods"]["msc"]["psnr_mean"] - 1.0}
+    equal_time_path = str(tmp_path / "eval_equal_time.json")
+    json.dump(equal_time, open(equal_time_path, "w"))
+    steps2 = str(tmp_path / "eval_steps2.json")
+    assert evaluate_main(["--weights", weights, "--clips", "2", "--context", "2", "--horizon", "2", "--steps", "2",
+                          "--chunk", "1", "--rollout", "0", "--json", steps2]) == 0
+    path = write_card(weights, run, os.path.join(run, "log.jsonl"), evaluation, "python -m msc.train --config tiny",
+                      fvd_path=fvd_path, equal_time_path=equal_time_path, sampler_paths=(steps2,))
     card = open(path).read()
+    assert "### MSC against dense attention at equal wall time" in card and "| held-out set | copy the last frame | MSC | dense attention |" in card
+    assert "* procedural: MSC" in card and "**met**" in card
+    assert "### Denoising steps and chunk size" in card and "| 1 | 2 |" in card and "| 2 | 1 |" in card
     assert "### Fréchet Video Distance" in card and "| procedural | 2 × 4 | copy-last |" in card and "**101.0**" in card
     assert f"{report['sets']['procedural']['methods']['copy-last']['psnr_mean']:.2f}" in card
     assert "3 steps in" in card and "python -m msc.train --config tiny" in card
@@ -38,10 +50,11 @@ def test_the_readme_shows_the_bundled_models_measured_tables():
     """The README's tables are what ``python -m msc.model_card --readme`` prints from the shipped evaluation files."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     weights = os.path.join(root, "weights")
-    fvd = os.path.join(weights, "evaluation_fvd.json")
-    tables = readme_tables(json.load(open(os.path.join(weights, "evaluation.json"))),
-                           json.load(open(fvd)) if os.path.exists(fvd) else None)
+    names = ("evaluation.json", "evaluation_fvd.json", "evaluation_equal_time.json", "evaluation_fvd_equal_time.json")
+    reports = [json.load(open(os.path.join(weights, n))) if os.path.exists(os.path.join(weights, n)) else None for n in names]
+    tables = readme_tables(*reports)
     readme = open(os.path.join(root, "README.md")).read()
     for table in tables:
         assert table in readme, "README is stale: python -m msc.model_card --eval weights/evaluation.json " \
-                                "--fvd-eval weights/evaluation_fvd.json --readme"
+                                "--fvd-eval weights/evaluation_fvd.json --equal-time-eval weights/evaluation_equal_time.json " \
+                                "--equal-time-fvd-eval weights/evaluation_fvd_equal_time.json --readme"
