@@ -88,14 +88,17 @@ def end_to_end(weights: str, clip: str, steps_list) -> list:
             for source in ("nothing", "clip"):
                 start, arrivals = time.perf_counter(), []
                 job = client.submit(handle_file(clip) if source == "clip" else None, FRAMES, steps, 0, api_name="/stream")
-                seen = 0
-                while not job.done() or len(job.outputs()) > seen:
+                read = 0  # /stream also yields a status alone (no frame) while decoding and after every denoising step
+                while not job.done() or len(job.outputs()) > read:
                     outputs = job.outputs()
                     now = time.perf_counter() - start
-                    arrivals.extend([now] * (len(outputs) - seen))
-                    seen = len(outputs)
+                    arrivals.extend(now for _, status in outputs[read:] if str(status).startswith("frame "))
+                    read = len(outputs)
                     time.sleep(0.005)
                 job.result()
+                seen = len(arrivals)
+                if seen != FRAMES:
+                    raise RuntimeError(f"/stream gave {seen} frames for {FRAMES} asked (steps {steps}, from {source}).")
                 rows.append({"steps": steps, "from": source, "frames": seen, "first_frame_s": arrivals[0],
                              "fps": seen / arrivals[-1]})
                 print(f"  /stream steps {steps} from {source}: first frame {arrivals[0]:.2f} s, {seen / arrivals[-1]:.1f} frames/s",
