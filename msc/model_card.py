@@ -178,6 +178,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
     sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
     ours, base = _run_summary(run), _run_summary(baseline_run)
+    ours_at_base_time = _steps_within(ours["log"], base["elapsed_s"])  # MSC's step after the baseline's wall time
     for name, summary in (("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)):
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
@@ -270,8 +271,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         f"* Dense baseline (same size, frame-causal dense attention, same recipe, trained beside the first minutes of "
         f"this run, one thread each): {base['steps']} steps in {_fmt_minutes(base['elapsed_s'])} "
         f"({base['steps_per_s']:.3f} steps/s), final training loss {base['final_loss']:.4f}. In the same wall time MSC "
-        f"reached step {_steps_within(ours['log'], base['elapsed_s'])}: its cheaper attention bought it "
-        f"{_steps_within(ours['log'], base['elapsed_s']) / max(1, base['steps']):.2f}× the steps.",
+        f"reached step {ours_at_base_time}: its cheaper attention bought it "
+        f"{ours_at_base_time / max(1, base['steps']):.2f}× the steps.",
         "* Logs: `training_log.jsonl` and `training_log_dense_baseline.jsonl` beside this card.",
         "",
         "## Evaluation",
@@ -308,12 +309,11 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             "",
         ]
     if equal_time:
-        at = _steps_within(ours["log"], base["elapsed_s"])
         lines += [
             "### MSC against dense attention at equal wall time",
             "",
             f"The paper's efficiency claim, measured on this recipe: the EMA weights of this run after "
-            f"{_fmt_minutes(base['elapsed_s'])} (step {at}, shipped as `msc_20min/`) against the dense-attention baseline "
+            f"{_fmt_minutes(base['elapsed_s'])} (step {ours_at_base_time}, shipped as `msc_20min/`) against the dense-attention baseline "
             f"after the same time ({base['steps']} steps, `dense_baseline/`), same evaluation "
             f"(`{os.path.basename(equal_time_path)}`). PSNR / SSIM:",
             "",
