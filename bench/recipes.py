@@ -3,6 +3,11 @@
     python -m bench.recipes --minutes 20                       # train every recipe, then evaluate
     python -m bench.recipes --minutes 20 --only plain residual # a subset
     python -m bench.recipes --evaluate-only                    # re-score finished runs
+    python -m bench.recipes --study finetune --minutes 45      # fine-tunes of the bundled long run
+
+Two studies: ``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the
+bundled long run's checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule,
+so that a change to a trained model is measured against continuing it unchanged for the same time.
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
@@ -41,8 +46,21 @@ RECIPES = {
 }
 
 
-def train_pairs(names, minutes: float, runs: str) -> None:
+# Fine-tunes of the bundled long run (compact model, previous-frame prior with σ = 0.1)
+FINETUNE_COMMON = [*COMMON, "--config", "compact", "--lr", "3e-4", "--warmup", "50", "--init-from", "resume/msc-compact"]
+BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
+FINETUNE_RECIPES = {
+    "continue": ("the bundled recipe, continued unchanged", ["--set", *BUNDLED]),
+    "noise-scale0.25": ("noise around the anchor with std 0.25 instead of 1", ["--set", *BUNDLED, "noise_scale=0.25"]),
+}
+
+# study -> (common msc.train arguments, recipes); later flags override earlier ones
+STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES)}
+
+
+def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
     """Train the recipes two at a time (one thread each), each for ``minutes`` of wall time."""
+    common, recipes = STUDIES[study]
     for i in range(0, len(names), 2):
         procs = []
         for name in names[i : i + 2]:
@@ -50,8 +68,8 @@ def train_pairs(names, minutes: float, runs: str) -> None:
             resume = ["--resume"] if os.path.isfile(os.path.join(out, "checkpoint", "state.json")) else []
             if os.path.isdir(os.path.join(out, "final")):
                 continue
-            args = [sys.executable, "-m", "msc.train", *COMMON, "--budget-minutes", str(minutes), "--out", out, *resume,
-                    *RECIPES[name][1]]
+            args = [sys.executable, "-m", "msc.train", *common, "--budget-minutes", str(minutes), "--out", out, *resume,
+                    *recipes[name][1]]
             os.makedirs(out, exist_ok=True)
             log = open(os.path.join(out, "stdout.log"), "a")
             procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
@@ -61,11 +79,12 @@ def train_pairs(names, minutes: float, runs: str) -> None:
                 raise RuntimeError(f"a training run failed: {' '.join(p.args)}")
 
 
-def evaluate_runs(names, runs: str, out: str, clips: int) -> dict:
+def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes") -> dict:
+    recipes = STUDIES[study][1]
     results = {}
     for name in names:
         final = os.path.join(runs, name, "final")
-        path = os.path.join(out, f"recipe_{name}.json")
+        path = os.path.join(out, f"{'recipe' if study == 'recipes' else study}_{name}.json")
         args = [sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
                 "--rollout", "0", "--json", path, "--threads", "2"]
         subprocess.run(args, check=True)
@@ -73,7 +92,7 @@ def evaluate_runs(names, runs: str, out: str, clips: int) -> dict:
             report = json.load(f)
         with open(os.path.join(runs, name, "log.jsonl")) as f:
             log = [json.loads(line) for line in f]
-        results[name] = {"changes": RECIPES[name][0], "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
+        results[name] = {"changes": recipes[name][0], "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
                          "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
     return results
 
@@ -96,23 +115,29 @@ def format_table(results: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=20)
-    p.add_argument("--only", nargs="*", default=None, choices=sorted(RECIPES))
-    p.add_argument("--runs", default="runs/recipes")
+    p.add_argument("--study", default="recipes", choices=sorted(STUDIES), help="from scratch, or fine-tunes of the bundled run")
+    p.add_argument("--only", nargs="*", default=None, help="a subset of the study's recipes")
+    p.add_argument("--runs", default=None, help="run folders (default: runs/STUDY)")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--clips", type=int, default=16, help="held-out clips per set")
     p.add_argument("--evaluate-only", action="store_true")
     args = p.parse_args(argv)
-    names = args.only or list(RECIPES)
+    recipes = STUDIES[args.study][1]
+    unknown = sorted(set(args.only or []) - set(recipes))
+    if unknown:
+        p.error(f"not recipes of the {args.study} study: {unknown}; choose from {sorted(recipes)}")
+    names = args.only or list(recipes)
+    runs = args.runs or os.path.join("runs", args.study)
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
     if not args.evaluate_only:
-        train_pairs(names, args.minutes, args.runs)
-    results = evaluate_runs(names, args.runs, args.out, args.clips)
+        train_pairs(names, args.minutes, runs, args.study)
+    results = evaluate_runs(names, runs, args.out, args.clips, args.study)
     table = format_table(results)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
-    with open(os.path.join(args.out, "recipes.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:
         json.dump({"minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
-    with open(os.path.join(args.out, "recipes.md"), "w") as f:
+    with open(os.path.join(args.out, f"{args.study}.md"), "w") as f:
         f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}.\n\n{table}\n")
     print(table)
     print(f"({(time.time() - start) / 60:.1f} min)")

@@ -3,20 +3,24 @@
 Parameterisation — **rectified flow** (Liu et al. 2022; Esser et al. 2024, "SD3"): a frame at noise
 level ``t ∈ [0, 1]`` is the straight interpolation
 
-    x_t = (1 - t) · x_0 + t · (a + ε),       ε ~ N(0, I),   t = 0 clean, t = 1 pure noise,
+    x_t = (1 - t) · x_0 + t · (a + s·ε),       ε ~ N(0, I),   t = 0 clean, t = 1 pure noise,
 
-and the model predicts the velocity ``v = (a + ε) - x_0``, so that ``x_0 = x_t - t · v`` and
-``a + ε = x_t + (1 - t) · v``. ``a`` is the frame's **anchor**, a cheap prediction of it:
+and the model predicts the velocity ``v = (a + s·ε) - x_0``, so that ``x_0 = x_t - t · v`` and
+``a + s·ε = x_t + (1 - t) · v``. ``a`` is the frame's **anchor**, a cheap prediction of it, and ``s``
+the standard deviation of the noise (1 for frames without an anchor):
 
 * ``prior="none"``: ``a = 0``, plain rectified flow;
 * ``prior="previous_frame"`` (residual video diffusion, Yang, Srivastava & Mandt 2022): ``a`` is
   the last finished frame before the frame's chunk, so the noise is centred on it and the model
   learns the *change* ``y = x_0 - a``. The network's output ``F`` is preconditioned as in EDM
   (Karras et al. 2022) for the residual: ``ŷ = c_skip(t)·y_t + c_out(t)·F`` with
-  ``c_skip = (1-t)σ² / ((1-t)²σ² + t²)``, ``c_out = tσ / √((1-t)²σ² + t²)`` and ``σ`` the standard
+  ``c_skip = (1-t)σ² / ((1-t)²σ² + t²s²)``, ``c_out = tσs / √((1-t)²σ² + t²s²)`` and ``σ`` the standard
   deviation of the change between frames, so that an untrained network (``F = 0``) predicts the
   anchor — copy-last — and training learns the correction. Frames with no finished frame before
-  them (a video from nothing) have ``a = 0`` and ``σ`` = the standard deviation of frames.
+  them (a video from nothing) have ``a = 0``, ``σ`` = the standard deviation of frames and ``s = 1``.
+  ``s = config.noise_scale`` for anchored frames: below 1, the noisy input keeps the anchor visible
+  at every level and the sampler has less noise to remove than the change is small (the bundled
+  model's choice is measured in its card).
 
 Every frame has its own ``t`` (Diffusion Forcing, Chen et al. 2024): in training the levels are drawn
 independently per frame; in sampling the frame schedule arranges them. The sampler's update works
@@ -48,22 +52,33 @@ def _per_frame(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t[:, :, None, None, None].to(like.dtype)
 
 
-def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, anchor: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x0``, ``noise``, ``anchor`` ``[B, T, C, H, W]``, ``t`` ``[B, T]`` -> ``x_t`` (noise centred on ``anchor``)."""
+def noise_centre(noise: torch.Tensor, anchor: Optional[torch.Tensor] = None,
+                 noise_std: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``a + s·ε``: what a frame is at level 1. ``noise``, ``anchor`` ``[B, T, C, H, W]``, ``noise_std``
+    ``[B, T]`` (``None``: 1)."""
+    scaled = noise if noise_std is None else noise * _per_frame(noise_std, noise)
+    return scaled if anchor is None else anchor + scaled
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, anchor: Optional[torch.Tensor] = None,
+              noise_std: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x0``, ``noise``, ``anchor`` ``[B, T, C, H, W]``, ``t``, ``noise_std`` ``[B, T]`` -> ``x_t``
+    (noise of standard deviation ``noise_std`` centred on ``anchor``)."""
     t = _per_frame(t, x0)
-    centre = noise if anchor is None else anchor + noise
-    return (1 - t) * x0 + t * centre
+    return (1 - t) * x0 + t * noise_centre(noise, anchor, noise_std)
 
 
-def velocity_target(x0: torch.Tensor, noise: torch.Tensor, anchor: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """What the model learns to predict: ``a + ε - x_0``."""
-    return (noise if anchor is None else anchor + noise) - x0
+def velocity_target(x0: torch.Tensor, noise: torch.Tensor, anchor: Optional[torch.Tensor] = None,
+                    noise_std: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """What the model learns to predict: ``a + s·ε - x_0``."""
+    return noise_centre(noise, anchor, noise_std) - x0
 
 
-def residual_scales(t: torch.Tensor, sigma: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """EDM's ``(c_skip, c_out)`` for rectified flow on data of standard deviation ``sigma`` (same shape as ``t``)."""
-    norm2 = (1 - t) ** 2 * sigma**2 + t**2
-    return (1 - t) * sigma**2 / norm2, t * sigma / norm2.sqrt()
+def residual_scales(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """EDM's ``(c_skip, c_out)`` for rectified flow on data of standard deviation ``sigma`` and noise of
+    standard deviation ``noise_std`` (tensors of the shape of ``t``, or numbers)."""
+    norm2 = (1 - t) ** 2 * sigma**2 + t**2 * noise_std**2
+    return (1 - t) * sigma**2 / norm2, t * sigma * noise_std / norm2.sqrt()
 
 
 def frame_sigma(anchored: torch.Tensor, residual_std: float, frame_std: float) -> torch.Tensor:
@@ -73,20 +88,26 @@ def frame_sigma(anchored: torch.Tensor, residual_std: float, frame_std: float) -
                        torch.full_like(anchored, frame_std, dtype=torch.float32))
 
 
+def frame_noise_std(anchored: torch.Tensor, noise_scale: float) -> torch.Tensor:
+    """``[B, T]`` standard deviation of each frame's noise: ``noise_scale`` around an anchor, else 1."""
+    return torch.where(anchored, torch.full_like(anchored, noise_scale, dtype=torch.float32),
+                       torch.ones_like(anchored, dtype=torch.float32))
+
+
 def preconditioned_velocity(raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, anchor: torch.Tensor,
-                            sigma: torch.Tensor) -> torch.Tensor:
+                            sigma: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
     """The velocity of the ``previous_frame`` prior from the network's output ``raw``.
-    ``raw``, ``xt``, ``anchor`` ``[B, T, C, H, W]``; ``t``, ``sigma`` ``[B, T]``."""
-    c_skip, c_out = residual_scales(t.float(), sigma)
+    ``raw``, ``xt``, ``anchor`` ``[B, T, C, H, W]``; ``t``, ``sigma``, ``noise_std`` ``[B, T]``."""
+    c_skip, c_out = residual_scales(t.float(), sigma, noise_std)
     yt = xt - anchor  # the noisy change
     y0 = _per_frame(c_skip, xt) * yt + _per_frame(c_out, xt) * raw
     return (yt - y0) / _per_frame(t.clamp(min=MIN_TRAINING_LEVEL), xt)
 
 
-def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) -> torch.Tensor:
     """``[B, T]`` weights that turn the velocity error into EDM's unit-variance error of the network
-    output: ``t² / c_out² = ((1 - t)² σ² + t²) / σ²``."""
-    return ((1 - t) ** 2 * sigma**2 + t**2) / sigma**2
+    output: ``t² / c_out² = ((1 - t)² σ² + t² s²) / (σ² s²)``."""
+    return ((1 - t) ** 2 * sigma**2 + t**2 * noise_std**2) / (sigma**2 * noise_std**2)
 
 
 def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -164,13 +185,14 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
                   anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
     with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`."""
-    pred = model(add_noise(x0, noise, levels, anchor), levels, anchor=anchor, anchored=anchored)
-    err = (pred.float() - velocity_target(x0, noise, anchor).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+    config = getattr(model, "module", model).config  # DDP wraps the model
+    noise_std = None if anchor is None else frame_noise_std(anchored, config.noise_scale).to(x0.device)
+    pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored)
+    err = (pred.float() - velocity_target(x0, noise, anchor, noise_std).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
     if anchor is None:
         return err.mean()
-    config = getattr(model, "module", model).config  # DDP wraps the model
     sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
-    return (err * velocity_loss_weight(levels.float(), sigma)).mean()
+    return (err * velocity_loss_weight(levels.float(), sigma, noise_std)).mean()
 
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,

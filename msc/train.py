@@ -151,6 +151,16 @@ def export_checkpoint(out: str, dest: str, weights: str = "ema") -> str:
     return dest
 
 
+def initial_weights(folder: str) -> Dict[str, torch.Tensor]:
+    """The weights a fine-tune starts from: a checkpoint folder's EMA (``ema.safetensors``), or a
+    weights folder's ``model.safetensors``."""
+    for name in ("ema.safetensors", "model.safetensors"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return load_file(path)
+    raise FileNotFoundError(f"--init-from: no ema.safetensors or model.safetensors in {folder}.")
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
@@ -187,6 +197,9 @@ def parse_args(argv=None):
                         "comes first) and training ends with the final weights when it is used up; counts across --resume")
     p.add_argument("--clean-prefix-prob", type=float, default=0.25,
                    help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
+    p.add_argument("--init-from", metavar="FOLDER",
+                   help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
+                        "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint exactly")
     p.add_argument("--resume-from", metavar="FOLDER",
                    help="start from this checkpoint folder when out/checkpoint does not exist yet (e.g. the compact copy "
@@ -266,11 +279,17 @@ def train(args) -> dict:
     if args.resume_from:  # the run's own checkpoint, when it has one, is newer than the kept copy
         source = ckpt if ckpt.exists() else Checkpoint(args.resume_from, folder="")
         args.resume = True
+    if args.init_from and ckpt.exists():  # an interrupted fine-tune continues from its own checkpoint
+        args.resume = True
     if args.resume:
         if not source.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {source.dir}.")
         state = source.load(model, ema, optimizer)
         start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+    elif args.init_from:
+        weights = initial_weights(args.init_from)
+        model.load_state_dict(weights)
+        ema.load_state_dict(weights)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     dataset = make_dataset(args, config.image_size)

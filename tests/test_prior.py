@@ -4,7 +4,7 @@ sampler's chunks, an untrained network predicts copy-last, and the sampler's exa
 
 import pytest
 import torch
-from conftest import random_context
+from conftest import perturbed_tiny, random_context
 
 from msc.diffusion import chunk_anchors, diffusion_loss, residual_scales
 from msc.model import KVCache, MSCModel, config_from_name
@@ -36,8 +36,17 @@ def test_scales_interpolate_between_identity_and_output():
     assert c_out[0] == 0 and torch.isclose(c_out[2], torch.tensor(0.2))
 
 
-def test_untrained_prior_model_in_one_step_is_copy_last():
-    model = MSCModel(config_from_name("tiny", prior="previous_frame")).eval()  # zero-initialised output
+def test_scales_with_a_smaller_noise_std():
+    t, sigma, s = torch.tensor([0.0, 0.5, 1.0]), 0.2, 0.25
+    c_skip, c_out = residual_scales(t, torch.full_like(t, sigma), s)
+    norm2 = 0.25 * sigma**2 + 0.25 * s**2
+    assert torch.allclose(c_skip, torch.tensor([1.0, 0.5 * sigma**2 / norm2, 0.0]))
+    assert torch.isclose(c_out[1], torch.tensor(0.5 * sigma * s / norm2**0.5)) and torch.isclose(c_out[2], torch.tensor(sigma))
+
+
+@pytest.mark.parametrize("noise_scale", [1.0, 0.25])
+def test_untrained_prior_model_in_one_step_is_copy_last(noise_scale):
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", noise_scale=noise_scale)).eval()  # zero output
     context = random_context(3)
     video = sample_video(model, context, 4, steps=1, chunk=2).video
     assert torch.allclose(video[:, 3:], context[:, -1:].expand(-1, 4, -1, -1, -1), atol=1e-6)
@@ -62,13 +71,27 @@ def test_cached_forward_with_anchors_equals_full_forward(tiny_prior_model):
     assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-4
 
 
+def test_stochastic_update_renews_noise_around_the_anchor_at_its_std():
+    """η = 1 replaces the noise by fresh noise of std ``noise_scale`` around the anchor; an untrained
+    model (x̂₀ = a at t = 1) then ends at ``a + c_skip(t₁)·t₁·s·z``: for 2 cosine steps, t₁ = 0.5."""
+    sigma, s = 0.2, 0.25
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", residual_std=sigma, noise_scale=s)).eval()
+    context = random_context(2) * 0.5  # no clamping at ±1
+    new = sample_video(model, context, 4, steps=2, chunk=4, eta=1.0, seed=3).video[:, 2:]
+    c_skip = 0.5 * sigma**2 / (0.25 * sigma**2 + 0.25 * s**2)
+    spread = (new - context[:, -1:]).std().item()
+    assert abs(spread - c_skip * 0.5 * s) < 0.1 * c_skip * 0.5 * s
+
+
 @pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing", "full-sequence"])
-def test_sampling_with_prior_cache_equals_without(tiny_prior_model, schedule):
+@pytest.mark.parametrize("noise_scale", [1.0, 0.25])
+def test_sampling_with_prior_cache_equals_without(schedule, noise_scale):
+    model = perturbed_tiny(prior="previous_frame", noise_scale=noise_scale)
     kw = dict(steps=3, chunk=2, schedule=schedule, context_noise=0.1, eta=0.3, seed=1)
-    a = sample_video(tiny_prior_model, random_context(), 5, **kw).video
-    b = sample_video(tiny_prior_model, random_context(), 5, use_cache=False, **kw).video
+    a = sample_video(model, random_context(), 5, **kw).video
+    b = sample_video(model, random_context(), 5, use_cache=False, **kw).video
     assert (a - b).abs().max().item() <= 1e-4
-    from_nothing = sample_video(tiny_prior_model, None, 3, steps=2, chunk=2).video
+    from_nothing = sample_video(model, None, 3, steps=2, chunk=2).video
     assert from_nothing.shape == (1, 3, 3, 16, 16) and torch.isfinite(from_nothing).all()
 
 
@@ -78,3 +101,16 @@ def test_prior_continuation_equals_one_long_run(tiny_prior_model):
     first = sample_video(tiny_prior_model, random_context(), 2, steps=2, chunk=2, seed=4).video
     rest = sample_video(tiny_prior_model, first, 4, steps=2, chunk=2, seed=4).video
     assert (rest - long).abs().max().item() <= 1e-5
+
+
+def test_history_free_pass_sees_nothing_of_the_history():
+    """With w = 0 only the history-free pass counts: at level 1 its frames are noise centred on 0, so two
+    contexts that share only their last frame (the new frames' anchor) give the same video."""
+    model = perturbed_tiny(prior="previous_frame", noise_scale=0.25)
+    a, b = random_context(3, seed=1), random_context(3, seed=2)
+    b[:, -1] = a[:, -1]
+    kw = dict(steps=2, chunk=2, history_guidance=0.0, seed=5)
+    va, vb = (sample_video(model, c, 4, **kw).video[:, 3:] for c in (a, b))
+    assert torch.allclose(va, vb, atol=1e-6)
+    unguided = sample_video(model, b, 4, steps=2, chunk=2, seed=5).video[:, 3:]
+    assert not torch.allclose(unguided, vb, atol=1e-3)  # the history does matter to the guided pass

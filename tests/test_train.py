@@ -142,3 +142,23 @@ def test_compact_resumable_copy_continues_on_another_machine(tmp_path):
     with open(os.path.join(out, "log.jsonl")) as f:
         after = f.read()
     assert after.startswith(before) and [json.loads(line)["step"] for line in after.splitlines()][-1] == 8
+
+
+def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path):
+    """--init-from loads a checkpoint's EMA (or a weights folder) into the model and its EMA, at step 0 with a new
+    optimizer; settings that keep the shapes may change; an interrupted fine-tune continues from its own checkpoint."""
+    base = str(tmp_path / "base")
+    train_main(TINY_RUN + ["--out", base, "--steps", "3"])
+    source = load_file(os.path.join(base, "checkpoint", "ema.safetensors"))
+    tuned = str(tmp_path / "tuned")
+    overrides = ["--set", "prior=previous_frame", "noise_scale=0.5"]
+    train_main(TINY_RUN + ["--out", tuned, "--steps", "0", "--init-from", os.path.join(base, "checkpoint"), *overrides])
+    start = load_file(os.path.join(tuned, "final", "model.safetensors"))
+    assert all(torch.equal(start[k], v) for k, v in source.items())
+    assert json.load(open(os.path.join(tuned, "final", "config.json")))["noise_scale"] == 0.5
+    train_main(TINY_RUN + ["--out", tuned, "--steps", "2", "--ckpt-every", "1", "--init-from", os.path.join(base, "final"), *overrides])
+    with open(os.path.join(tuned, "log.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2]  # its own steps from 0, not the base run's
+    train_main(TINY_RUN + ["--out", tuned, "--steps", "3", "--init-from", os.path.join(base, "final"), *overrides])
+    with open(os.path.join(tuned, "log.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3]  # continued, not restarted
