@@ -89,11 +89,12 @@ def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
 
 
 def continuation_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
-    """Per-horizon means over clips of PSNR / SSIM, and the motion of ``pred`` and ``truth``.
-    ``pred`` / ``truth`` ``[N, M, C, H, W]``."""
+    """Per-horizon means over clips of PSNR / SSIM, each clip's PSNR averaged over the horizon, and the
+    motion of ``pred`` and ``truth``. ``pred`` / ``truth`` ``[N, M, C, H, W]``."""
     p, s = psnr(pred, truth), ssim(pred, truth)  # [N, M]
     return {
         "psnr": p.mean(0).tolist(),
+        "psnr_clips": p.mean(1).tolist(),
         "ssim": s.mean(0).tolist(),
         "psnr_mean": float(p.mean()),
         "ssim_mean": float(s.mean()),
