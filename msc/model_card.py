@@ -316,9 +316,9 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* Total training compute of these weights: {_fmt_minutes(ours['elapsed_s'] + tuned['elapsed_s'])} of CPU wall "
             "time, no GPU.",
         ]
+    log_names = [f"`{name}`" for name, _ in logs]
     lines += [
-        "* Logs: `training_log.jsonl`, `training_log_dense_baseline.jsonl`"
-        + (" and `training_log_finetune.jsonl`" if tuned else "") + " beside this card.",
+        f"* Logs: {', '.join(log_names[:-1])} and {log_names[-1]} beside this card.",
         "",
         "## Evaluation",
         "",
