@@ -81,17 +81,21 @@ def residual_scales(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) -> Tupl
     return (1 - t) * sigma**2 / norm2, t * sigma * noise_std / norm2.sqrt()
 
 
+def _by_anchor(anchored: torch.Tensor, with_anchor: float, without: float) -> torch.Tensor:
+    """``[B, T]`` float32: ``with_anchor`` where a frame has an anchor, ``without`` where it has none."""
+    return torch.where(anchored, torch.full_like(anchored, with_anchor, dtype=torch.float32),
+                       torch.full_like(anchored, without, dtype=torch.float32))
+
+
 def frame_sigma(anchored: torch.Tensor, residual_std: float, frame_std: float) -> torch.Tensor:
     """``[B, T]`` standard deviation of what each frame's model predicts: the change from its anchor,
     or the frame itself where it has none."""
-    return torch.where(anchored, torch.full_like(anchored, residual_std, dtype=torch.float32),
-                       torch.full_like(anchored, frame_std, dtype=torch.float32))
+    return _by_anchor(anchored, residual_std, frame_std)
 
 
 def frame_noise_std(anchored: torch.Tensor, noise_scale: float) -> torch.Tensor:
     """``[B, T]`` standard deviation of each frame's noise: ``noise_scale`` around an anchor, else 1."""
-    return torch.where(anchored, torch.full_like(anchored, noise_scale, dtype=torch.float32),
-                       torch.ones_like(anchored, dtype=torch.float32))
+    return _by_anchor(anchored, noise_scale, 1.0)
 
 
 def preconditioned_velocity(raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, anchor: torch.Tensor,
