@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -538,7 +539,9 @@ def test_browser_stop_while_waiting_drops_the_request(server):
         a.get_by_role("button", name="Generate from nothing").click()
         a.get_by_text("frames/s").first.wait_for(timeout=60_000)  # A is running
         b.get_by_role("button", name="Generate from nothing").click()
-        time.sleep(1)  # B waits in the queue
+        # B waits in the queue: Gradio shows its place once the ticket is taken and the request queued
+        # (a fixed sleep raced the ticket on a loaded CI machine, so Stop found nothing waiting)
+        b.get_by_text(re.compile(r"queue: \d+/\d+")).first.wait_for(timeout=30_000)
         b.get_by_role("button", name="Stop").click()
         b.get_by_text("Dropped 1 waiting request").wait_for(timeout=10_000)
         a.get_by_role("button", name="Stop").click()
