@@ -2,7 +2,7 @@
 
     python -m bench.recipes --minutes 20                       # train every recipe, then evaluate
     python -m bench.recipes --minutes 20 --only plain residual # a subset
-    python -m bench.recipes --evaluate-only                    # re-score finished runs
+    python -m bench.recipes --evaluate-only                    # score finished runs (scores newer than the weights are kept)
     python -m bench.recipes --study finetune --minutes 45      # fine-tunes of the bundled long run
 
 Two studies: ``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the
@@ -52,6 +52,8 @@ BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
 FINETUNE_RECIPES = {
     "continue": ("the bundled recipe, continued unchanged", ["--set", *BUNDLED]),
     "noise-scale0.25": ("noise around the anchor with std 0.25 instead of 1", ["--set", *BUNDLED, "noise_scale=0.25"]),
+    "context-corruption0.05": ("the context prefix (anchors included) corrupted by noise of std up to 0.05, not scored",
+                               ["--set", *BUNDLED, "--context-corruption", "0.05"]),
 }
 
 # study -> (common msc.train arguments, recipes); later flags override earlier ones
@@ -85,9 +87,11 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
     for name in names:
         final = os.path.join(runs, name, "final")
         path = os.path.join(out, f"{'recipe' if study == 'recipes' else study}_{name}.json")
-        args = [sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
-                "--rollout", "0", "--json", path, "--threads", "2"]
-        subprocess.run(args, check=True)
+        weights = os.path.join(final, "model.safetensors")
+        if not (os.path.isfile(path) and os.path.getmtime(path) > os.path.getmtime(weights)):  # else: scored already
+            args = [sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
+                    "--rollout", "0", "--json", path, "--threads", "2"]
+            subprocess.run(args, check=True)
         with open(path) as f:
             report = json.load(f)
         with open(os.path.join(runs, name, "log.jsonl")) as f:
@@ -132,7 +136,8 @@ def main(argv=None) -> int:
     start = time.time()
     if not args.evaluate_only:
         train_pairs(names, args.minutes, runs, args.study)
-    results = evaluate_runs(names, runs, args.out, args.clips, args.study)
+    finished = [name for name in recipes if os.path.isdir(os.path.join(runs, name, "final"))]
+    results = evaluate_runs(finished, runs, args.out, args.clips, args.study)  # the table keeps every finished recipe
     table = format_table(results)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
     with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:

@@ -163,14 +163,15 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
 
 
 def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
-                           distribution: str = "uniform") -> torch.Tensor:
+                           distribution: str = "uniform", return_prefix: bool = False):
     """``[B, T]`` independent per-frame noise levels for training.
 
     Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
     (``sigmoid(N(0, 1))``, SD3), which spends more training on the middle levels. With probability
     ``clean_prefix_prob`` a sample instead gets a random-length prefix at low noise (``t < 0.1``),
     the situation of autoregressive sampling (a nearly clean context, then noisy frames), which
-    uniform draws almost never produce for long prefixes.
+    uniform draws almost never produce for long prefixes. ``return_prefix``: also return the
+    ``[B, T]`` bool mask of those prefix frames.
     """
     if distribution not in LEVEL_DISTRIBUTIONS:
         raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
@@ -181,32 +182,58 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     prefix = torch.randint(1, max(frames, 2), (batch,), generator=generator)
     use_prefix = torch.rand(batch, generator=generator) < clean_prefix_prob
     low = 0.1 * torch.rand(batch, frames, generator=generator)
-    in_prefix = torch.arange(frames)[None] < prefix[:, None]
-    return torch.where(use_prefix[:, None] & in_prefix, low, t)
+    in_prefix = use_prefix[:, None] & (torch.arange(frames)[None] < prefix[:, None])
+    levels = torch.where(in_prefix, low, t)
+    return (levels, in_prefix) if return_prefix else levels
+
+
+def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator, max_std: float) -> torch.Tensor:
+    """``x0`` ``[B, T, C, H, W]`` with Gaussian noise on the ``context`` ``[B, T]`` frames, its standard
+    deviation drawn per clip uniformly in ``[0, max_std]``: a stand-in for the errors of generated frames,
+    which become the context and the anchors of the next chunk in sampling (docs/training.md §4)."""
+    b = x0.shape[0]
+    std = max_std * torch.rand(b, generator=generator)  # [B]
+    noise = torch.randn(x0.shape, generator=generator)
+    mask = context.float() * std[:, None]  # [B, T]
+    return x0 + (_per_frame(mask, x0) * noise).to(x0.device, x0.dtype)
 
 
 def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor,
-                  anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None,
+                  scored: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
-    with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`."""
+    with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`.
+    ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all)."""
     config = getattr(model, "module", model).config  # DDP wraps the model
     noise_std = None if anchor is None else frame_noise_std(anchored, config.noise_scale).to(x0.device)
     pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored)
     err = (pred.float() - velocity_target(x0, noise, anchor, noise_std).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
-    if anchor is None:
+    if anchor is not None:
+        sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
+        err = err * velocity_loss_weight(levels.float(), sigma, noise_std)
+    if scored is None:
         return err.mean()
-    sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
-    return (err * velocity_loss_weight(levels.float(), sigma, noise_std)).mean()
+    scored = scored.to(err.device)
+    return (err * scored).sum() / scored.sum().clamp(min=1)
 
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
-                   level_distribution: str = "uniform", max_chunk: int = 4) -> torch.Tensor:
+                   level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
-    with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``."""
+    with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
+
+    ``context_corruption`` > 0: the nearly clean prefix frames (the context, see
+    :func:`sample_training_levels`) are corrupted by :func:`corrupt_context` and not scored, so the
+    frames after them learn to continue, from a context and anchors that carry errors the way generated
+    frames do, towards the clean truth (exposure to the model's own output in long rollouts)."""
     b, t = x0.shape[:2]
-    levels = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution).to(x0.device)
+    levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True)
+    levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if getattr(model, "module", model).config.prior == "none":
         return velocity_loss(model, x0, levels, noise)
-    anchor, anchored = chunk_anchors(x0, generator, max_chunk)
-    return velocity_loss(model, x0, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored)
+    corrupted = context_corruption > 0
+    seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
+    anchor, anchored = chunk_anchors(seen, generator, max_chunk)
+    return velocity_loss(model, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
+                         scored=~context if corrupted else None)

@@ -197,6 +197,10 @@ def parse_args(argv=None):
                         "comes first) and training ends with the final weights when it is used up; counts across --resume")
     p.add_argument("--clean-prefix-prob", type=float, default=0.25,
                    help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
+    p.add_argument("--context-corruption", type=float, default=0.0, metavar="MAX_STD",
+                   help="with the previous_frame prior: Gaussian noise (std drawn per clip in [0, MAX_STD]) on the nearly "
+                        "clean prefix frames, which then serve as context and anchors and are not scored (the errors of "
+                        "generated frames in long rollouts); 0 disables")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -261,6 +265,8 @@ def train(args) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
 
     config = config_from_name(args.config, attention=args.attention, **_overrides(args.set))
+    if args.context_corruption and config.prior != "previous_frame":
+        raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     torch.manual_seed(args.seed)
     model = MSCModel(config).to(device)
     ema = MSCModel(config).to(device)
@@ -324,7 +330,8 @@ def train(args) -> dict:
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
         with autocast:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
-                                  level_distribution=args.level_distribution, max_chunk=args.max_chunk)
+                                  level_distribution=args.level_distribution, max_chunk=args.max_chunk,
+                                  context_corruption=args.context_corruption)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import perturbed_tiny, random_context
 
-from msc.diffusion import chunk_anchors, diffusion_loss, residual_scales
+from msc.diffusion import chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
 from msc.model import KVCache, MSCModel, config_from_name
 from msc.sampling import sample_video
 
@@ -57,6 +57,54 @@ def test_prior_loss_is_unit_scale_for_an_untrained_model():
     x = torch.cumsum(0.1 * torch.randn(8, 6, 3, 16, 16), dim=1).clamp(-1, 1)  # changes of std ~0.1
     loss = diffusion_loss(model, x, torch.Generator().manual_seed(0), max_chunk=1)
     assert 0.3 < loss.item() < 3
+
+
+def test_context_corruption_touches_only_the_prefix():
+    gen = torch.Generator().manual_seed(0)
+    levels, context = sample_training_levels(64, 8, gen, clean_prefix_prob=0.5, return_prefix=True)
+    assert torch.equal(levels, sample_training_levels(64, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5))
+    assert context.any() and not context.all() and (levels[context] < 0.1).all()
+    x = torch.rand(64, 8, 3, 16, 16)
+    seen = corrupt_context(x, context, gen, max_std=0.05)
+    changed = (seen != x).flatten(2).any(-1)  # [B, T]
+    assert torch.equal(changed, context)
+    std = (seen - x).flatten(2).std(-1)[context]
+    assert std.max() < 0.055 and std.min() < 0.01  # per clip in [0, 0.05]
+
+
+class _Recorder(torch.nn.Module):
+    """A model that records the anchors the loss gives it and, optionally, spoils its output on some frames."""
+
+    def __init__(self, model, spoil=None):
+        super().__init__()
+        self.model, self.config, self.spoil, self.anchors = model, model.config, spoil, []
+
+    def forward(self, x, t, anchor=None, anchored=None):
+        self.anchors.append(anchor)
+        out = self.model(x, t, anchor=anchor, anchored=anchored)
+        return out if self.spoil is None else out + 100.0 * self.spoil[:, :, None, None, None]
+
+
+def test_corrupted_context_is_what_the_next_chunk_sees_and_is_not_scored():
+    """Every clip's prefix corrupted, chunks of one frame: the first frame after the prefix is anchored
+    on the corrupted last prefix frame, later frames on clean ones, and the prefix frames do not count."""
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", residual_std=0.1))
+    x = torch.cumsum(0.1 * torch.randn(4, 6, 3, 16, 16), dim=1).clamp(-1, 1)
+    gen = torch.Generator().manual_seed(3)  # the loss's draws, in its order: levels, noise, corruption
+    _, context = sample_training_levels(4, 6, gen, clean_prefix_prob=1.0, return_prefix=True)
+    torch.randn(x.shape, generator=gen)
+    seen = corrupt_context(x, context, gen, max_std=0.2)
+    losses = []
+    for spoil in (None, context.float()):
+        recorder = _Recorder(model, spoil)
+        losses.append(diffusion_loss(recorder, x, torch.Generator().manual_seed(3), clean_prefix_prob=1.0, max_chunk=1,
+                                     context_corruption=0.2))
+        anchor = recorder.anchors[0]
+        for clip in range(4):
+            n = int(context[clip].sum())  # prefix length, 1..5
+            assert torch.equal(anchor[clip, n], seen[clip, n - 1]) and not torch.equal(seen[clip, n - 1], x[clip, n - 1])
+            assert torch.equal(anchor[clip, n + 1:], x[clip, n:-1])
+    assert torch.isfinite(losses[0]) and torch.allclose(losses[0], losses[1])  # a spoiled prefix costs nothing
 
 
 def test_cached_forward_with_anchors_equals_full_forward(tiny_prior_model):
