@@ -45,6 +45,13 @@ def _run_summary(run: str) -> dict:
     }
 
 
+def _context_corruption(args: dict) -> str:
+    """The training's context corruption (``--context-corruption``) as a clause, or nothing."""
+    std = args.get("context_corruption") or 0
+    return (f", context corruption: noise of std up to {std:g} on the nearly clean prefix, which is not scored"
+            if std else "")
+
+
 def _steps_within(log: list, seconds: float) -> int:
     """The last logged step a run had reached within ``seconds`` of training (its log's ``elapsed``)."""
     return max((r["step"] for r in log if r["elapsed"] <= seconds + 1.0), default=0)
@@ -293,8 +300,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         f"with {a.get('warmup')} warm-up steps then cosine decay to 10 % over a wall-time budget of "
         f"{a.get('budget_minutes')} min, batch {a.get('batch_size')} clips of {a.get('frames')} frames, gradient "
         f"clipping {a.get('clip')}, EMA {a.get('ema')} (the shipped weights are the EMA), "
-        f"{int(100 * a.get('clean_prefix_prob', 0))} % of clips with a nearly clean prefix, noise levels "
-        f"{a.get('level_distribution', 'uniform')}.",
+        f"{int(100 * a.get('clean_prefix_prob', 0))} % of clips with a nearly clean prefix{_context_corruption(a)}, "
+        f"noise levels {a.get('level_distribution', 'uniform')}.",
         f"* Command:\n\n  ```\n  {command}\n  ```",
         f"* Compute: **{ours['steps']} steps in {_fmt_minutes(ours['elapsed_s'])}** of wall time on a 2-core CPU "
         f"({ours['steps_per_s']:.3f} steps/s; torch threads {a.get('threads') or 'all'} at the end of the run), no GPU; "
@@ -312,7 +319,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* Fine-tune (these weights): from the long run's final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"a fresh optimizer, settings `{changed}`; final training loss {tuned['final_loss']:.4f}.",
+            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}.",
             f"* Total training compute of these weights: {_fmt_minutes(ours['elapsed_s'] + tuned['elapsed_s'])} of CPU wall "
             "time, no GPU.",
         ]

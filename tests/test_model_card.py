@@ -49,7 +49,8 @@ def test_card_from_a_tiny_run(tmp_path):
     # weights fine-tuned from that run, with the study that chose them (as python -m bench.recipes --study finetune writes it)
     tuned = str(tmp_path / "tuned")
     train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--log-every", "1",
-                "--no-progress", "--init-from", os.path.join(run, "checkpoint"), "--set", "noise_scale=0.5", "--out", tuned])
+                "--no-progress", "--init-from", os.path.join(run, "checkpoint"), "--set", "noise_scale=0.5", "prior=previous_frame",
+                "--context-corruption", "0.05", "--out", tuned])
     study = str(tmp_path / "finetune.json")
     json.dump({"minutes": 0.1, "machine": "the test machine", "results": {
         "continue": {"changes": "the recipe, continued", "steps": 2, "sets": report["sets"]}}}, open(study, "w"))
@@ -57,7 +58,8 @@ def test_card_from_a_tiny_run(tmp_path):
                       "python -m msc.train --config tiny", finetune_run=tuned, finetune_study_path=study)
     card = open(path).read()
     assert "## Fine-tune study" in card and "| `continue`: the recipe, continued | 2 |" in card
-    assert "Fine-tune (these weights): from the long run's final EMA, **2 steps in" in card and "`noise_scale=0.5`" in card
+    assert "Fine-tune (these weights): from the long run's final EMA, **2 steps in" in card and "`noise_scale=0.5 prior=previous_frame`" in card
+    assert "context corruption: noise of std up to 0.05 on the nearly clean prefix" in card
     assert "* 5 optimiser steps" in card and "| `noise_scale` | `0.5` |" in card
     assert os.path.exists(os.path.join(tuned, "final", "training_log_finetune.jsonl"))
 
