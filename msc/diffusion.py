@@ -190,7 +190,7 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
 def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator, max_std: float) -> torch.Tensor:
     """``x0`` ``[B, T, C, H, W]`` with Gaussian noise on the ``context`` ``[B, T]`` frames, its standard
     deviation drawn per clip uniformly in ``[0, max_std]``: a stand-in for the errors of generated frames,
-    which become the context and the anchors of the next chunk in sampling (docs/training.md §4)."""
+    which become the context and the anchors of the next chunk in sampling (docs/design.md §4)."""
     b = x0.shape[0]
     std = max_std * torch.rand(b, generator=generator)  # [B]
     noise = torch.randn(x0.shape, generator=generator)
