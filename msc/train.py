@@ -265,6 +265,8 @@ def train(args) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
 
     config = config_from_name(args.config, attention=args.attention, **_overrides(args.set))
+    if not args.context_corruption >= 0:
+        raise ValueError(f"--context-corruption must be a standard deviation >= 0, got {args.context_corruption}.")
     if args.context_corruption and config.prior != "previous_frame":
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     torch.manual_seed(args.seed)

@@ -162,3 +162,13 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     train_main(TINY_RUN + ["--out", tuned, "--steps", "3", "--init-from", os.path.join(base, "final"), *overrides])
     with open(os.path.join(tuned, "log.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]  # continued, not restarted
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--context-corruption", "-0.1"], "must be a standard deviation >= 0"),
+    (["--context-corruption", "nan"], "must be a standard deviation >= 0"),
+    (["--context-corruption", "0.05"], "needs the previous_frame prior"),
+])
+def test_context_corruption_rejects_what_it_cannot_do(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        train_main(["--config", "tiny", "--steps", "1", "--no-progress", "--out", str(tmp_path / "run"), *extra])
