@@ -3,11 +3,14 @@
     python -m bench.recipes --minutes 20                       # train every recipe, then evaluate
     python -m bench.recipes --minutes 20 --only plain residual # a subset
     python -m bench.recipes --evaluate-only                    # score finished runs (scores newer than the weights are kept)
-    python -m bench.recipes --study finetune --minutes 45      # fine-tunes of the bundled long run
+    python -m bench.recipes --study finetune --minutes 45      # fine-tunes of the long run
+    python -m bench.recipes --study shipped --minutes 45       # fine-tunes of the shipped weights
 
-Two studies: ``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the
-bundled long run's checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule,
-so that a change to a trained model is measured against continuing it unchanged for the same time.
+Three studies: ``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the
+long run's checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule, so that
+a change to a trained model is measured against continuing it unchanged for the same time;
+``shipped`` does the same from the shipped weights (``weights/``, the long run fine-tuned with
+context corruption).
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
@@ -56,8 +59,18 @@ FINETUNE_RECIPES = {
                                ["--set", *BUNDLED, "--context-corruption", "0.05"]),
 }
 
+# Fine-tunes of the shipped weights (the long run fine-tuned with context corruption 0.05): the same
+# settings, started from the EMA in weights/ with a fresh optimizer
+SHIPPED_COMMON = [*FINETUNE_COMMON, "--init-from", "weights"]
+SHIPPED_RECIPES = {
+    "context-corruption0.05": ("the shipped recipe, continued unchanged", ["--set", *BUNDLED, "--context-corruption", "0.05"]),
+    "context-corruption0.15": ("context corruption of std up to 0.15 instead of 0.05",
+                               ["--set", *BUNDLED, "--context-corruption", "0.15"]),
+}
+
 # study -> (common msc.train arguments, recipes); later flags override earlier ones
-STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES)}
+STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
+           "shipped": (SHIPPED_COMMON, SHIPPED_RECIPES)}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
@@ -119,7 +132,7 @@ def format_table(results: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=20)
-    p.add_argument("--study", default="recipes", choices=sorted(STUDIES), help="from scratch, or fine-tunes of the bundled run")
+    p.add_argument("--study", default="recipes", choices=sorted(STUDIES), help="from scratch, or fine-tunes of the long run or of the shipped weights")
     p.add_argument("--only", nargs="*", default=None, help="a subset of the study's recipes")
     p.add_argument("--runs", default=None, help="run folders (default: runs/STUDY)")
     p.add_argument("--out", default="bench/results")
@@ -141,7 +154,7 @@ def main(argv=None) -> int:
     table = format_table(results)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
     with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:
-        json.dump({"minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
+        json.dump({"study": args.study, "minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
     with open(os.path.join(args.out, f"{args.study}.md"), "w") as f:
         f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}.\n\n{table}\n")
     print(table)

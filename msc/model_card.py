@@ -16,7 +16,7 @@ import json
 import os
 import statistics
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 from msc.data.mixture import DEFAULT_MIX
 from msc.model import MSCModel
@@ -50,6 +50,16 @@ def _context_corruption(args: dict) -> str:
     std = args.get("context_corruption") or 0
     return (f", context corruption: noise of std up to {std:g} on the nearly clean prefix, which is not scored"
             if std else "")
+
+
+def finetune_log_name(stage: int) -> str:
+    """The card's copy of the ``stage``-th fine-tune's training log (0-based) beside the weights."""
+    return f"training_log_finetune{stage + 1 if stage else ''}.jsonl"
+
+
+def _stage_origin(stage: int) -> str:
+    """What the ``stage``-th fine-tune (0-based) started from."""
+    return "the long run" if stage == 0 else f"fine-tune {stage}"
 
 
 def _steps_within(log: list, seconds: float) -> int:
@@ -178,13 +188,14 @@ def _gates_table(gates: dict) -> str:
 def write_card(weights: str, run: str, baseline_run: str, eval_path: str, command: str, extra: str = "",
                manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None,
                equal_time_path: Optional[str] = None, equal_time_fvd_path: Optional[str] = None,
-               sampler_paths: tuple = (), finetune_run: Optional[str] = None, finetune_study_path: Optional[str] = None) -> str:
+               sampler_paths: tuple = (), finetune_runs: Sequence[str] = (), finetune_study_paths: Sequence[str] = ()) -> str:
     """The card of ``weights`` from measured files. ``run`` / ``baseline_run``: the training runs of the
     model and of the dense baseline (:func:`_run_summary`); ``eval_path`` (and ``fvd_path``): the model's
     evaluation; ``equal_time_path`` (and ``equal_time_fvd_path``): MSC and dense attention evaluated after
     the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings;
-    ``finetune_run`` (and ``finetune_study_path``, ``python -m bench.recipes --study finetune``): the
-    fine-tune of ``run`` that made these weights, and the study that chose it."""
+    ``finetune_runs``: the fine-tunes that made these weights, in order (the first from ``run``'s final
+    EMA, each later one from the one before), and ``finetune_study_paths`` the studies that chose them
+    (``python -m bench.recipes --study finetune`` / ``--study shipped``)."""
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -198,12 +209,11 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
     sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
     ours, base = _run_summary(run), _run_summary(baseline_run)
-    tuned = _run_summary(finetune_run) if finetune_run else None
-    finetune_study = json.load(open(finetune_study_path)) if finetune_study_path else None
+    stages = [_run_summary(path) for path in finetune_runs]  # the fine-tunes, in order
+    finetune_studies = [json.load(open(path)) for path in finetune_study_paths]
     ours_at_base_time = _steps_within(ours["log"], base["elapsed_s"])  # MSC's step after the baseline's wall time
     logs = [("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)]
-    if tuned:
-        logs.append(("training_log_finetune.jsonl", tuned))
+    logs += [(finetune_log_name(i), stage) for i, stage in enumerate(stages)]
     for name, summary in logs:
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
@@ -281,13 +291,14 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             _recipes_table(study),
             "",
         ]
-    if finetune_study:
+    for i, finetune_study in enumerate(finetune_studies):
+        name = finetune_study.get("study", "finetune")
         lines += [
-            "## Fine-tune study",
+            "## Fine-tune study" + (f" {i + 1}" if len(finetune_studies) > 1 else ""),
             "",
-            f"After the long run, changes to it were tried as fine-tunes of its final EMA weights, each for "
+            f"After {_stage_origin(i)}, changes to it were tried as fine-tunes of its final EMA weights, each for "
             f"{finetune_study['minutes']:g} minutes with a fresh optimizer and schedule, beside a fine-tune that "
-            f"changes nothing (`python -m bench.recipes --study finetune`, {finetune_study['machine']}), scored on the "
+            f"changes nothing (`python -m bench.recipes --study {name}`, {finetune_study['machine']}), scored on the "
             "same held-out sets at the default sampler settings:",
             "",
             _recipes_table(finetune_study),
@@ -312,17 +323,18 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         f"reached step {ours_at_base_time}: its cheaper attention bought it "
         f"{ours_at_base_time / max(1, base['steps']):.2f}× the steps.",
     ]
-    if tuned:
+    for i, tuned in enumerate(stages):
         t = tuned["args"]
         changed = " ".join(t.get("set") or [])
-        lines += [
-            f"* Fine-tune (these weights): from the long run's final EMA, **{tuned['steps']} steps in "
+        title = "Fine-tune" + (f" {i + 1}" if len(stages) > 1 else "") + (" (these weights)" if i == len(stages) - 1 else "")
+        lines.append(
+            f"* {title}: from {_stage_origin(i)}'s final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}.",
-            f"* Total training compute of these weights: {_fmt_minutes(ours['elapsed_s'] + tuned['elapsed_s'])} of CPU wall "
-            "time, no GPU.",
-        ]
+            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}.")
+    if stages:
+        lines.append(f"* Total training compute of these weights: "
+                     f"{_fmt_minutes(ours['elapsed_s'] + sum(t['elapsed_s'] for t in stages))} of CPU wall time, no GPU.")
     log_names = [f"`{name}`" for name, _ in logs]
     lines += [
         f"* Logs: {', '.join(log_names[:-1])} and {log_names[-1]} beside this card.",
@@ -425,7 +437,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     lines += [
         "## Limitations",
         "",
-        f"* {ours['steps'] + (tuned['steps'] if tuned else 0)} optimiser steps of {a.get('batch_size')} clips on CPU: "
+        f"* {ours['steps'] + sum(t['steps'] for t in stages)} optimiser steps of {a.get('batch_size')} clips on CPU: "
         "far from convergence.",
         f"* {cfg.image_size}×{cfg.image_size} pixels: uploaded videos are centre-cropped and resized.",
         "* The evaluation uses one seed per clip and few clips; differences under ~0.3 dB are within noise.",
@@ -463,8 +475,10 @@ def main(argv=None) -> int:
     p.add_argument("--equal-time-eval", help="JSON of python -m msc.evaluate: MSC and dense attention after equal training time")
     p.add_argument("--equal-time-fvd-eval", help="the same with --fvd")
     p.add_argument("--sampler-eval", nargs="*", default=[], help="JSON of python -m msc.evaluate at other sampler settings")
-    p.add_argument("--finetune-run", help="the fine-tune of --run that made these weights (run folder)")
-    p.add_argument("--finetune-study", help="bench/results/finetune.json of the fine-tune study")
+    p.add_argument("--finetune-run", nargs="+", default=[],
+                   help="the fine-tunes that made these weights, in order: the first of --run, each later one of the one before (run folders)")
+    p.add_argument("--finetune-study", nargs="+", default=[],
+                   help="the fine-tune studies that chose them (bench/results/finetune.json, shipped.json)")
     p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:

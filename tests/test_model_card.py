@@ -55,13 +55,32 @@ def test_card_from_a_tiny_run(tmp_path):
     json.dump({"minutes": 0.1, "machine": "the test machine", "results": {
         "continue": {"changes": "the recipe, continued", "steps": 2, "sets": report["sets"]}}}, open(study, "w"))
     path = write_card(os.path.join(tuned, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
-                      "python -m msc.train --config tiny", finetune_run=tuned, finetune_study_path=study)
+                      "python -m msc.train --config tiny", finetune_runs=[tuned], finetune_study_paths=[study])
     card = open(path).read()
     assert "## Fine-tune study" in card and "| `continue`: the recipe, continued | 2 |" in card
     assert "Fine-tune (these weights): from the long run's final EMA, **2 steps in" in card and "`noise_scale=0.5 prior=previous_frame`" in card
     assert "context corruption: noise of std up to 0.05 on the nearly clean prefix" in card
     assert "* 5 optimiser steps" in card and "| `noise_scale` | `0.5` |" in card
     assert os.path.exists(os.path.join(tuned, "final", "training_log_finetune.jsonl"))
+
+    # a second fine-tune, of the first one's weights, chosen by a second study
+    tuned2 = str(tmp_path / "tuned2")
+    train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "4", "--warmup", "1", "--log-every", "1",
+                "--no-progress", "--init-from", os.path.join(tuned, "final"), "--set", "noise_scale=0.5", "prior=previous_frame",
+                "--context-corruption", "0.15", "--out", tuned2])
+    study2 = str(tmp_path / "shipped.json")
+    json.dump({"study": "shipped", "minutes": 0.2, "machine": "the test machine", "results": {
+        "context-corruption0.15": {"changes": "more corruption", "steps": 4, "sets": report["sets"]}}}, open(study2, "w"))
+    path = write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
+                      "python -m msc.train --config tiny", finetune_runs=[tuned, tuned2], finetune_study_paths=[study, study2])
+    card = open(path).read()
+    assert "## Fine-tune study 1" in card and "## Fine-tune study 2" in card and "`python -m bench.recipes --study shipped`" in card
+    assert "After fine-tune 1, changes to it were tried" in card and "| `context-corruption0.15`: more corruption | 4 |" in card
+    assert "* Fine-tune 1: from the long run's final EMA, **2 steps in" in card
+    assert "* Fine-tune 2 (these weights): from fine-tune 1's final EMA, **4 steps in" in card and "std up to 0.15" in card
+    assert "* 9 optimiser steps" in card
+    for name in ("training_log_finetune.jsonl", "training_log_finetune2.jsonl"):
+        assert os.path.exists(os.path.join(tuned2, "final", name))
 
 
 def test_the_readme_shows_the_bundled_models_measured_tables():
