@@ -22,16 +22,23 @@ from msc.data.mixture import DEFAULT_MIX
 from msc.model import MSCModel
 
 
+def _state_path_of_log(log_path: str) -> str:
+    """Where the card keeps a copied training log's steps, wall time and arguments: ``X.jsonl`` -> ``X.state.json``."""
+    return log_path[: -len(".jsonl")] + ".state.json"
+
+
 def _run_summary(run: str) -> dict:
     """Steps, wall time, arguments and log of a training run: a run folder (``checkpoint/state.json`` +
-    ``log.jsonl``), or a training log alone (a ``.jsonl`` file: steps and time from its last record)."""
+    ``log.jsonl``), or a training log alone (a ``.jsonl`` file, e.g. the copy beside a card, with its
+    ``.state.json`` when the card wrote one; else steps and time from its last record, no arguments)."""
     log_path = run if run.endswith(".jsonl") else os.path.join(run, "log.jsonl")
     with open(log_path) as f:
         log = [json.loads(line) for line in f if line.strip()]
     last = log[-1] if log else {}
     # a run folder keeps its state in checkpoint/; a kept resumable copy (--keep-resumable) at its top
-    state_path = next((p for p in (os.path.join(run, "checkpoint", "state.json"), os.path.join(run, "state.json"))
-                       if os.path.isfile(p)), None)
+    candidates = ([_state_path_of_log(run)] if run.endswith(".jsonl") else
+                  [os.path.join(run, "checkpoint", "state.json"), os.path.join(run, "state.json")])
+    state_path = next((p for p in candidates if os.path.isfile(p)), None)
     if state_path:
         with open(state_path) as f:
             state = json.load(f)
@@ -214,9 +221,11 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     ours_at_base_time = _steps_within(ours["log"], base["elapsed_s"])  # MSC's step after the baseline's wall time
     logs = [("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)]
     logs += [(finetune_log_name(i), stage) for i, stage in enumerate(stages)]
-    for name, summary in logs:
+    for name, summary in logs:  # the logs and their runs' arguments beside the card: it can be rewritten from a clone
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
+        with open(_state_path_of_log(os.path.join(weights, name)), "w") as f:
+            json.dump({"step": summary["steps"], "elapsed": summary["elapsed_s"], "args": summary["args"]}, f, indent=1)
     s = {**report["settings"], **report["settings"]["sampler"]}
     roll = report.get("rollout")
     gates = report.get("gates") or {}

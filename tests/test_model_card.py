@@ -82,6 +82,14 @@ def test_card_from_a_tiny_run(tmp_path):
     for name in ("training_log_finetune.jsonl", "training_log_finetune2.jsonl"):
         assert os.path.exists(os.path.join(tuned2, "final", name))
 
+    # the card can be rewritten from what it leaves beside the weights (a clone has no run folders)
+    beside = lambda name: os.path.join(tuned2, "final", name)
+    again = write_card(os.path.join(tuned2, "final"), beside("training_log.jsonl"), beside("training_log_dense_baseline.jsonl"),
+                       evaluation, "python -m msc.train --config tiny",
+                       finetune_runs=[beside("training_log_finetune.jsonl"), beside("training_log_finetune2.jsonl")],
+                       finetune_study_paths=[study, study2])
+    assert open(again).read() == card
+
 
 def test_the_readme_shows_the_bundled_models_measured_tables():
     """The README's tables are what ``python -m msc.model_card --readme`` prints from the shipped evaluation files."""
