@@ -4,13 +4,13 @@
     python -m bench.recipes --minutes 20 --only plain residual # a subset
     python -m bench.recipes --evaluate-only                    # score finished runs (scores newer than the weights are kept)
     python -m bench.recipes --study finetune --minutes 45      # fine-tunes of the long run
-    python -m bench.recipes --study shipped --minutes 45       # fine-tunes of the shipped weights
+    python -m bench.recipes --study finetune3 --minutes 45     # fine-tunes of the shipped weights
 
-Three studies: ``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the
-long run's checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule, so that
-a change to a trained model is measured against continuing it unchanged for the same time;
-``shipped`` does the same from the shipped weights (``weights/``, the long run fine-tuned with
-context corruption).
+``recipes`` trains each recipe from scratch; ``finetune`` starts every recipe from the long run's
+checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule, so that a change to
+a trained model is measured against continuing it unchanged for the same time; ``finetune2`` and
+``finetune3`` do the same from the weights shipped when they ran (``weights/``: fine-tune 1 and
+fine-tune 2, see ``SHIPPED_COMMON``).
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
@@ -59,18 +59,24 @@ FINETUNE_RECIPES = {
                                ["--set", *BUNDLED, "--context-corruption", "0.05"]),
 }
 
-# Fine-tunes of the shipped weights (the long run fine-tuned with context corruption 0.05): the same
-# settings, started from the EMA in weights/ with a fresh optimizer
+# Fine-tunes of the weights shipped at the time (weights/: its EMA, a fresh optimizer), the same settings:
+# finetune2 started from fine-tune 1 (the long run + context corruption 0.05; weights/ before commit
+# "Ship fine-tune 2"), finetune3 from fine-tune 2 (fine-tune 1 + context corruption 0.15)
 SHIPPED_COMMON = [*FINETUNE_COMMON, "--init-from", "weights"]
-SHIPPED_RECIPES = {
+FINETUNE2_RECIPES = {
     "context-corruption0.05": ("the shipped recipe, continued unchanged", ["--set", *BUNDLED, "--context-corruption", "0.05"]),
     "context-corruption0.15": ("context corruption of std up to 0.15 instead of 0.05",
                                ["--set", *BUNDLED, "--context-corruption", "0.15"]),
 }
+FINETUNE3_RECIPES = {
+    "context-corruption0.15": ("the shipped recipe, continued unchanged", ["--set", *BUNDLED, "--context-corruption", "0.15"]),
+    "context-corruption0.3": ("context corruption of std up to 0.3 instead of 0.15",
+                              ["--set", *BUNDLED, "--context-corruption", "0.3"]),
+}
 
 # study -> (common msc.train arguments, recipes); later flags override earlier ones
 STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
-           "shipped": (SHIPPED_COMMON, SHIPPED_RECIPES)}
+           "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES)}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:

@@ -68,13 +68,13 @@ def test_card_from_a_tiny_run(tmp_path):
     train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "4", "--warmup", "1", "--log-every", "1",
                 "--no-progress", "--init-from", os.path.join(tuned, "final"), "--set", "noise_scale=0.5", "prior=previous_frame",
                 "--context-corruption", "0.15", "--out", tuned2])
-    study2 = str(tmp_path / "shipped.json")
-    json.dump({"study": "shipped", "minutes": 0.2, "machine": "the test machine", "results": {
+    study2 = str(tmp_path / "finetune2.json")
+    json.dump({"study": "finetune2", "minutes": 0.2, "machine": "the test machine", "results": {
         "context-corruption0.15": {"changes": "more corruption", "steps": 4, "sets": report["sets"]}}}, open(study2, "w"))
     path = write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
                       "python -m msc.train --config tiny", finetune_runs=[tuned, tuned2], finetune_study_paths=[study, study2])
     card = open(path).read()
-    assert "## Fine-tune study 1" in card and "## Fine-tune study 2" in card and "`python -m bench.recipes --study shipped`" in card
+    assert "## Fine-tune study 1" in card and "## Fine-tune study 2" in card and "`python -m bench.recipes --study finetune2`" in card
     assert "After fine-tune 1, changes to it were tried" in card and "| `context-corruption0.15`: more corruption | 4 |" in card
     assert "* Fine-tune 1: from the long run's final EMA, **2 steps in" in card
     assert "* Fine-tune 2 (these weights): from fine-tune 1's final EMA, **4 steps in" in card and "std up to 0.15" in card
