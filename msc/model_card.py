@@ -59,7 +59,7 @@ def _context_corruption(args: dict) -> str:
             if std else "")
 
 
-def finetune_log_name(stage: int) -> str:
+def _finetune_log_name(stage: int) -> str:
     """The card's copy of the ``stage``-th fine-tune's training log (0-based) beside the weights."""
     return f"training_log_finetune{stage + 1 if stage else ''}.jsonl"
 
@@ -202,7 +202,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings;
     ``finetune_runs``: the fine-tunes that made these weights, in order (the first from ``run``'s final
     EMA, each later one from the one before), and ``finetune_study_paths`` the studies that chose them
-    (``python -m bench.recipes --study finetune`` / ``--study shipped``)."""
+    (``python -m bench.recipes --study finetune`` / ``finetune2``)."""
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -220,7 +220,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     finetune_studies = [json.load(open(path)) for path in finetune_study_paths]
     ours_at_base_time = _steps_within(ours["log"], base["elapsed_s"])  # MSC's step after the baseline's wall time
     logs = [("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)]
-    logs += [(finetune_log_name(i), stage) for i, stage in enumerate(stages)]
+    logs += [(_finetune_log_name(i), stage) for i, stage in enumerate(stages)]
     for name, summary in logs:  # the logs and their runs' arguments beside the card: it can be rewritten from a clone
         with open(os.path.join(weights, name), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in summary["log"])
@@ -487,7 +487,7 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-run", nargs="+", default=[],
                    help="the fine-tunes that made these weights, in order: the first of --run, each later one of the one before (run folders)")
     p.add_argument("--finetune-study", nargs="+", default=[],
-                   help="the fine-tune studies that chose them (bench/results/finetune.json, shipped.json)")
+                   help="the fine-tune studies that chose them (bench/results/finetune.json, finetune2.json)")
     p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
