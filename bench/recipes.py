@@ -52,11 +52,18 @@ RECIPES = {
 # Fine-tunes of the bundled long run (compact model, previous-frame prior with σ = 0.1)
 FINETUNE_COMMON = [*COMMON, "--config", "compact", "--lr", "3e-4", "--warmup", "50", "--init-from", "resume/msc-compact"]
 BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
+
+
+def context_corruption(std: str) -> list:
+    """The bundled recipe with the training context corrupted by noise of std up to ``std``."""
+    return ["--set", *BUNDLED, "--context-corruption", std]
+
+
 FINETUNE_RECIPES = {
     "continue": ("the bundled recipe, continued unchanged", ["--set", *BUNDLED]),
     "noise-scale0.25": ("noise around the anchor with std 0.25 instead of 1", ["--set", *BUNDLED, "noise_scale=0.25"]),
     "context-corruption0.05": ("the context prefix (anchors included) corrupted by noise of std up to 0.05, not scored",
-                               ["--set", *BUNDLED, "--context-corruption", "0.05"]),
+                               context_corruption("0.05")),
 }
 
 # Fine-tunes of the weights shipped at the time (weights/: its EMA, a fresh optimizer), the same settings:
@@ -64,14 +71,12 @@ FINETUNE_RECIPES = {
 # "Ship fine-tune 2"), finetune3 from fine-tune 2 (fine-tune 1 + context corruption 0.15)
 SHIPPED_COMMON = [*FINETUNE_COMMON, "--init-from", "weights"]
 FINETUNE2_RECIPES = {
-    "context-corruption0.05": ("the shipped recipe, continued unchanged", ["--set", *BUNDLED, "--context-corruption", "0.05"]),
-    "context-corruption0.15": ("context corruption of std up to 0.15 instead of 0.05",
-                               ["--set", *BUNDLED, "--context-corruption", "0.15"]),
+    "context-corruption0.05": ("the shipped recipe, continued unchanged", context_corruption("0.05")),
+    "context-corruption0.15": ("context corruption of std up to 0.15 instead of 0.05", context_corruption("0.15")),
 }
 FINETUNE3_RECIPES = {
-    "context-corruption0.15": ("the shipped recipe, continued unchanged", ["--set", *BUNDLED, "--context-corruption", "0.15"]),
-    "context-corruption0.3": ("context corruption of std up to 0.3 instead of 0.15",
-                              ["--set", *BUNDLED, "--context-corruption", "0.3"]),
+    "context-corruption0.15": ("the shipped recipe, continued unchanged", context_corruption("0.15")),
+    "context-corruption0.3": ("context corruption of std up to 0.3 instead of 0.15", context_corruption("0.3")),
 }
 
 # study -> (common msc.train arguments, recipes); later flags override earlier ones

@@ -203,6 +203,9 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     ``finetune_runs``: the fine-tunes that made these weights, in order (the first from ``run``'s final
     EMA, each later one from the one before), and ``finetune_study_paths`` the studies that chose them
     (``python -m bench.recipes --study finetune`` / ``finetune2``)."""
+    if len(finetune_study_paths) > len(finetune_runs):
+        raise ValueError(f"{len(finetune_study_paths)} fine-tune studies for {len(finetune_runs)} fine-tune runs: "
+                         "each study chose one fine-tune (give the runs in order, first to last).")
     model = MSCModel.from_pretrained(weights)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from msc.evaluate import main as evaluate_main
@@ -89,6 +90,9 @@ def test_card_from_a_tiny_run(tmp_path):
                        finetune_runs=[beside("training_log_finetune.jsonl"), beside("training_log_finetune2.jsonl")],
                        finetune_study_paths=[study, study2])
     assert open(again).read() == card
+    with pytest.raises(ValueError, match="2 fine-tune studies for 1 fine-tune runs"):
+        write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation, "python -m msc.train",
+                   finetune_runs=[tuned], finetune_study_paths=[study, study2])
 
 
 def test_the_readme_shows_the_bundled_models_measured_tables():
