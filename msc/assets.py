@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,26 +33,30 @@ def write_clips(out: str, name: str, clips: torch.Tensor) -> list:
     return [write_video(os.path.join(out, f"{name}_{i}.mp4"), clip, FPS, SCALE) for i, clip in enumerate(clips)]
 
 
-def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int, steps: int = 16) -> list:
-    """Extend the first :data:`CONTEXT` frames of every clip by ``frames`` frames -> ``out/{name}_{i}.mp4``."""
-    from msc.sampling import sample_video
+def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int, settings=None) -> list:
+    """Extend the first :data:`CONTEXT` frames of every clip by ``frames`` frames -> ``out/{name}_{i}.mp4``, at
+    ``settings`` (a :class:`~msc.sampling.SamplerSettings`; ``None``: the defaults) with seed ``i`` for clip ``i``."""
+    from msc.sampling import SamplerSettings, sample_video
 
+    settings = settings or SamplerSettings()
     paths = []
     for i, clip in enumerate(clips):
-        video = sample_video(model, clip[None, :CONTEXT], frames, steps=steps, seed=i).video[0]
+        video = sample_video(model, clip[None, :CONTEXT], frames, replace(settings, seed=i)).video[0]
         paths.append(write_video(os.path.join(out, f"{name}_{i}.mp4"), video, FPS, SCALE, mark_from=CONTEXT))
     return paths
 
 
-def write_from_nothing_sheet(path: str, model, seeds: int = 4, frames: int = 24, every: int = 3, steps: int = 16) -> str:
-    """A PNG contact sheet of videos sampled from nothing: one row per seed, every ``every``-th frame."""
+def write_from_nothing_sheet(path: str, model, seeds: int = 4, frames: int = 24, every: int = 3, settings=None) -> str:
+    """A PNG contact sheet of videos sampled from nothing at ``settings`` (``None``: the defaults): one row per
+    seed, every ``every``-th frame."""
     from PIL import Image
 
-    from msc.sampling import sample_video
+    from msc.sampling import SamplerSettings, sample_video
 
+    settings = settings or SamplerSettings()
     rows = []
     for seed in range(seeds):
-        video = sample_video(model, None, frames, steps=steps, seed=seed).video[0, ::every]  # [n, 3, S, S]
+        video = sample_video(model, None, frames, replace(settings, seed=seed)).video[0, ::every]  # [n, 3, S, S]
         rows.append(torch.cat(list(video), dim=2))  # [3, S, n*S]
     sheet = ((torch.cat(rows, dim=1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [3, seeds*S, n*S]
     sheet = sheet.repeat_interleave(2, 1).repeat_interleave(2, 2)

@@ -107,3 +107,30 @@ def test_the_readme_shows_the_bundled_models_measured_tables():
         assert table in readme, "README is stale: python -m msc.model_card --eval weights/evaluation.json " \
                                 "--fvd-eval weights/evaluation_fvd.json --equal-time-eval weights/evaluation_equal_time.json " \
                                 "--equal-time-fvd-eval weights/evaluation_fvd_equal_time.json --readme"
+
+
+def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
+    """bench.settings' summary of per-setting evaluations (as msc.evaluate --fvd --rollout writes them) and its table."""
+    from bench.settings import choose, report_path, summarise
+    from msc.model_card import settings_table
+
+    run = str(tmp_path / "run")
+    train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--no-progress", "--out", run])
+    grid = [(1, 2), (2, 1)]
+    for i, (steps, chunk) in enumerate(grid):
+        path = report_path(str(tmp_path), steps, chunk)
+        assert evaluate_main(["--weights", os.path.join(run, "final"), "--clips", "2", "--context", "2", "--horizon", "2",
+                              "--steps", str(steps), "--chunk", str(chunk), "--rollout", "4", "--rollout-clips", "1", "--json", path]) == 0
+        report = json.load(open(path))
+        for j, m in enumerate(report["sets"]["procedural"]["methods"].values()):
+            m["fvd"] = 150.0 - 10 * i if j else 50.0  # copy-last 50; the model 150 at 1×2, 140 at 2×1
+        json.dump(report, open(path, "w"))
+    rows, copy_last = summarise(str(tmp_path), grid)
+    assert [r["fvd"] for r in rows] == [150.0, 140.0] and copy_last["fvd"] == 50.0
+    assert rows[0]["drift"] == json.load(open(report_path(str(tmp_path), 1, 2)))["rollout"]["colour_drift_max"]
+    table = settings_table({"grid": rows, "copy_last": copy_last, "rule": "the lowest FVD", "choice": {"steps": 2, "chunk": 1},
+                            "default": {"steps": 1, "chunk": 2}})
+    assert "| 2 | 1 **(chosen)** |" in table and "| 1 | 2 **(the default)** |" in table and "| 50.0 | 0 | 1× |" in table
+    assert "Rule: the lowest FVD → steps 2, chunk 1; the default: steps 1, chunk 2." in table
+    kept = [{"fvd": 150.0, "drift": 0.01}, {"fvd": 100.0, "drift": 0.2}, {"fvd": 120.0, "drift": 0.04}]
+    assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD

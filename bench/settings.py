@@ -1,0 +1,127 @@
+"""Which sampler settings make the best continuations: the evidence for the default settings.
+
+    python -m bench.settings --data data        # the table in bench/results/settings.md (about 40 minutes)
+
+For every pair of denoising steps × chunk size in ``--grid``, the bundled model is scored by
+:mod:`msc.evaluate` exactly as its card scores it (one subprocess per setting, ``--jobs`` at a
+time with one torch thread each):
+
+* all the held-out real windows (8 context frames, 8 generated): PSNR / SSIM, the motion of the
+  generated frames against the truth's, and the **Fréchet Video Distance** of the 16-frame clips
+  against the ground truth's (:mod:`msc.fvd`; needs ``python -m msc.i3d`` once);
+* a 256-frame rollout from the first 2 real clips: the colour drift of the last 32 frames (the
+  model card's bar: 0.05) and their sharpness against the context's.
+
+**The rule** (:data:`RULE`): the default is the setting with the lowest FVD among those whose
+rollout keeps its colour. FVD compares the distribution of whole continuations with the truth's, so
+it punishes both blur and made-up motion, where PSNR rewards a blurred average; but it sees 16
+frames, and the app extends videos for as long as one asks, so a setting whose colour drifts away
+over 256 frames does not qualify. The speed of each setting is ``bench.stream``'s table.
+
+Each setting's report is kept in ``--runs`` and reused while it is newer than the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+from msc.evaluate import COLOUR_TOLERANCE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = ((1, 4), (1, 8), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8), (16, 4), (16, 8))
+RULE = ("the lowest FVD (it compares whole continuations with the truth's, so it punishes blur and made-up motion alike, "
+        "where PSNR rewards a blurred average) among the settings whose 256-frame rollout keeps the colour within "
+        f"{COLOUR_TOLERANCE} (FVD sees 16 frames; the app extends videos as long as one asks)")
+
+
+def choose(rows: list) -> dict:
+    """The row :data:`RULE` picks (the lowest FVD of all when no rollout keeps its colour)."""
+    kept = [r for r in rows if r["drift"] <= COLOUR_TOLERANCE]
+    return min(kept or rows, key=lambda r: r["fvd"])
+
+
+def report_path(runs: str, steps: int, chunk: int) -> str:
+    return os.path.join(runs, f"steps{steps}_chunk{chunk}.json")
+
+
+def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int) -> None:
+    """Run ``msc.evaluate`` for every setting whose report is missing or older than the weights."""
+    os.makedirs(runs, exist_ok=True)
+    weights_time = os.path.getmtime(os.path.join(weights, "model.safetensors"))
+    todo = [(s, c) for s, c in grid
+            if not (os.path.isfile(report_path(runs, s, c)) and os.path.getmtime(report_path(runs, s, c)) > weights_time)]
+    running = []
+    for steps, chunk in todo:
+        if len(running) == jobs:
+            _wait(running.pop(0))
+        path = report_path(runs, steps, chunk)
+        args = [sys.executable, "-m", "msc.evaluate", "--weights", weights, "--data", data, "--sets", "real", "--clips", "256",
+                "--rollout", "256", "--rollout-clips", "2", "--fvd", "--steps", str(steps), "--chunk", str(chunk),
+                "--threads", "1", "--json", path]
+        print(f"evaluating steps {steps}, chunk {chunk}", flush=True)
+        running.append(subprocess.Popen(args, stdout=open(path[: -len(".json")] + ".log", "w"), stderr=subprocess.STDOUT))
+    for p in running:
+        _wait(p)
+
+
+def _wait(process: subprocess.Popen) -> None:
+    if process.wait():
+        raise RuntimeError(f"an evaluation failed (its log is beside its report): {' '.join(process.args)}")
+
+
+def summarise(runs: str, grid) -> tuple:
+    """One row per setting (the numbers of its report that the table shows), and copy-last's scores."""
+    rows = []
+    for steps, chunk in grid:
+        with open(report_path(runs, steps, chunk)) as f:
+            report = json.load(f)
+        real = next(iter(report["sets"].values()))  # the one set scored: the held-out real windows
+        model = [m for m in real["methods"] if m != "copy-last"][0]
+        m, r = real["methods"][model], report["rollout"]
+        rows.append({"steps": steps, "chunk": chunk, "clips": real["clips"], "psnr": m["psnr_mean"], "ssim": m["ssim_mean"],
+                     "motion": m["motion"], "motion_truth": m["motion_truth"], "fvd": m["fvd"],
+                     "drift": r["colour_drift_max"], "sharpness_ratio": r["sharpness_ratio"], "rollout_clips": r["clips"]})
+    copy = real["methods"]["copy-last"]
+    return rows, {"psnr": copy["psnr_mean"], "ssim": copy["ssim_mean"], "fvd": copy["fvd"]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=os.path.join(ROOT, "weights"))
+    p.add_argument("--data", default=os.path.join(ROOT, "data"), help="prepared data (python -m msc.data.prepare)")
+    p.add_argument("--grid", nargs="+", default=[f"{s}x{c}" for s, c in GRID], help="STEPSxCHUNK pairs")
+    p.add_argument("--runs", default=os.path.join(ROOT, "runs", "settings"), help="where each setting's report is kept")
+    p.add_argument("--jobs", type=int, default=2, help="evaluations at a time (one torch thread each)")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "settings"))
+    args = p.parse_args(argv)
+    grid = [tuple(int(v) for v in pair.split("x")) for pair in args.grid]
+
+    from msc.model_card import settings_table
+    from msc.sampling import SamplerSettings
+
+    evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs)
+    rows, copy_last = summarise(args.runs, grid)
+    choice = choose(rows)
+    shipped = SamplerSettings()
+    default = (shipped.steps, shipped.chunk)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    report = {"machine": machine, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
+              "rule": RULE,
+              "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default[0], "chunk": default[1]}}
+    lines = [f"Measured by `python -m bench.settings` on {machine} ({args.jobs} evaluations at a time, one torch thread each).", "",
+             settings_table(report)]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
