@@ -120,7 +120,8 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
             report = json.load(f)
         with open(os.path.join(runs, name, "log.jsonl")) as f:
             log = [json.loads(line) for line in f]
-        results[name] = {"changes": recipes[name][0], "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
+        sampler = {k: report["settings"]["sampler"][k] for k in ("steps", "chunk")}  # the settings it was scored at
+        results[name] = {"changes": recipes[name][0], "sampler": sampler, "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
                          "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
     return results
 
@@ -166,8 +167,10 @@ def main(argv=None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
     with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:
         json.dump({"study": args.study, "minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
+    sampler = next(iter(results.values()))["sampler"]
     with open(os.path.join(args.out, f"{args.study}.md"), "w") as f:
-        f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}.\n\n{table}\n")
+        f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}; scored at {sampler['steps']} "
+                f"denoising steps, chunks of {sampler['chunk']}.\n\n{table}\n")
     print(table)
     print(f"({(time.time() - start) / 60:.1f} min)")
     return 0

@@ -192,6 +192,12 @@ def _sources_table(manifest: dict) -> str:
     return "\n".join(rows)
 
 
+def _scored_at(study: dict) -> str:
+    """The sampler settings a study's runs were scored at, in words (``bench.recipes`` records them per run)."""
+    sampler = next(iter(study["results"].values()))["sampler"]
+    return f"{sampler['steps']} denoising step{'s' * (sampler['steps'] != 1)}, chunks of {sampler['chunk']}"
+
+
 def _recipes_table(study: dict) -> str:
     results = study["results"]
     sets = list(next(iter(results.values()))["sets"])
@@ -321,7 +327,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             "## Recipe study",
             "",
             f"Before the long run, recipes were trained side by side for {study['minutes']:g} minutes each "
-            f"(`python -m bench.recipes`, {study['machine']}) and scored on the same held-out sets:",
+            f"(`python -m bench.recipes`, {study['machine']}) and scored on the same held-out sets at {_scored_at(study)}:",
             "",
             _recipes_table(study),
             "",
@@ -334,7 +340,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"After {_stage_origin(i)}, changes to it were tried as fine-tunes of its final EMA weights, each for "
             f"{finetune_study['minutes']:g} minutes with a fresh optimizer and schedule, beside a fine-tune that "
             f"changes nothing (`python -m bench.recipes --study {name}`, {finetune_study['machine']}), scored on the "
-            "same held-out sets at the default sampler settings:",
+            f"same held-out sets at {_scored_at(finetune_study)}:",
             "",
             _recipes_table(finetune_study),
             "",

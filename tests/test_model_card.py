@@ -54,11 +54,13 @@ def test_card_from_a_tiny_run(tmp_path):
                 "--context-corruption", "0.05", "--out", tuned])
     study = str(tmp_path / "finetune.json")
     json.dump({"minutes": 0.1, "machine": "the test machine", "results": {
-        "continue": {"changes": "the recipe, continued", "steps": 2, "sets": report["sets"]}}}, open(study, "w"))
+        "continue": {"changes": "the recipe, continued", "sampler": {"steps": 1, "chunk": 2}, "steps": 2, "sets": report["sets"]}}},
+              open(study, "w"))
     path = write_card(os.path.join(tuned, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
                       "python -m msc.train --config tiny", finetune_runs=[tuned], finetune_study_paths=[study])
     card = open(path).read()
     assert "## Fine-tune study" in card and "| `continue`: the recipe, continued | 2 |" in card
+    assert "scored on the same held-out sets at 1 denoising step, chunks of 2:" in card
     assert "Fine-tune (these weights): from the long run's final EMA, **2 steps in" in card and "`noise_scale=0.5 prior=previous_frame`" in card
     assert "context corruption: noise of std up to 0.05 on the nearly clean prefix" in card
     assert "* 5 optimiser steps" in card and "| `noise_scale` | `0.5` |" in card
@@ -71,7 +73,8 @@ def test_card_from_a_tiny_run(tmp_path):
                 "--context-corruption", "0.15", "--out", tuned2])
     study2 = str(tmp_path / "finetune2.json")
     json.dump({"study": "finetune2", "minutes": 0.2, "machine": "the test machine", "results": {
-        "context-corruption0.15": {"changes": "more corruption", "steps": 4, "sets": report["sets"]}}}, open(study2, "w"))
+        "context-corruption0.15": {"changes": "more corruption", "sampler": {"steps": 16, "chunk": 4}, "steps": 4,
+                                   "sets": report["sets"]}}}, open(study2, "w"))
     path = write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
                       "python -m msc.train --config tiny", finetune_runs=[tuned, tuned2], finetune_study_paths=[study, study2])
     card = open(path).read()
