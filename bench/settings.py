@@ -18,7 +18,7 @@ it punishes both blur and made-up motion, where PSNR rewards a blurred average; 
 frames, and the app extends videos for as long as one asks, so a setting whose colour drifts away
 over 256 frames does not qualify. The speed of each setting is ``bench.stream``'s table.
 
-Each setting's report is kept in ``--runs`` and reused while it is newer than the weights.
+Each setting's report is kept in ``--runs`` and reused while it is complete and newer than the weights.
 """
 
 from __future__ import annotations
@@ -50,11 +50,14 @@ def report_path(runs: str, steps: int, chunk: int) -> str:
 
 
 def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int) -> None:
-    """Run ``msc.evaluate`` for every setting whose report is missing or older than the weights."""
+    """Run ``msc.evaluate`` for every setting whose report is missing, unfinished or older than the weights."""
     os.makedirs(runs, exist_ok=True)
     weights_time = os.path.getmtime(os.path.join(weights, "model.safetensors"))
-    todo = [(s, c) for s, c in grid
-            if not (os.path.isfile(report_path(runs, s, c)) and os.path.getmtime(report_path(runs, s, c)) > weights_time)]
+
+    def finished(path: str) -> bool:  # msc.evaluate writes its report after every part: the rollout comes last
+        return os.path.isfile(path) and os.path.getmtime(path) > weights_time and "rollout" in json.load(open(path))
+
+    todo = [(s, c) for s, c in grid if not finished(report_path(runs, s, c))]
     running = []
     for steps, chunk in todo:
         if len(running) == jobs:

@@ -385,7 +385,7 @@ class MSCApp:
                 for tab in [t for t in table if t not in live_tabs and t not in self.generating]:
                     table.pop(tab, None)
 
-    def extend(self, clip, frames, steps=16, chunk=4, seed=0):
+    def extend(self, clip, frames, steps=PRESETS["default"].steps, chunk=PRESETS["default"].chunk, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
         A generator that reports nothing until the end (its intermediate outputs are updates without
         a value): between two decoded frames or two denoising steps Gradio can cancel it (a client's

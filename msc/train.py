@@ -248,7 +248,7 @@ def write_sample(model: MSCModel, path: str, step: int, frames: int) -> None:
     from msc.video import write_video
 
     context = ProceduralVideos(frames=4, size=model.config.image_size, split="test")[step % 997][None]
-    video = sample_video(model, context, frames, steps=16, seed=step).video
+    video = sample_video(model, context, frames, seed=step).video  # the default sampler settings
     write_video(path, video[0], fps=8, scale=max(1, 256 // model.config.image_size))
 
 
