@@ -224,14 +224,16 @@ def _gates_table(gates: dict) -> str:
 def write_card(weights: str, run: str, baseline_run: str, eval_path: str, command: str, extra: str = "",
                manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None,
                equal_time_path: Optional[str] = None, equal_time_fvd_path: Optional[str] = None,
-               sampler_paths: tuple = (), finetune_runs: Sequence[str] = (), finetune_study_paths: Sequence[str] = ()) -> str:
+               sampler_paths: tuple = (), finetune_runs: Sequence[str] = (), finetune_study_paths: Sequence[str] = (),
+               settings_path: Optional[str] = None) -> str:
     """The card of ``weights`` from measured files. ``run`` / ``baseline_run``: the training runs of the
     model and of the dense baseline (:func:`_run_summary`); ``eval_path`` (and ``fvd_path``): the model's
     evaluation; ``equal_time_path`` (and ``equal_time_fvd_path``): MSC and dense attention evaluated after
     the same wall time of training; ``sampler_paths``: the model's evaluations at other sampler settings;
     ``finetune_runs``: the fine-tunes that made these weights, in order (the first from ``run``'s final
     EMA, each later one from the one before), and ``finetune_study_paths`` the studies that chose them
-    (``python -m bench.recipes --study finetune`` / ``finetune2``)."""
+    (``python -m bench.recipes --study finetune`` / ``finetune2``); ``settings_path``: the study that chose the
+    default sampler settings (``python -m bench.settings``)."""
     if len(finetune_study_paths) > len(finetune_runs):
         raise ValueError(f"{len(finetune_study_paths)} fine-tune studies for {len(finetune_runs)} fine-tune runs: "
                          "each study chose one fine-tune (give the runs in order, first to last).")
@@ -247,6 +249,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     equal_time = json.load(open(equal_time_path)) if equal_time_path else None
     equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
     sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
+    settings_study = json.load(open(settings_path)) if settings_path else None
     ours, base = _run_summary(run), _run_summary(baseline_run)
     stages = [_run_summary(path) for path in finetune_runs]  # the fine-tunes, in order
     finetune_studies = [json.load(open(path)) for path in finetune_study_paths]
@@ -446,6 +449,15 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             _sampler_table(sampler_reports, cfg.attention),
             "",
         ]
+    if settings_study:
+        lines += [
+            "### How the default sampler settings were chosen",
+            "",
+            f"`python -m bench.settings` ({settings_study['machine']}), these weights at every denoising steps × chunk size below:",
+            "",
+            settings_table(settings_study),
+            "",
+        ]
     if roll:
         lines += [
             f"### {roll['frames']}-frame rollout",
@@ -520,6 +532,7 @@ def main(argv=None) -> int:
                    help="the fine-tunes that made these weights, in order: the first of --run, each later one of the one before (run folders)")
     p.add_argument("--finetune-study", nargs="+", default=[],
                    help="the fine-tune studies that chose them (bench/results/finetune.json, finetune2.json)")
+    p.add_argument("--settings", help="bench/results/settings.json: the study that chose the default sampler settings")
     p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
@@ -532,7 +545,7 @@ def main(argv=None) -> int:
     extra = open(args.extra).read() if args.extra else ""
     print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
                      args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval, tuple(args.sampler_eval),
-                     args.finetune_run, args.finetune_study))
+                     args.finetune_run, args.finetune_study, args.settings))
     return 0
 
 

@@ -135,5 +135,11 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
                             "default": {"steps": 1, "chunk": 2}})
     assert "| 2 | 1 **(chosen)** |" in table and "| 1 | 2 **(the default)** |" in table and "| 50.0 | 0 | 1× |" in table
     assert "Rule: the lowest FVD → steps 2, chunk 1; the default: steps 1, chunk 2." in table
+    settings = str(tmp_path / "settings.json")
+    json.dump({"machine": "the test machine", "grid": rows, "copy_last": copy_last, "rule": "the lowest FVD",
+               "choice": {"steps": 2, "chunk": 1}, "default": {"steps": 1, "chunk": 2}}, open(settings, "w"))
+    card = open(write_card(os.path.join(run, "final"), run, os.path.join(run, "log.jsonl"), report_path(str(tmp_path), 1, 2),
+                           "python -m msc.train --config tiny", settings_path=settings)).read()
+    assert "### How the default sampler settings were chosen" in card and table in card
     kept = [{"fvd": 150.0, "drift": 0.01}, {"fvd": 100.0, "drift": 0.2}, {"fvd": 120.0, "drift": 0.04}]
     assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD
