@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     report = {"machine": machine, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE,
               "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default[0], "chunk": default[1]}}
-    lines = [f"Measured by `python -m bench.settings` on {machine} ({args.jobs} evaluations at a time, one torch thread each).", "",
+    lines = [f"Measured by `python -m bench.settings` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
              settings_table(report)]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as f:
