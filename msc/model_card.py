@@ -192,10 +192,14 @@ def _sources_table(manifest: dict) -> str:
     return "\n".join(rows)
 
 
+def _sampler_words(sampler: dict) -> str:
+    """Sampler settings (a dict with ``steps`` and ``chunk``) in words."""
+    return f"{sampler['steps']} denoising step{'s' * (sampler['steps'] != 1)}, chunks of {sampler['chunk']}"
+
+
 def _scored_at(study: dict) -> str:
     """The sampler settings a study's runs were scored at, in words (``bench.recipes`` records them per run)."""
-    sampler = next(iter(study["results"].values()))["sampler"]
-    return f"{sampler['steps']} denoising step{'s' * (sampler['steps'] != 1)}, chunks of {sampler['chunk']}"
+    return _sampler_words(next(iter(study["results"].values()))["sampler"])
 
 
 def _recipes_table(study: dict) -> str:
@@ -424,8 +428,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             "",
             f"The paper's efficiency claim, measured on this recipe: the EMA weights of this run after "
             f"{_fmt_minutes(base['elapsed_s'])} (step {ours_at_base_time}, shipped as `msc_20min/`) against the dense-attention baseline "
-            f"after the same time ({base['steps']} steps, `dense_baseline/`), same evaluation "
-            f"(`{os.path.basename(equal_time_path)}`). PSNR / SSIM:",
+            f"after the same time ({base['steps']} steps, `dense_baseline/`), same evaluation at "
+            f"{_sampler_words(equal_time['settings']['sampler'])} (`{os.path.basename(equal_time_path)}`). PSNR / SSIM:",
             "",
             _comparison_table(equal_time, EQUAL_TIME_LABELS),
             "",

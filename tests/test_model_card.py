@@ -38,6 +38,7 @@ def test_card_from_a_tiny_run(tmp_path):
                       fvd_path=fvd_path, equal_time_path=equal_time_path, sampler_paths=(steps2,))
     card = open(path).read()
     assert "### MSC against dense attention at equal wall time" in card and "| held-out set | copy the last frame | MSC | dense attention |" in card
+    assert "same evaluation at 1 denoising step, chunks of 2 (`eval_equal_time.json`)" in card
     assert "* procedural: MSC" in card and "**met**" in card
     assert "* Per clip: better than copy-last on " in card and " of 2 clips; median clip " in card
     assert "### Denoising steps and chunk size" in card and "| 1 | 2 |" in card and "| 2 | 1 |" in card
