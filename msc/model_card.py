@@ -457,7 +457,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         lines += [
             "### How the default sampler settings were chosen",
             "",
-            f"`python -m bench.settings` ({settings_study['machine']}), these weights at every denoising steps × chunk size below:",
+            f"`python -m bench.settings` ({settings_study['machine']}), these weights at each pair of denoising steps and chunk size below:",
             "",
             settings_table(settings_study),
             "",
