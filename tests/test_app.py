@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from msc.sampling import PRESETS
 from msc.studio import CONTROLS, control_values
 from msc.video import read_video
 
@@ -513,11 +514,12 @@ def test_browser_upload_generate_and_play(server, tmp_path):
         page.get_by_role("button", name="Continue").click()
         page.get_by_text("Continued with 16 frames").wait_for(timeout=60_000)
         output_duration(40 / 8)  # 24 + 16 frames
+        chunk = PRESETS["default"].chunk  # the page's chunk control starts at the default
         page.get_by_role("button", name="Undo last chunk").click()
-        page.get_by_text("Undid the last chunk (4 frames)").wait_for(timeout=30_000)
-        output_duration(36 / 8)
+        page.get_by_text(f"Undid the last chunk ({chunk} frames); {32 - chunk} generated frames left").wait_for(timeout=30_000)
+        output_duration((40 - chunk) / 8)
         page.get_by_role("button", name="Undo last chunk").click()
-        page.get_by_text("24 generated frames left").wait_for(timeout=30_000)
+        page.get_by_text(f"{32 - 2 * chunk} generated frames left").wait_for(timeout=30_000)
         assert (tmp_path / "app.png").stat().st_size > 10_000
         browser.close()
 
