@@ -30,6 +30,7 @@ import platform
 import subprocess
 import sys
 
+from bench import write_results
 from msc.evaluate import COLOUR_TOLERANCE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,20 +111,14 @@ def main(argv=None) -> None:
     evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs)
     rows, copy_last = summarise(args.runs, grid)
     choice = choose(rows)
-    shipped = SamplerSettings()
-    default = (shipped.steps, shipped.chunk)
+    default = SamplerSettings()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     report = {"machine": machine, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE,
-              "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default[0], "chunk": default[1]}}
+              "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default.steps, "chunk": default.chunk}}
     lines = [f"Measured by `python -m bench.settings` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
              settings_table(report)]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, report, lines)
 
 
 if __name__ == "__main__":

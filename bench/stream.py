@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import socket
@@ -35,6 +34,8 @@ import urllib.request
 from dataclasses import replace
 
 import torch
+
+from bench import write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -195,12 +196,7 @@ def main(argv=None) -> None:
     lines += ["", f"**Encoding** one preview frame as PNG: {costs['png_per_frame_ms']:.1f} ms; one second of video (8 frames) as an "
               f"mp4 segment: {costs['mp4_segment_8_frames_ms']:.0f} ms, and an HLS viewer shows no frame of a segment before "
               "the segment is complete (≥ 1 s of frames at 8 frames/s)."]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, report, lines)
 
 
 if __name__ == "__main__":
