@@ -54,9 +54,10 @@ FINETUNE_COMMON = [*COMMON, "--config", "compact", "--lr", "3e-4", "--warmup", "
 BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
 
 
-def context_corruption(std: str) -> list:
-    """The bundled recipe with the training context corrupted by noise of std up to ``std``."""
-    return ["--set", *BUNDLED, "--context-corruption", std]
+def context_corruption(std: str, *settings: str) -> list:
+    """The bundled recipe (with model ``settings`` changed, if any) and the training context corrupted by noise of
+    std up to ``std``."""
+    return ["--set", *BUNDLED, *settings, "--context-corruption", std]
 
 
 FINETUNE_RECIPES = {
@@ -79,9 +80,21 @@ FINETUNE3_RECIPES = {
     "context-corruption0.3": ("context corruption of std up to 0.3 instead of 0.15", context_corruption("0.3")),
 }
 
+
+# finetune5 starts from the kept candidate, fine-tune 4 (finetune3's context-corruption0.3 run continued for 85
+# minutes; not shipped when it was made): does less noise around the anchor, which broke long rollouts before
+# context corruption, keep them now that the training context is corrupted?
+CANDIDATE_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune4-context-corruption0.3"]
+FINETUNE5_RECIPES = {
+    "context-corruption0.3": ("the candidate's recipe, continued unchanged", context_corruption("0.3")),
+    "noise-scale0.25": ("context corruption 0.3 + noise around the anchor with std 0.25 instead of 1",
+                        context_corruption("0.3", "noise_scale=0.25")),
+}
+
 # study -> (common msc.train arguments, recipes); later flags override earlier ones
 STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
-           "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES)}
+           "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES),
+           "finetune5": (CANDIDATE_COMMON, FINETUNE5_RECIPES)}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:

@@ -25,6 +25,11 @@ when this call finished some, else ``None``), and a ``cancel()`` asked before ev
   ``ar_step`` denoising steps behind the previous one; a frame is emitted when it reaches 0;
 * ``full-sequence``: all new frames share one level (the non-causal baseline).
 
+**From nothing** the first frame has no finished frame before it: it is a whole picture drawn from
+noise, where with the previous-frame prior every later frame draws only its change from the frame
+before. So it is sampled alone with its own ``first_frame_steps`` (0: in the first chunk, with
+``steps``), and the frame schedule runs over the frames after it.
+
 **Updates** follow the rectified-flow ODE ``dx/dt = v``. From level ``t`` to ``t' < t`` with the
 predictions ``x̂₀ = x - t·v`` and ``ĉ = x + (1 - t)·v`` (the noise centred on the anchor, ``a + s·ε``):
 ``x' = (1 - t')·x̂₀ + t'·(a + √(1-η²)·(ĉ - a) + η·s·z)``, ``z ~ N(0, I)`` (``a = 0``, ``s = 1`` without
@@ -242,6 +247,11 @@ class SamplerSettings:
     # settings whose 256-frame rollout keeps its colour), re-measured when the bundled model changes
     steps: int = field(default=2, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
     chunk: int = field(default=8, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
+    # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: from
+    # nothing, a few steps leave the first frame a blurred field (and the frames anchored on it noise)
+    first_frame_steps: int = field(default=16, metadata={"help": "from nothing: denoising steps of the first frame, "
+                                                                 "sampled alone (0: part of the first chunk)",
+                                                         "range": (0, 100, 1)})
     schedule: str = field(default="autoregressive", metadata={"help": "frame schedule", "choices": FRAME_SCHEDULES})
     ar_step: int = field(default=2, metadata={"help": "diffusion forcing: steps between neighbouring frames", "range": (1, 16, 1)})
     noise_schedule: str = field(default="cosine", metadata={"help": "noise schedule", "choices": SCHEDULES})
@@ -262,6 +272,8 @@ class SamplerSettings:
 
     def __post_init__(self):
         check_sampling_args(self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
+        if isinstance(self.first_frame_steps, bool) or not isinstance(self.first_frame_steps, int) or self.first_frame_steps < 0:
+            raise ValueError(f"first_frame_steps must be an integer >= 0, got {self.first_frame_steps!r}.")
         check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
         noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -417,8 +429,14 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
     windows = s.windows or cfg.windows
     windows.check_fits(cfg.grid)  # the one check of the windows against this model
-    levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
     b, k0 = context.shape[:2]
+    levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
+    first_alone = k0 == 0 and s.first_frame_steps > 0  # from nothing: the first frame first, with its own steps
+    first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist() if first_alone else levels
+
+    def levels_of(j: int) -> list:  # the levels new frame j steps through
+        return first_levels if j == 0 else levels
+
     noise_shape = (b, *frame_shape)
 
     history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device)
@@ -437,6 +455,9 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         commit(context.to(device).float())
 
     plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
+    if first_alone:  # frame 0 alone, then the schedule over the rest
+        rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step) if frames > 1 else []
+        plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
     prior = cfg.prior != "none"
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}
@@ -456,8 +477,8 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
             zero = torch.zeros(noise_shape, device=device)
             anchor = torch.stack([zero if anchors[f] is None else anchors[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
             anchored = torch.tensor([anchors[f] is not None for f in frame_ids], device=device)[None].expand(b, -1)
-        t_now = torch.tensor([levels[st] for _, st in call], device=device)
-        t_next = torch.tensor([levels[st + 1] for _, st in call], device=device)
+        t_now = torch.tensor([levels_of(j)[st] for j, st in call], device=device)
+        t_next = torch.tensor([levels_of(j)[st + 1] for j, st in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
         v = history.predict(x, t, anchor, anchored)
@@ -483,7 +504,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
             active[f] = x[:, i]
         yield GatesEvent(call_index, frame_ids, t_now.tolist(), model.gates(t_now).cpu())
         # frames that reached level 0 are finished, in order
-        reached_zero = {f for f, (_, st) in zip(frame_ids, call) if st == s.steps - 1}
+        reached_zero = {k0 + j for j, st in call if st == len(levels_of(j)) - 2}
         done = []
         while k0 + finished_new in reached_zero:
             anchors.pop(k0 + finished_new, None)

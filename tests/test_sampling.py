@@ -78,11 +78,29 @@ def test_frame_schedule_plans():
 def test_from_nothing_callback_gates_and_windows(model):
     infos = []
     windows = AttentionWindows(k_s=5, k_t=2, d=1, k_lo=3)
-    res = sample_video(model, None, 3, steps=2, chunk=2, windows=windows, callback=infos.append)
+    res = sample_video(model, None, 3, steps=2, chunk=2, first_frame_steps=0, windows=windows, callback=infos.append)
     assert res.video.shape == (1, 3, 3, 16, 16) and torch.isfinite(res.video).all()
     assert [i["call"] for i in infos] == [1, 2, 3, 4] and infos[-1]["finished"] == 3
     assert len(res.gates) == 4 and res.gates[0]["gates"].shape == (2, model.config.depth, 2)
     assert res.gates[0]["t"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing"])
+def test_from_nothing_the_first_frame_is_sampled_alone_with_its_own_steps(model, tiny_prior_model, prior, schedule):
+    m = tiny_prior_model if prior else model
+    kw = dict(steps=2, chunk=3, schedule=schedule, eta=0.5, seed=4)
+    infos = []
+    res = sample_video(m, None, 7, first_frame_steps=5, callback=infos.append, **kw)
+    assert [i["frames"] for i in infos[:5]] == [[0]] * 5 and infos[4]["finished"] == 1  # frame 0 alone, 5 calls
+    # the same as sampling one frame with 5 steps and extending it with the settings
+    first = sample_video(m, None, 1, steps=5, first_frame_steps=0, seed=4, eta=0.5).video
+    rest = sample_video(m, first, 6, **kw).video
+    assert (res.video - rest).abs().max().item() <= 1e-5
+    # a context (even of one frame) leaves the steps of every frame as they were
+    assert torch.equal(sample_video(m, first, 6, first_frame_steps=9, **kw).video, rest)
+    with pytest.raises(ValueError, match="first_frame_steps must be an integer >= 0"):
+        sample_video(m, None, 2, first_frame_steps=-1)
 
 
 def test_cancel_between_steps_returns_finished_frames(model):
@@ -126,3 +144,16 @@ def test_every_noise_schedule_falls_from_one_to_zero(schedule):
         t = noise_levels(schedule, steps)
         assert t.shape == (steps + 1,) and t[0] == 1 and t[-1] == 0
         assert (t[1:] < t[:-1]).all()
+
+
+def test_from_nothing_bench_samples_and_draws_its_sheet(tiny_prior_model, tmp_path):
+    """bench.from_nothing's sampling (one batch, its model calls counted) and its contact sheet."""
+    from PIL import Image
+
+    from bench.from_nothing import FRAMES, contact_sheet, from_nothing
+    from msc.sampling import SamplerSettings
+
+    made = from_nothing(tiny_prior_model, SamplerSettings(steps=2, chunk=8, first_frame_steps=3), count=2)
+    assert made["videos"].shape == (2, FRAMES, 3, 16, 16) and made["calls"] == 3 + 2 * 2  # frame 0, then 15 in chunks of 8
+    contact_sheet(str(tmp_path / "sheet.png"), [made["videos"][0], made["videos"][1]])
+    assert Image.open(tmp_path / "sheet.png").size == (2 * 16 * FRAMES // 2, 2 * 2 * 16)

@@ -1,0 +1,108 @@
+"""Videos from nothing: how many denoising steps the first frame takes (``SamplerSettings.first_frame_steps``).
+
+    python -m bench.from_nothing --data data     # the table in bench/results/from_nothing.md (about 10 minutes)
+
+A video from nothing has no frame to start from. Its first frame is a whole picture drawn from noise, while
+every later frame only draws its change from the frame before (the previous-frame prior, docs/design.md §4),
+which the sampler's default of a few steps suits. For each value of ``--first-steps`` (0: the first frame is
+part of the first chunk, with the default steps), the bundled model samples ``--count`` videos of 16 frames
+from nothing per held-out set, every other setting at its default, and they are compared with that many
+held-out clips of every set (real video, the camera over photographs, procedural: the kinds the model was
+trained on):
+
+* the **Fréchet Video Distance** (:mod:`msc.fvd`; needs ``python -m msc.i3d`` once) of the generated
+  clips against the pooled held-out clips;
+* their sharpness against the held-out clips' (far above 1: noise; far below: blur or flat colour);
+* the model calls a video takes.
+
+**The rule** (:data:`RULE`): the default is the value with the lowest FVD. A contact sheet (one row per
+value, the first video's every other frame) goes beside the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from bench import write_results
+from msc.data.mixture import PreparedData
+from msc.evaluate import SETS, held_out_set
+from msc.fvd import FVD
+from msc.i3d import load_i3d
+from msc.metrics import sharpness
+from msc.model import MSCModel
+from msc.sampling import SamplerSettings, sample_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRAMES = 16  # the usual FVD clip length
+FIRST_STEPS = (0, 4, 16, 32)
+RULE = "the lowest FVD against the pooled held-out clips"
+
+
+def from_nothing(model, settings: SamplerSettings, count: int) -> dict:
+    """``count`` videos of :data:`FRAMES` frames from nothing: ``{"videos": [N, T, 3, S, S], "calls", "seconds"}``."""
+    calls = []
+    start = time.perf_counter()
+    video = sample_video(model, None, FRAMES, settings, batch=count, callback=lambda info: calls.append(info)).video
+    return {"videos": video, "calls": len(calls), "seconds": time.perf_counter() - start}
+
+
+def contact_sheet(path: str, rows: list) -> None:
+    """A PNG with one row per video ``[T, 3, S, S]`` (every other frame), pixels doubled."""
+    from PIL import Image
+
+    sheet = torch.cat([torch.cat(list(video[::2]), dim=2) for video in rows], dim=1)  # [3, rows*S, T/2*S]
+    sheet = ((sheet.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    Image.fromarray(sheet.permute(1, 2, 0).numpy()).save(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=os.path.join(ROOT, "weights"))
+    p.add_argument("--data", required=True, help="the prepared data folder (python -m msc.data.prepare): the held-out clips")
+    p.add_argument("--first-steps", type=int, nargs="+", default=list(FIRST_STEPS))
+    p.add_argument("--count", type=int, default=16, help="held-out clips per set, and videos per value per set")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "from_nothing"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = MSCModel.from_pretrained(os.path.abspath(args.weights)).eval()
+    data = PreparedData(args.data)
+    size = model.config.image_size
+    reference = torch.cat([held_out_set(name, args.count, FRAMES, size, data) for name in SETS])  # [N, T, 3, S, S]
+    fvd = FVD(load_i3d(), reference)
+    sharp_reference = float(sharpness(reference).mean())
+    n = reference.shape[0]
+    rows, sheet = [], []
+    for first in args.first_steps:
+        made = from_nothing(model, replace(SamplerSettings(), first_frame_steps=first), n)
+        videos = made["videos"]
+        rows.append({"first_frame_steps": first, "fvd": fvd(videos), "sharpness_ratio": float(sharpness(videos).mean()) / sharp_reference,
+                     "calls": made["calls"], "seconds_per_video": made["seconds"] / n})
+        sheet.append(videos[0])
+        print(rows[-1], flush=True)
+    best = min(rows, key=lambda r: r["fvd"])
+    contact_sheet(args.out + ".png", sheet)
+    defaults = SamplerSettings()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
+    lines = [f"{n} videos of {FRAMES} frames from nothing per value ({defaults.steps} steps, chunks of {defaults.chunk} after "
+             f"the first frame), FVD against {n} held-out clips ({args.count} from each of {', '.join(SETS)}); {machine}.",
+             "", "| first frame's steps | FVD | sharpness vs held-out | model calls | s per video |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        name = f"{r['first_frame_steps']}" if r["first_frame_steps"] else f"0 (in the first chunk, {defaults.steps} steps)"
+        lines.append(f"| {name} | {r['fvd']:.1f} | {r['sharpness_ratio']:.2f}× | {r['calls']} | {r['seconds_per_video']:.2f} |")
+    lines += ["", f"Rule: {RULE}. Chosen: **{best['first_frame_steps']}** (the default: {defaults.first_frame_steps}). "
+              f"Sheet: `{os.path.basename(args.out)}.png`, one row per value in this order, every other frame."]
+    write_results(args.out, {"rule": RULE, "count_per_set": args.count, "frames": FRAMES, "machine": machine,
+                             "weights": os.path.relpath(os.path.abspath(args.weights), ROOT), "rows": rows,
+                             "chosen": best["first_frame_steps"]}, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
