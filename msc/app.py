@@ -488,14 +488,14 @@ class MSCApp:
                         output = gr.Video(label="Context + generated", interactive=False, autoplay=True, loop=True, height=320)
                         strip = gr.Image(label="Latest frames (updates as each chunk finishes)", interactive=False, type="numpy")
                         status = gr.Markdown()
-                        run_plot = gr.Plot(label="Gates while generating this video", format="png")
+                        run_plot = gr.Plot(label="Gates while generating this video", show_label=False, format="png")  # the figure has its title
             with gr.Tab("Branch weights"):
                 gr.Markdown(
                     "The Low-Res share of every layer's gate against the noise level, read from the trained "
                     "weights. The paper argues that the coarse branch should matter more when frames are noisy. "
                     "The plot under *Generate* shows the gates of the calls that made the current video."
                 )
-                gr.Plot(value=self.gates_figure, label="Learned gates", format="png")
+                gr.Plot(value=self.gates_figure, label="Learned gates", show_label=False, format="png")
             with gr.Tab("Windows explained"):
                 gr.Markdown(
                     "Pick a query token: the coloured tokens are the keys each branch attends to in the current "
@@ -507,7 +507,7 @@ class MSCApp:
                     q_y = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query row")
                     q_x = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
                     layer = gr.Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
-                cone_plot = gr.Plot(label="Light cone", format="png")
+                cone_plot = gr.Plot(label="Light cone", show_label=False, format="png")
                 cost = gr.Markdown()
 
             settings_inputs = [controls[name] for name in CONTROLS]
