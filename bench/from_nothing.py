@@ -36,6 +36,7 @@ from msc.fvd import FVD
 from msc.i3d import load_i3d
 from msc.metrics import sharpness
 from msc.model import MSCModel
+from msc.model_card import from_nothing_table
 from msc.sampling import SamplerSettings, sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,18 +90,13 @@ def main(argv=None) -> int:
     best = min(rows, key=lambda r: r["fvd"])
     contact_sheet(args.out + ".png", sheet)
     defaults = SamplerSettings()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
-    lines = [f"{n} videos of {FRAMES} frames from nothing per value ({defaults.steps} steps, chunks of {defaults.chunk} after "
-             f"the first frame), FVD against {n} held-out clips ({args.count} from each of {', '.join(SETS)}); {machine}.",
-             "", "| first frame's steps | FVD | sharpness vs held-out | model calls | s per video |", "|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        name = f"{r['first_frame_steps']}" if r["first_frame_steps"] else f"0 (in the first chunk, {defaults.steps} steps)"
-        lines.append(f"| {name} | {r['fvd']:.1f} | {r['sharpness_ratio']:.2f}× | {r['calls']} | {r['seconds_per_video']:.2f} |")
-    lines += ["", f"Rule: {RULE}. Chosen: **{best['first_frame_steps']}** (the default: {defaults.first_frame_steps}). "
-              f"Sheet: `{os.path.basename(args.out)}.png`, one row per value in this order, every other frame."]
-    write_results(args.out, {"rule": RULE, "count_per_set": args.count, "frames": FRAMES, "machine": machine,
-                             "weights": os.path.relpath(os.path.abspath(args.weights), ROOT), "rows": rows,
-                             "chosen": best["first_frame_steps"]}, lines)
+    report = {"rule": RULE, "count_per_set": args.count, "sets": list(SETS), "frames": FRAMES,
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+              "weights": os.path.relpath(os.path.abspath(args.weights), ROOT), "sampler": {"steps": defaults.steps, "chunk": defaults.chunk},
+              "rows": rows, "chosen": best["first_frame_steps"], "default": defaults.first_frame_steps,
+              "sheet": os.path.basename(args.out) + ".png"}
+    write_results(args.out, report, [f"`python -m bench.from_nothing` ({report['machine']}), the weights in `{report['weights']}`:",
+                                     "", from_nothing_table(report)])
     return 0
 
 

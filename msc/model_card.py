@@ -185,6 +185,27 @@ def settings_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def from_nothing_table(report: dict) -> str:
+    """The first-frame study (``python -m bench.from_nothing``, its JSON): one row per ``first_frame_steps`` with
+    the FVD of videos from nothing against held-out clips, their sharpness against the clips' and their cost, the
+    rule's choice and the shipped default marked, then the rule in words."""
+    n = report["count_per_set"] * len(report["sets"])
+    lines = [f"{n} videos of {report['frames']} frames from nothing per value ({report['sampler']['steps']} steps, chunks of "
+             f"{report['sampler']['chunk']} after the first frame), FVD against {n} held-out clips ({report['count_per_set']} "
+             f"from each of the {', '.join(report['sets'])} sets).", "",
+             "| first frame's steps | FVD | sharpness vs held-out | model calls | s per video (batch of {}) |".format(n),
+             "|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        first = r["first_frame_steps"]
+        marks = [name for name, hit in (("chosen", first == report["chosen"]), ("the default", first == report["default"])) if hit]
+        name = (str(first) if first else f"0 (in the first chunk: {report['sampler']['steps']})") + (
+            f" **({', '.join(marks)})**" if marks else "")
+        lines.append(f"| {name} | {r['fvd']:.1f} | {r['sharpness_ratio']:.2f}× | {r['calls']} | {r['seconds_per_video']:.2f} |")
+    lines += ["", f"Rule: {report['rule']} → {report['chosen']}; the default: {report['default']}. The first video of each "
+              f"value, every other frame, one row per value in this order: `{report['sheet']}`."]
+    return "\n".join(lines)
+
+
 def _sources_table(manifest: dict) -> str:
     rows = ["| package | kind | files used | held out for evaluation | licence |", "|---|---|---:|---|---|"]
     for src in manifest["sources"]:
@@ -229,7 +250,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
                manifest_path: Optional[str] = None, recipes_path: Optional[str] = None, fvd_path: Optional[str] = None,
                equal_time_path: Optional[str] = None, equal_time_fvd_path: Optional[str] = None,
                sampler_paths: tuple = (), finetune_runs: Sequence[str] = (), finetune_study_paths: Sequence[str] = (),
-               settings_path: Optional[str] = None) -> str:
+               settings_path: Optional[str] = None, from_nothing_path: Optional[str] = None) -> str:
     """The card of ``weights`` from measured files. ``run`` / ``baseline_run``: the training runs of the
     model and of the dense baseline (:func:`_run_summary`); ``eval_path`` (and ``fvd_path``): the model's
     evaluation; ``equal_time_path`` (and ``equal_time_fvd_path``): MSC and dense attention evaluated after
@@ -237,7 +258,8 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     ``finetune_runs``: the fine-tunes that made these weights, in order (the first from ``run``'s final
     EMA, each later one from the one before), and ``finetune_study_paths`` the studies that chose them
     (``python -m bench.recipes --study finetune`` / ``finetune2``); ``settings_path``: the study that chose the
-    default sampler settings (``python -m bench.settings``)."""
+    default sampler settings (``python -m bench.settings``); ``from_nothing_path``: the study that chose the first
+    frame's steps from nothing (``python -m bench.from_nothing``)."""
     if len(finetune_study_paths) > len(finetune_runs):
         raise ValueError(f"{len(finetune_study_paths)} fine-tune studies for {len(finetune_runs)} fine-tune runs: "
                          "each study chose one fine-tune (give the runs in order, first to last).")
@@ -254,6 +276,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     equal_time_fvd = json.load(open(equal_time_fvd_path)) if equal_time_fvd_path else None
     sampler_reports = [report] + [json.load(open(path)) for path in sampler_paths]
     settings_study = json.load(open(settings_path)) if settings_path else None
+    from_nothing_study = json.load(open(from_nothing_path)) if from_nothing_path else None
     ours, base = _run_summary(run), _run_summary(baseline_run)
     stages = [_run_summary(path) for path in finetune_runs]  # the fine-tunes, in order
     finetune_studies = [json.load(open(path)) for path in finetune_study_paths]
@@ -462,6 +485,15 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             settings_table(settings_study),
             "",
         ]
+    if from_nothing_study:
+        lines += [
+            "### How many steps the first frame from nothing takes",
+            "",
+            f"`python -m bench.from_nothing` ({from_nothing_study['machine']}), these weights:",
+            "",
+            from_nothing_table(from_nothing_study),
+            "",
+        ]
     if roll:
         lines += [
             f"### {roll['frames']}-frame rollout",
@@ -537,6 +569,7 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-study", nargs="+", default=[],
                    help="the fine-tune studies that chose them (bench/results/finetune.json, finetune2.json)")
     p.add_argument("--settings", help="bench/results/settings.json: the study that chose the default sampler settings")
+    p.add_argument("--from-nothing", help="bench/results/from_nothing.json: the study that chose the first frame's steps")
     p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
@@ -549,7 +582,7 @@ def main(argv=None) -> int:
     extra = open(args.extra).read() if args.extra else ""
     print(write_card(args.weights, args.run, args.baseline_run, args.eval, args.command, extra, args.manifest, args.recipes,
                      args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval, tuple(args.sampler_eval),
-                     args.finetune_run, args.finetune_study, args.settings))
+                     args.finetune_run, args.finetune_study, args.settings, args.from_nothing))
     return 0
 
 

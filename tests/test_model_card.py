@@ -114,9 +114,10 @@ def test_the_readme_shows_the_bundled_models_measured_tables():
 
 
 def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
-    """bench.settings' summary of per-setting evaluations (as msc.evaluate --fvd --rollout writes them) and its table."""
+    """bench.settings' summary of per-setting evaluations (as msc.evaluate --fvd --rollout writes them) and its table;
+    bench.from_nothing's table; both in the card."""
     from bench.settings import choose, report_path, summarise
-    from msc.model_card import settings_table
+    from msc.model_card import from_nothing_table, settings_table
 
     run = str(tmp_path / "run")
     train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--no-progress", "--out", run])
@@ -139,8 +140,19 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
     settings = str(tmp_path / "settings.json")
     json.dump({"machine": "the test machine", "grid": rows, "copy_last": copy_last, "rule": "the lowest FVD",
                "choice": {"steps": 2, "chunk": 1}, "default": {"steps": 1, "chunk": 2}}, open(settings, "w"))
+    from_nothing = {"rule": "the lowest FVD", "count_per_set": 2, "sets": ["real", "procedural"], "frames": 16,
+                    "machine": "the test machine", "sampler": {"steps": 2, "chunk": 8}, "sheet": "from_nothing.png",
+                    "rows": [{"first_frame_steps": 0, "fvd": 900.0, "sharpness_ratio": 3.5, "calls": 4, "seconds_per_video": 0.5},
+                             {"first_frame_steps": 16, "fvd": 400.0, "sharpness_ratio": 1.1, "calls": 20, "seconds_per_video": 0.9}],
+                    "chosen": 16, "default": 8}
+    first_table = from_nothing_table(from_nothing)
+    assert "| 0 (in the first chunk: 2) | 900.0 | 3.50× | 4 | 0.50 |" in first_table and "| 16 **(chosen)** | 400.0 |" in first_table
+    assert "4 videos of 16 frames from nothing per value" in first_table and "Rule: the lowest FVD → 16; the default: 8." in first_table
+    json.dump(from_nothing, open(tmp_path / "from_nothing.json", "w"))
     card = open(write_card(os.path.join(run, "final"), run, os.path.join(run, "log.jsonl"), report_path(str(tmp_path), 1, 2),
-                           "python -m msc.train --config tiny", settings_path=settings)).read()
+                           "python -m msc.train --config tiny", settings_path=settings,
+                           from_nothing_path=str(tmp_path / "from_nothing.json"))).read()
     assert "### How the default sampler settings were chosen" in card and table in card
+    assert "### How many steps the first frame from nothing takes" in card and first_table in card
     kept = [{"fvd": 150.0, "drift": 0.01}, {"fvd": 100.0, "drift": 0.2}, {"fvd": 120.0, "drift": 0.04}]
     assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD
