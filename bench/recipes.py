@@ -10,7 +10,7 @@
 checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule, so that a change to
 a trained model is measured against continuing it unchanged for the same time; ``finetune2`` and
 ``finetune3`` do the same from the weights shipped when they ran (``weights/``: fine-tune 1 and
-fine-tune 2, see ``SHIPPED_COMMON``).
+fine-tune 2, see ``SHIPPED_COMMON``), ``finetune5`` from a kept, unshipped fine-tune (``CANDIDATE_COMMON``).
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
