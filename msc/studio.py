@@ -120,9 +120,12 @@ class Settings:
             sampler = replace(defaults.sampler, windows=replace(defaults.sampler.windows, **windows), **changes)
         except ValueError as err:
             raise UserError(str(err)) from None
-        work = frames * sampler.steps * (2 if sampler.guided else 1)
+        first_extra = max(0, sampler.first_frame_steps - sampler.steps)  # a first frame from nothing takes its own steps
+        work = (frames * sampler.steps + first_extra) * (2 if sampler.guided else 1)
         if work > MAX_FRAME_STEPS:
-            raise UserError(f"this request needs {work} frame-steps (frames × steps{' × 2 for history guidance' if sampler.guided else ''}); "
+            raise UserError(f"this request needs {work} frame-steps (frames × steps"
+                            f"{f', + {first_extra} for a first frame from nothing' if first_extra else ''}"
+                            f"{', × 2 for history guidance' if sampler.guided else ''}); "
                             f"one request may do at most {MAX_FRAME_STEPS} (a few minutes here): fewer frames or steps, "
                             "then Continue for more.")
         return cls(frames=frames, context=context, mark=mark, sampler=sampler)

@@ -24,7 +24,7 @@ def model():
 
 def test_settings_from_controls_by_name_and_their_checks():
     defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
-    values = dict(frames=8, context=4, chunk=2, steps=3.0, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
+    values = dict(frames=8, context=4, chunk=2, steps=3.0, first_frame_steps=16, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
                   shift=3.0, context_noise=0.0, eta=0.0, seed=7, history_guidance=1.0, guidance_mode="vanilla",
                   guidance_level=0.5, guidance_schedule="constant", k_s=3, k_t=2, d=2, k_lo=2, mark=True)
     assert set(values) == set(CONTROLS)  # every control has a name, every setting a control
@@ -54,6 +54,8 @@ def test_settings_from_controls_by_name_and_their_checks():
         "unknown setting": dict(colour="red"),
         "needs 25600 frame-steps": dict(frames=256, steps=100),
         "needs 9216 frame-steps .* × 2 for history guidance": dict(frames=256, steps=18, history_guidance=2.0),
+        "needs 8260 frame-steps .*\\+ 68 for a first frame from nothing": dict(frames=256, steps=32, first_frame_steps=100),
+        "first_frame_steps must be between 0 and 100": dict(first_frame_steps=101),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
