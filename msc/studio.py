@@ -197,14 +197,20 @@ class Update:
 
     def describe(self, settings: "Settings", context: int) -> str:
         """What this call did, e.g. ``"chunk 2/4 (frames 13-16) · step 5/16"``, frames counted from 1
-        over context + new."""
+        over context + new (from nothing, the first frame is chunk 1 of its own: ``"first frame (from nothing) ·
+        step 3/16"``)."""
         lo, hi = min(self.frames) + 1, max(self.frames) + 1
         frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
         s = settings.sampler
+        first_alone = context == 0 and s.first_frame_steps > 0  # from nothing the first frame comes alone, first
+        if first_alone and self.frames == [0]:
+            return f"first frame (from nothing) · step {max(self.steps)}/{s.first_frame_steps}"
         if s.schedule == "diffusion-forcing":
             return f"{frames} in flight at steps {min(self.steps)}-{max(self.steps)}/{s.steps} · {self.finished}/{self.total} new frames done"
-        chunk = settings.frames if s.schedule == "full-sequence" else s.chunk
-        index, count = (min(self.frames) - context) // chunk + 1, -(-settings.frames // chunk)
+        start = int(first_alone)  # new frames before the chunks
+        chunk = settings.frames - start if s.schedule == "full-sequence" else s.chunk
+        index = (min(self.frames) - context - start) // chunk + 1 + start
+        count = -(-(settings.frames - start) // chunk) + start
         return f"chunk {index}/{count} ({frames}) · step {max(self.steps)}/{s.steps}"
 
 

@@ -101,6 +101,18 @@ def test_run_generation_reports_every_call_and_matches_the_sampler(model):
     assert torch.equal(updates[-1].video, direct)
 
 
+@pytest.mark.parametrize("schedule", ["autoregressive", "full-sequence"])
+def test_from_nothing_the_first_frame_is_its_own_chunk_in_the_progress(model, schedule):
+    settings = Settings(frames=5, sampler=SamplerSettings(chunk=2, steps=2, first_frame_steps=3, schedule=schedule,
+                                                          windows=AttentionWindows(**TINY_WINDOWS)))
+    steps = [u.describe(settings, 0) for u in run_generation(model, None, settings, threading.Event()) if u.kind == "step"]
+    first = [f"first frame (from nothing) · step {i}/3" for i in (1, 2, 3)]
+    if schedule == "autoregressive":
+        assert steps == first + [f"chunk {c}/3 (frames {f}) · step {i}/2" for c, f in ((2, "2-3"), (3, "4-5")) for i in (1, 2)]
+    else:
+        assert steps == first + ["chunk 2/2 (frames 2-5) · step 1/2", "chunk 2/2 (frames 2-5) · step 2/2"]
+
+
 def test_cancel_keeps_the_finished_frames(model):
     context = procedural_clip(2, 4, 16)
     settings = Settings(frames=8, context=4, sampler=SamplerSettings(chunk=2, steps=2, windows=AttentionWindows(**TINY_WINDOWS)))
