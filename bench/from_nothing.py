@@ -13,7 +13,7 @@ trained on):
 * the **Fréchet Video Distance** (:mod:`msc.fvd`; needs ``python -m msc.i3d`` once) of the generated
   clips against the pooled held-out clips;
 * their sharpness against the held-out clips' (far above 1: noise; far below: blur or flat colour);
-* the model calls a video takes.
+* the model calls a video takes (the seconds, measured in one batch, are in the JSON).
 
 **The rule** (:data:`RULE`): the default is the value with the lowest FVD. A contact sheet (one row per
 value, the first video's every other frame) goes beside the table.

@@ -146,7 +146,7 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
                              {"first_frame_steps": 16, "fvd": 400.0, "sharpness_ratio": 1.1, "calls": 20, "seconds_per_video": 0.9}],
                     "chosen": 16, "default": 8}
     first_table = from_nothing_table(from_nothing)
-    assert "| 0 (in the first chunk: 2) | 900.0 | 3.50× | 4 | 0.50 |" in first_table and "| 16 **(chosen)** | 400.0 |" in first_table
+    assert "| 0 (in the first chunk: 2) | 900.0 | 3.50× | 4 |" in first_table and "| 16 **(chosen)** | 400.0 |" in first_table
     assert "4 videos of 16 frames from nothing per value" in first_table and "Rule: the lowest FVD → 16; the default: 8." in first_table
     json.dump(from_nothing, open(tmp_path / "from_nothing.json", "w"))
     card = open(write_card(os.path.join(run, "final"), run, os.path.join(run, "log.jsonl"), report_path(str(tmp_path), 1, 2),
