@@ -94,7 +94,7 @@ def main(argv=None) -> int:
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
               "weights": os.path.relpath(os.path.abspath(args.weights), ROOT), "sampler": {"steps": defaults.steps, "chunk": defaults.chunk},
               "rows": rows, "chosen": best["first_frame_steps"], "default": defaults.first_frame_steps,
-              "sheet": os.path.basename(args.out) + ".png"}
+              "sheet": os.path.relpath(os.path.abspath(args.out + ".png"), ROOT)}
     write_results(args.out, report, [f"`python -m bench.from_nothing` ({report['machine']}), the weights in `{report['weights']}`:",
                                      "", from_nothing_table(report)])
     return 0

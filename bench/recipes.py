@@ -95,6 +95,8 @@ FINETUNE5_RECIPES = {
 STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
            "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES),
            "finetune5": (CANDIDATE_COMMON, FINETUNE5_RECIPES)}
+# what each fine-tune study started from, in the model card's words (its JSON says it)
+STARTED_FROM = {"finetune": "the long run", "finetune2": "fine-tune 1", "finetune3": "fine-tune 2", "finetune5": "fine-tune 4"}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
@@ -179,7 +181,8 @@ def main(argv=None) -> int:
     table = format_table(results)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
     with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:
-        json.dump({"study": args.study, "minutes": args.minutes, "machine": machine, "results": results}, f, indent=1)
+        json.dump({"study": args.study, "started_from": STARTED_FROM.get(args.study), "minutes": args.minutes, "machine": machine,
+                   "results": results}, f, indent=1)
     sampler = next(iter(results.values()))["sampler"]
     with open(os.path.join(args.out, f"{args.study}.md"), "w") as f:
         f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}; scored at {sampler['steps']} "

@@ -94,6 +94,11 @@ def test_card_from_a_tiny_run(tmp_path):
                        finetune_runs=[beside("training_log_finetune.jsonl"), beside("training_log_finetune2.jsonl")],
                        finetune_study_paths=[study, study2])
     assert open(again).read() == card
+    # a study that started from another run says so (bench.recipes writes what each study started from)
+    json.dump({**json.load(open(study2)), "started_from": "a kept run"}, open(study2, "w"))
+    card = open(write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
+                           "python -m msc.train --config tiny", finetune_runs=[tuned, tuned2], finetune_study_paths=[study, study2])).read()
+    assert "After a kept run, changes to it were tried" in card and "After the long run, changes to it were tried" in card
     with pytest.raises(ValueError, match="2 fine-tune studies for 1 fine-tune runs"):
         write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation, "python -m msc.train",
                    finetune_runs=[tuned], finetune_study_paths=[study, study2])
