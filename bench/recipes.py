@@ -83,7 +83,8 @@ FINETUNE3_RECIPES = {
 
 # finetune5 starts from the kept candidate, fine-tune 4 (finetune3's context-corruption0.3 run continued for 85
 # minutes; not shipped when it was made): does less noise around the anchor, which broke long rollouts before
-# context corruption, keep them now that the training context is corrupted?
+# context corruption, keep them now that the training context is corrupted? The folder left the repository when
+# this study's continued run shipped as fine-tune 5: `git checkout cb471fa -- resume/finetune4-context-corruption0.3`.
 CANDIDATE_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune4-context-corruption0.3"]
 FINETUNE5_RECIPES = {
     "context-corruption0.3": ("the candidate's recipe, continued unchanged", context_corruption("0.3")),
