@@ -280,6 +280,10 @@ class SamplerSettings:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
 
+    def first_frame_alone(self, context_frames: int) -> bool:
+        """Whether the first new frame is sampled alone, with ``first_frame_steps``: from nothing, unless 0."""
+        return context_frames == 0 and self.first_frame_steps > 0
+
     @property
     def guided(self) -> bool:
         return float(self.history_guidance) != 1.0
@@ -432,7 +436,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     windows.check_fits(cfg.grid)  # the one check of the windows against this model
     b, k0 = context.shape[:2]
     levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
-    first_alone = k0 == 0 and s.first_frame_steps > 0  # from nothing: the first frame first, with its own steps
+    first_alone = s.first_frame_alone(k0)  # from nothing: the first frame first, with its own steps
     first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist() if first_alone else levels
 
     def levels_of(j: int) -> list:  # the levels new frame j steps through

@@ -202,7 +202,7 @@ class Update:
         lo, hi = min(self.frames) + 1, max(self.frames) + 1
         frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
         s = settings.sampler
-        first_alone = context == 0 and s.first_frame_steps > 0  # from nothing the first frame comes alone, first
+        first_alone = s.first_frame_alone(context)
         if first_alone and self.frames == [0]:
             return f"first frame (from nothing) · step {max(self.steps)}/{s.first_frame_steps}"
         if s.schedule == "diffusion-forcing":
