@@ -30,6 +30,7 @@ from dataclasses import replace
 import torch
 
 from bench import write_results
+from msc.assets import write_contact_sheet
 from msc.data.mixture import PreparedData
 from msc.evaluate import SETS, held_out_set
 from msc.fvd import FVD
@@ -51,15 +52,6 @@ def from_nothing(model, settings: SamplerSettings, count: int) -> dict:
     start = time.perf_counter()
     video = sample_video(model, None, FRAMES, settings, batch=count, callback=lambda info: calls.append(info)).video
     return {"videos": video, "calls": len(calls), "seconds": time.perf_counter() - start}
-
-
-def contact_sheet(path: str, rows: list) -> None:
-    """A PNG with one row per video ``[T, 3, S, S]`` (every other frame), pixels doubled."""
-    from PIL import Image
-
-    sheet = torch.cat([torch.cat(list(video[::2]), dim=2) for video in rows], dim=1)  # [3, rows*S, T/2*S]
-    sheet = ((sheet.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).repeat_interleave(2, 1).repeat_interleave(2, 2)
-    Image.fromarray(sheet.permute(1, 2, 0).numpy()).save(path)
 
 
 def main(argv=None) -> int:
@@ -88,7 +80,7 @@ def main(argv=None) -> int:
         sheet.append(videos[0])
         print(rows[-1], flush=True)
     best = min(rows, key=lambda r: r["fvd"])
-    contact_sheet(args.out + ".png", sheet)
+    write_contact_sheet(args.out + ".png", sheet, every=2)
     defaults = SamplerSettings()
     report = {"rule": RULE, "count_per_set": args.count, "sets": list(SETS), "frames": FRAMES,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",

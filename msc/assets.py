@@ -46,23 +46,26 @@ def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int
     return paths
 
 
-def write_from_nothing_sheet(path: str, model, seeds: int = 4, frames: int = 24, every: int = 3, settings=None) -> str:
-    """A PNG contact sheet of videos sampled from nothing at ``settings`` (``None``: the defaults): one row per
-    seed, every ``every``-th frame."""
+def write_contact_sheet(path: str, videos: list, every: int) -> str:
+    """A PNG with one row per video ``[T, 3, S, S]`` in [-1, 1], every ``every``-th frame, pixels doubled."""
     from PIL import Image
 
-    from msc.sampling import SamplerSettings, sample_video
-
-    settings = settings or SamplerSettings()
-    rows = []
-    for seed in range(seeds):
-        video = sample_video(model, None, frames, replace(settings, seed=seed)).video[0, ::every]  # [n, 3, S, S]
-        rows.append(torch.cat(list(video), dim=2))  # [3, S, n*S]
-    sheet = ((torch.cat(rows, dim=1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [3, seeds*S, n*S]
+    rows = [torch.cat(list(video[::every]), dim=2) for video in videos]  # each [3, S, n*S]
+    sheet = ((torch.cat(rows, dim=1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [3, rows*S, n*S]
     sheet = sheet.repeat_interleave(2, 1).repeat_interleave(2, 2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(sheet.permute(1, 2, 0).numpy()).save(path)
     return path
+
+
+def write_from_nothing_sheet(path: str, model, seeds: int = 4, frames: int = 24, every: int = 3, settings=None) -> str:
+    """A PNG contact sheet of videos sampled from nothing at ``settings`` (``None``: the defaults): one row per
+    seed, every ``every``-th frame."""
+    from msc.sampling import SamplerSettings, sample_video
+
+    settings = settings or SamplerSettings()
+    videos = [sample_video(model, None, frames, replace(settings, seed=seed)).video[0] for seed in range(seeds)]
+    return write_contact_sheet(path, videos, every)
 
 
 def main(argv=None) -> int:

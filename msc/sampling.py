@@ -119,9 +119,9 @@ def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_s
     return plan
 
 
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+def _check_count(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def check_frames(frames) -> None:
@@ -273,12 +273,10 @@ class SamplerSettings:
 
     def __post_init__(self):
         check_sampling_args(self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
-        if isinstance(self.first_frame_steps, bool) or not isinstance(self.first_frame_steps, int) or self.first_frame_steps < 0:
-            raise ValueError(f"first_frame_steps must be an integer >= 0, got {self.first_frame_steps!r}.")
+        _check_count("first_frame_steps", self.first_frame_steps, minimum=0)
         check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
         noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        _check_count("seed", self.seed, minimum=0)
 
     def first_frame_alone(self, context_frames: int) -> bool:
         """Whether the first new frame is sampled alone, with ``first_frame_steps``: from nothing, unless 0."""
@@ -459,10 +457,11 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     if k0:
         commit(context.to(device).float())
 
-    plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
     if first_alone:  # frame 0 alone, then the schedule over the rest
         rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step) if frames > 1 else []
         plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
+    else:
+        plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
     prior = cfg.prior != "none"
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}

@@ -147,13 +147,14 @@ def test_every_noise_schedule_falls_from_one_to_zero(schedule):
 
 
 def test_from_nothing_bench_samples_and_draws_its_sheet(tiny_prior_model, tmp_path):
-    """bench.from_nothing's sampling (one batch, its model calls counted) and its contact sheet."""
+    """bench.from_nothing's sampling (one batch, its model calls counted) and its contact sheet (msc.assets')."""
     from PIL import Image
 
-    from bench.from_nothing import FRAMES, contact_sheet, from_nothing
+    from bench.from_nothing import FRAMES, from_nothing
+    from msc.assets import write_contact_sheet
     from msc.sampling import SamplerSettings
 
     made = from_nothing(tiny_prior_model, SamplerSettings(steps=2, chunk=8, first_frame_steps=3), count=2)
     assert made["videos"].shape == (2, FRAMES, 3, 16, 16) and made["calls"] == 3 + 2 * 2  # frame 0, then 15 in chunks of 8
-    contact_sheet(str(tmp_path / "sheet.png"), [made["videos"][0], made["videos"][1]])
+    write_contact_sheet(str(tmp_path / "sheet.png"), [made["videos"][0], made["videos"][1]], every=2)
     assert Image.open(tmp_path / "sheet.png").size == (2 * 16 * FRAMES // 2, 2 * 2 * 16)
