@@ -10,7 +10,8 @@
 checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule, so that a change to
 a trained model is measured against continuing it unchanged for the same time; ``finetune2`` and
 ``finetune3`` do the same from the weights shipped when they ran (``weights/``: fine-tune 1 and
-fine-tune 2, see ``SHIPPED_COMMON``), ``finetune5`` from a kept, unshipped fine-tune (``CANDIDATE_COMMON``).
+fine-tune 2, see ``SHIPPED_COMMON``), ``finetune5`` and ``finetune7`` from kept, unshipped fine-tunes
+(``CANDIDATE_COMMON``, ``KEPT_COMMON``).
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
@@ -98,12 +99,22 @@ FINETUNE6_RECIPES = {
     "residual-std0.05": ("a tighter change prior: σ = 0.05 instead of 0.1", context_corruption("0.3", "residual_std=0.05")),
 }
 
+# finetune7 starts from the kept candidate of finetune6 (its residual-std0.05 run, 25 minutes from fine-tune 5; kept in
+# resume/ while unshipped): continue it, against a prior tightened once more (σ = 0.025)
+KEPT_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune6-residual-std0.05"]
+FINETUNE7_RECIPES = {
+    "residual-std0.05": ("the candidate's recipe, continued unchanged", context_corruption("0.3", "residual_std=0.05")),
+    "residual-std0.025": ("a tighter change prior still: σ = 0.025 instead of 0.05", context_corruption("0.3", "residual_std=0.025")),
+}
+
 # study -> (common msc.train arguments, recipes); later flags override earlier ones
 STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
            "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES),
-           "finetune5": (CANDIDATE_COMMON, FINETUNE5_RECIPES), "finetune6": (SHIPPED_COMMON, FINETUNE6_RECIPES)}
+           "finetune5": (CANDIDATE_COMMON, FINETUNE5_RECIPES), "finetune6": (SHIPPED_COMMON, FINETUNE6_RECIPES),
+           "finetune7": (KEPT_COMMON, FINETUNE7_RECIPES)}
 # what each fine-tune study started from, in the model card's words (its JSON says it)
-STARTED_FROM = {"finetune": "the long run", "finetune2": "fine-tune 1", "finetune3": "fine-tune 2", "finetune5": "fine-tune 4", "finetune6": "fine-tune 5"}
+STARTED_FROM = {"finetune": "the long run", "finetune2": "fine-tune 1", "finetune3": "fine-tune 2", "finetune5": "fine-tune 4", "finetune6": "fine-tune 5",
+                "finetune7": "finetune6's residual-std0.05 run"}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
