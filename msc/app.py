@@ -29,6 +29,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
@@ -141,15 +142,15 @@ class MSCApp:
         self.config = model.config
         self.out_dir = tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (main)
         self.sessions = SessionStore(idle_seconds=idle_seconds)
-        threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
         self.cancel_flags = {}  # session key -> threading.Event of its running generation
         self.stops = {}  # session key -> how many times Stop was pressed (a request waiting with an older count is dropped)
-        self.waiting = {}  # session key -> requests of the tab waiting in the queue
+        self.queued = {}  # session key -> Counter: the ticket (Stop count when made) of each request waiting in the queue
         self.running = set()  # session ids with a generation running
         self.generating = set()  # Gradio session hashes (tabs, API clients) with a generation running
         self.tab_sessions = {}  # browser tab (Gradio's session hash) -> the id of its video's session
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
         self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
+        threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
 
     # ------------------------------------------------------------------ helpers
 
@@ -238,8 +239,9 @@ class MSCApp:
     def take_ticket(self, request: gr.Request = None) -> int:
         """Runs (unqueued) when Generate / Continue is clicked: the tab's Stop count at that moment."""
         key = self._key(request)
-        self.waiting[key] = self.waiting.get(key, 0) + 1
-        return self.stops.get(key, 0)
+        ticket = self.stops.get(key, 0)
+        self.queued.setdefault(key, Counter())[ticket] += 1
+        return ticket
 
     def _stopped_while_waiting(self, ticket, request) -> bool:
         """Whether Stop was pressed after this request was made and before it started (``ticket``:
@@ -247,7 +249,10 @@ class MSCApp:
         if ticket is None:
             return False
         key = self._key(request)
-        self.waiting[key] = max(0, self.waiting.get(key, 0) - 1)
+        tickets = self.queued.get(key, Counter())
+        tickets[ticket] -= 1
+        if tickets[ticket] <= 0:
+            del tickets[ticket]
         return ticket != self.stops.get(key, 0)
 
     def generate(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, clip=None, *values):
@@ -360,8 +365,9 @@ class MSCApp:
         """Stop this tab's running generation after its current denoising step (keeping the finished
         frames) and drop its requests still waiting in the queue."""
         key = self._key(request)
-        self.stops[key] = self.stops.get(key, 0) + 1
-        waiting, self.waiting[key] = self.waiting.get(key, 0), 0
+        pressed = self.stops.get(key, 0)
+        self.stops[key] = pressed + 1
+        waiting = self.queued.get(key, Counter())[pressed]  # made since the last Stop: dropped now
         flag = self.cancel_flags.get(key)
         if key in self.generating and flag is not None:
             flag.set()
@@ -372,18 +378,26 @@ class MSCApp:
 
     def close_tab(self, request: gr.Request = None):
         """The tab closed (or its connection dropped): free its video unless it reconnects soon."""
-        key = self.tab_sessions.get(self._key(request))
+        tab = self._key(request)
+        self.queued.pop(tab, None)  # Gradio drops the requests a closed tab left in the queue
+        key = self.tab_sessions.get(tab)
         if key is not None:
             self.sessions.close(key)
+
+    def sweep(self) -> None:
+        """Free the idle sessions, then forget the tabs that have neither a live session, a generation
+        running nor a request waiting in the queue (a waiting request needs its tab's Stop count)."""
+        self.sessions.sweep()
+        keep = {tab for tab, key in self.tab_sessions.items() if key in self.sessions} | self.generating
+        keep |= {tab for tab, tickets in self.queued.items() if tickets}
+        for table in (self.cancel_flags, self.stops, self.queued, self.tab_sessions):
+            for tab in [t for t in table if t not in keep]:
+                table.pop(tab, None)
 
     def _sweep_forever(self, every_seconds: float = 30) -> None:
         while True:
             time.sleep(every_seconds)
-            self.sessions.sweep()
-            live_tabs = {tab for tab, key in self.tab_sessions.items() if key in self.sessions}
-            for table in (self.cancel_flags, self.stops, self.waiting, self.tab_sessions):
-                for tab in [t for t in table if t not in live_tabs and t not in self.generating]:
-                    table.pop(tab, None)
+            self.sweep()
 
     def extend(self, clip, frames, steps=PRESETS["default"].steps, chunk=PRESETS["default"].chunk, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).

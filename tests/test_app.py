@@ -484,6 +484,34 @@ def test_missing_weights_is_a_clear_error(tmp_path):
     assert "does not exist" in proc.stderr
 
 
+def test_a_request_stopped_while_waiting_stays_stopped_across_a_sweep(tiny_model):
+    """Stop marks the tab's waiting requests; the periodic sweep, which forgets tabs without a
+    session, must keep the Stop count of a tab whose request is still in the queue (it once
+    forgot it, and the dropped request then ran: a flaky browser test)."""
+    from types import SimpleNamespace
+
+    from msc.app import MSCApp
+
+    app = MSCApp(tiny_model)
+    tab = SimpleNamespace(session_hash="tab-b")  # never generated: no session of its own
+    first, second = app.take_ticket(tab), app.take_ticket(tab)
+    assert app.stop(tab) == "Dropped 2 waiting request(s); nothing was running."
+    later = app.take_ticket(tab)  # made after Stop: runs
+    app.sweep()
+    assert app._stopped_while_waiting(first, tab)
+    app.sweep()
+    assert app._stopped_while_waiting(second, tab)
+    assert not app._stopped_while_waiting(later, tab)
+    assert app.stop(tab) == "Nothing is running."
+    app.sweep()  # nothing waits any more: the tab is forgotten
+    assert "tab-b" not in app.stops and "tab-b" not in app.queued
+    closing = SimpleNamespace(session_hash="tab-c")
+    app.take_ticket(closing)
+    app.close_tab(closing)  # Gradio drops a closed tab's queued requests: nothing keeps it
+    app.sweep()
+    assert "tab-c" not in app.stops and "tab-c" not in app.queued
+
+
 @pytest.mark.browser
 def test_browser_upload_generate_and_play(server, tmp_path):
     if not os.path.exists(CHROMIUM):
