@@ -99,8 +99,9 @@ FINETUNE6_RECIPES = {
     "residual-std0.05": ("a tighter change prior: σ = 0.05 instead of 0.1", context_corruption("0.3", "residual_std=0.05")),
 }
 
-# finetune7 starts from the kept candidate of finetune6 (its residual-std0.05 run, 25 minutes from fine-tune 5; kept in
-# resume/ while unshipped): continue it, against a prior tightened once more (σ = 0.025)
+# finetune7 starts from the kept candidate of finetune6 (its residual-std0.05 run, 25 minutes from fine-tune 5): continue
+# it, against a prior tightened once more (σ = 0.025). The folder left the repository when this study's
+# residual-std0.025 run shipped as fine-tune 7: `git checkout 54ab72a -- resume/finetune6-residual-std0.05`.
 KEPT_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune6-residual-std0.05"]
 FINETUNE7_RECIPES = {
     "residual-std0.05": ("the candidate's recipe, continued unchanged", context_corruption("0.3", "residual_std=0.05")),
