@@ -246,11 +246,11 @@ class SamplerSettings:
     # steps and chunk: chosen by measurement (bench/settings.py: the lowest FVD on the held-out real footage among the
     # settings whose 256-frame rollout keeps its colour), re-measured when the bundled model changes
     steps: int = field(default=2, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
-    chunk: int = field(default=8, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
+    chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
     # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: from
     # nothing, a few steps leave the first frame a blurred field (and the frames anchored on it noise). Chosen by
     # measurement (bench/from_nothing.py: the lowest FVD of videos from nothing against held-out clips)
-    first_frame_steps: int = field(default=32, metadata={"help": "from nothing: denoising steps of the first frame, "
+    first_frame_steps: int = field(default=16, metadata={"help": "from nothing: denoising steps of the first frame, "
                                                                  "sampled alone (0: part of the first chunk)",
                                                          "range": (0, 100, 1)})
     schedule: str = field(default="autoregressive", metadata={"help": "frame schedule", "choices": FRAME_SCHEDULES})
