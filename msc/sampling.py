@@ -301,8 +301,8 @@ WINDOW_FLAGS = tuple(f.name for f in window_fields())
 
 PRESETS = {
     "default": SamplerSettings(),
-    # chosen by measurement (bench/stream.py): the highest quality that keeps >= 8 frames/s and the first
-    # frame within 2 s on a 2-core CPU; its quality beside the default's is in the model card
+    # chosen by measurement (bench/stream.py): the best held-out PSNR that keeps >= 10 frames/s and the first
+    # frame within 1.5 s on a 2-core CPU; its quality beside the default's is in the model card
     "real-time": SamplerSettings(steps=2, chunk=8),
 }
 """Named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app)."""
