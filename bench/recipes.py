@@ -11,7 +11,7 @@ checkpoint (``resume/msc-compact``, its EMA) with a fresh optimizer and schedule
 a trained model is measured against continuing it unchanged for the same time; ``finetune2`` and
 ``finetune3`` do the same from the weights shipped when they ran (``weights/``: fine-tune 1 and
 fine-tune 2, see ``SHIPPED_COMMON``), ``finetune5`` and ``finetune7`` from kept, unshipped fine-tunes
-(``CANDIDATE_COMMON``, ``KEPT_COMMON``).
+(:func:`fine_tunes_of`); each study says what it started from (:data:`STUDIES`).
 
 Every recipe trains the same way except for what it names: on the prepared mixture
 (``python -m msc.data.prepare --out data``), clips of 8 frames, batch 4, AdamW with a learning rate
@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from typing import NamedTuple, Optional
 
 COMMON = ["--config", "small", "--data", "data", "--frames", "8", "--batch-size", "4", "--lr", "4e-4", "--warmup", "100",
           "--ema", "0.995", "--clean-prefix-prob", "0.5", "--steps", "1000000", "--threads", "1", "--no-progress",
@@ -55,6 +56,11 @@ FINETUNE_COMMON = [*COMMON, "--config", "compact", "--lr", "3e-4", "--warmup", "
 BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
 
 
+def fine_tunes_of(weights: str) -> list:
+    """The common arguments of fine-tunes that start from the EMA weights in ``weights`` (a fresh optimizer)."""
+    return [*FINETUNE_COMMON, "--init-from", weights]
+
+
 def context_corruption(std: str, *settings: str) -> list:
     """The bundled recipe (with model ``settings`` changed, if any) and the training context corrupted by noise of
     std up to ``std``."""
@@ -71,7 +77,7 @@ FINETUNE_RECIPES = {
 # Fine-tunes of the weights shipped at the time (weights/: its EMA, a fresh optimizer), the same settings:
 # finetune2 started from fine-tune 1 (the long run + context corruption 0.05; weights/ before commit
 # "Ship fine-tune 2"), finetune3 from fine-tune 2 (fine-tune 1 + context corruption 0.15)
-SHIPPED_COMMON = [*FINETUNE_COMMON, "--init-from", "weights"]
+SHIPPED_COMMON = fine_tunes_of("weights")
 FINETUNE2_RECIPES = {
     "context-corruption0.05": ("the shipped recipe, continued unchanged", context_corruption("0.05")),
     "context-corruption0.15": ("context corruption of std up to 0.15 instead of 0.05", context_corruption("0.15")),
@@ -86,7 +92,6 @@ FINETUNE3_RECIPES = {
 # minutes; not shipped when it was made): does less noise around the anchor, which broke long rollouts before
 # context corruption, keep them now that the training context is corrupted? The folder left the repository when
 # this study's continued run shipped as fine-tune 5: `git checkout cb471fa -- resume/finetune4-context-corruption0.3`.
-CANDIDATE_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune4-context-corruption0.3"]
 FINETUNE5_RECIPES = {
     "context-corruption0.3": ("the candidate's recipe, continued unchanged", context_corruption("0.3")),
     "noise-scale0.25": ("context corruption 0.3 + noise around the anchor with std 0.25 instead of 1",
@@ -102,7 +107,6 @@ FINETUNE6_RECIPES = {
 # finetune7 starts from the kept candidate of finetune6 (its residual-std0.05 run, 25 minutes from fine-tune 5): continue
 # it, against a prior tightened once more (σ = 0.025). The folder left the repository when this study's
 # residual-std0.025 run shipped as fine-tune 7: `git checkout 54ab72a -- resume/finetune6-residual-std0.05`.
-KEPT_COMMON = [*FINETUNE_COMMON, "--init-from", "resume/finetune6-residual-std0.05"]
 FINETUNE7_RECIPES = {
     "residual-std0.05": ("the candidate's recipe, continued unchanged", context_corruption("0.3", "residual_std=0.05")),
     "residual-std0.025": ("a tighter change prior still: σ = 0.025 instead of 0.05", context_corruption("0.3", "residual_std=0.025")),
@@ -116,19 +120,27 @@ FINETUNE8_RECIPES = {
     "ema0.999": ("EMA decay 0.999 instead of 0.995", [*context_corruption("0.3", "residual_std=0.025"), "--ema", "0.999"]),
 }
 
-# study -> (common msc.train arguments, recipes); later flags override earlier ones
-STUDIES = {"recipes": (COMMON, RECIPES), "finetune": (FINETUNE_COMMON, FINETUNE_RECIPES),
-           "finetune2": (SHIPPED_COMMON, FINETUNE2_RECIPES), "finetune3": (SHIPPED_COMMON, FINETUNE3_RECIPES),
-           "finetune5": (CANDIDATE_COMMON, FINETUNE5_RECIPES), "finetune6": (SHIPPED_COMMON, FINETUNE6_RECIPES),
-           "finetune7": (KEPT_COMMON, FINETUNE7_RECIPES), "finetune8": (SHIPPED_COMMON, FINETUNE8_RECIPES)}
-# what each fine-tune study started from, in the model card's words (its JSON says it)
-STARTED_FROM = {"finetune": "the long run", "finetune2": "fine-tune 1", "finetune3": "fine-tune 2", "finetune5": "fine-tune 4", "finetune6": "fine-tune 5",
-                "finetune7": "finetune6's residual-std0.05 run", "finetune8": "fine-tune 7"}
+class Study(NamedTuple):
+    common: list  # msc.train arguments of every recipe; a recipe's own follow them (later flags override earlier ones)
+    recipes: dict  # name -> (what it changes, extra msc.train arguments)
+    started_from: Optional[str] = None  # a fine-tune study's starting weights, in the model card's words (its JSON says it)
+
+
+STUDIES = {
+    "recipes": Study(COMMON, RECIPES),
+    "finetune": Study(FINETUNE_COMMON, FINETUNE_RECIPES, "the long run"),
+    "finetune2": Study(SHIPPED_COMMON, FINETUNE2_RECIPES, "fine-tune 1"),
+    "finetune3": Study(SHIPPED_COMMON, FINETUNE3_RECIPES, "fine-tune 2"),
+    "finetune5": Study(fine_tunes_of("resume/finetune4-context-corruption0.3"), FINETUNE5_RECIPES, "fine-tune 4"),
+    "finetune6": Study(SHIPPED_COMMON, FINETUNE6_RECIPES, "fine-tune 5"),
+    "finetune7": Study(fine_tunes_of("resume/finetune6-residual-std0.05"), FINETUNE7_RECIPES, "finetune6's residual-std0.05 run"),
+    "finetune8": Study(SHIPPED_COMMON, FINETUNE8_RECIPES, "fine-tune 7"),
+}
 
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
     """Train the recipes two at a time (one thread each), each for ``minutes`` of wall time."""
-    common, recipes = STUDIES[study]
+    common, recipes, _ = STUDIES[study]
     for i in range(0, len(names), 2):
         procs = []
         for name in names[i : i + 2]:
@@ -148,7 +160,7 @@ def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> Non
 
 
 def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes") -> dict:
-    recipes = STUDIES[study][1]
+    recipes = STUDIES[study].recipes
     results = {}
     for name in names:
         final = os.path.join(runs, name, "final")
@@ -163,8 +175,10 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
         with open(os.path.join(runs, name, "log.jsonl")) as f:
             log = [json.loads(line) for line in f]
         sampler = {k: report["settings"]["sampler"][k] for k in ("steps", "chunk")}  # the settings it was scored at
+        with open(os.path.join(runs, name, "checkpoint", "state.json")) as f:
+            budget = json.load(f)["args"]["budget_minutes"]  # what it was trained for, whatever --minutes says now
         results[name] = {"changes": recipes[name][0], "sampler": sampler, "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
-                         "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
+                         "budget_minutes": budget, "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
     return results
 
 
@@ -193,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=16, help="held-out clips per set")
     p.add_argument("--evaluate-only", action="store_true")
     args = p.parse_args(argv)
-    recipes = STUDIES[args.study][1]
+    recipes = STUDIES[args.study].recipes
     unknown = sorted(set(args.only or []) - set(recipes))
     if unknown:
         p.error(f"not recipes of the {args.study} study: {unknown}; choose from {sorted(recipes)}")
@@ -206,13 +220,17 @@ def main(argv=None) -> int:
     finished = [name for name in recipes if os.path.isdir(os.path.join(runs, name, "final"))]
     results = evaluate_runs(finished, runs, args.out, args.clips, args.study)  # the table keeps every finished recipe
     table = format_table(results)
+    budgets = {r["budget_minutes"] for r in results.values()}
+    if len(budgets) != 1:
+        raise SystemExit(f"the {args.study} runs were trained for different budgets ({sorted(budgets)} minutes): not one study")
+    minutes = budgets.pop()  # with --evaluate-only, --minutes is not what they were trained for
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run"
     with open(os.path.join(args.out, f"{args.study}.json"), "w") as f:
-        json.dump({"study": args.study, "started_from": STARTED_FROM.get(args.study), "minutes": args.minutes, "machine": machine,
+        json.dump({"study": args.study, "started_from": STUDIES[args.study].started_from, "minutes": minutes, "machine": machine,
                    "results": results}, f, indent=1)
     sampler = next(iter(results.values()))["sampler"]
     with open(os.path.join(args.out, f"{args.study}.md"), "w") as f:
-        f.write(f"{args.minutes:g} minutes of training per recipe, two at a time on {machine}; scored at {sampler['steps']} "
+        f.write(f"{minutes:g} minutes of training per recipe, two at a time on {machine}; scored at {sampler['steps']} "
                 f"denoising steps, chunks of {sampler['chunk']}.\n\n{table}\n")
     print(table)
     print(f"({(time.time() - start) / 60:.1f} min)")
