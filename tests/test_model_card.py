@@ -159,5 +159,30 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
                            from_nothing_path=str(tmp_path / "from_nothing.json"))).read()
     assert "### How the default sampler settings were chosen" in card and table in card
     assert "### How many steps the first frame from nothing takes" in card and first_table in card
-    kept = [{"fvd": 150.0, "drift": 0.01}, {"fvd": 100.0, "drift": 0.2}, {"fvd": 120.0, "drift": 0.04}]
+    kept = [{"fvd_seeds": [150.0], "drift": 0.01, "sharpness_ratio": 1.0}, {"fvd_seeds": [100.0], "drift": 0.2, "sharpness_ratio": 1.0},
+            {"fvd_seeds": [120.0], "drift": 0.04, "sharpness_ratio": 2.0}]
     assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD
+
+
+def test_settings_rule_ties_fvds_within_their_seed_noise_and_prefers_the_sharpness_of_the_context():
+    """With FVDs at several seeds, a setting within two standard errors of the lowest mean is tied with it, and the
+    tie goes to the rollout whose sharpness is closest to the context's (either way: 0.7× beats 1.5×)."""
+    from bench.settings import choose, fvd_mean_and_error
+    from msc.model_card import settings_table
+
+    textured = {"steps": 2, "chunk": 4, "fvd_seeds": [160.0, 170.0, 165.0], "drift": 0.03, "sharpness_ratio": 2.0}
+    plain = {"steps": 2, "chunk": 8, "fvd_seeds": [170.0, 172.0, 168.0], "drift": 0.02, "sharpness_ratio": 1.4}
+    far = {"steps": 1, "chunk": 8, "fvd_seeds": [190.0, 192.0, 194.0], "drift": 0.01, "sharpness_ratio": 1.0}
+    drifting = {"steps": 1, "chunk": 4, "fvd_seeds": [100.0], "drift": 0.06, "sharpness_ratio": 1.0}
+    mean, error = fvd_mean_and_error(textured)
+    assert mean == 165.0 and abs(error - (25.0 / 3) ** 0.5) < 1e-9 and fvd_mean_and_error(drifting) == (100.0, 0.0)
+    assert choose([textured, plain, far, drifting]) is plain  # 5 apart, within 2 × 3.1: tied; 1.4× is nearer 1× than 2×
+    assert choose([textured, dict(plain, fvd_seeds=[180.0, 181.0, 182.0]), far]) is textured  # 16 apart: not tied
+    assert choose([dict(textured, sharpness_ratio=1.5), dict(plain, sharpness_ratio=0.7)])["chunk"] == 8
+    rows = [dict(r, psnr=30.0, ssim=0.8, motion=0.004, motion_truth=0.008, fvd=r["fvd_seeds"][0], clips=55, rollout_clips=2,
+                 fvd_mean=fvd_mean_and_error(r)[0], fvd_error=fvd_mean_and_error(r)[1]) for r in (textured, plain, drifting)]
+    table = settings_table({"grid": rows, "copy_last": {"psnr": 31.0, "ssim": 0.9, "fvd": 144.0}, "rule": "the rule", "seeds": 3,
+                            "choice": {"steps": 2, "chunk": 8}, "default": {"steps": 2, "chunk": 8}})
+    assert "| FVD | FVD over 3 seeds | rollout colour drift |" in table and "also scored at 2 more seeds" in table
+    assert "| 2 | 8 **(chosen, the default)** | 30.00 / 0.800 | 0.0040 (0.0080) | 170.0 | 170.0 ± 1.2 | 0.020 | 1.40× |" in table
+    assert "| 1 | 4 | 30.00 / 0.800 | 0.0040 (0.0080) | 100.0 | – | 0.060 | 1.00× |" in table
