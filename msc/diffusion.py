@@ -163,7 +163,8 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
 
 
 def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
-                           distribution: str = "uniform", return_prefix: bool = False):
+                           distribution: str = "uniform", return_prefix: bool = False,
+                           no_prefix: Optional[torch.Tensor] = None):
     """``[B, T]`` independent per-frame noise levels for training.
 
     Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
@@ -171,7 +172,7 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     ``clean_prefix_prob`` a sample instead gets a random-length prefix at low noise (``t < 0.1``),
     the situation of autoregressive sampling (a nearly clean context, then noisy frames), which
     uniform draws almost never produce for long prefixes. ``return_prefix``: also return the
-    ``[B, T]`` bool mask of those prefix frames.
+    ``[B, T]`` bool mask of those prefix frames. ``no_prefix`` ``[B]`` bool: samples that never get one.
     """
     if distribution not in LEVEL_DISTRIBUTIONS:
         raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
@@ -181,6 +182,8 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
         t = torch.sigmoid(torch.randn(batch, frames, generator=generator))
     prefix = torch.randint(1, max(frames, 2), (batch,), generator=generator)
     use_prefix = torch.rand(batch, generator=generator) < clean_prefix_prob
+    if no_prefix is not None:
+        use_prefix &= ~no_prefix
     low = 0.1 * torch.rand(batch, frames, generator=generator)
     in_prefix = use_prefix[:, None] & (torch.arange(frames)[None] < prefix[:, None])
     levels = torch.where(in_prefix, low, t)
@@ -218,16 +221,24 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
-                   level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0) -> torch.Tensor:
+                   level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
+                   from_nothing_prob: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
     ``context_corruption`` > 0: the nearly clean prefix frames (the context, see
     :func:`sample_training_levels`) are corrupted by :func:`corrupt_context` and not scored, so the
     frames after them learn to continue, from a context and anchors that carry errors the way generated
-    frames do, towards the clean truth (exposure to the model's own output in long rollouts)."""
+    frames do, towards the clean truth (exposure to the model's own output in long rollouts).
+
+    ``from_nothing_prob`` > 0 (the ``previous_frame`` prior): that fraction of the clips are videos from
+    nothing: no clean prefix and no anchors, so every frame draws a whole picture from its own noise
+    level (Diffusion Forcing without the prior), where otherwise only the frames before the first
+    chunk cut do; generating from nothing starts with such a frame."""
     b, t = x0.shape[:2]
-    levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True)
+    nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
+    levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
+                                             no_prefix=nothing)
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if getattr(model, "module", model).config.prior == "none":
@@ -235,5 +246,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
     anchor, anchored = chunk_anchors(seen, generator, max_chunk)
+    if nothing is not None:
+        anchored = anchored & ~nothing[:, None].to(anchored.device)
+        anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
     return velocity_loss(model, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
                          scored=~context if corrupted else None)

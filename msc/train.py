@@ -201,6 +201,10 @@ def parse_args(argv=None):
                    help="with the previous_frame prior: Gaussian noise (std drawn per clip in [0, MAX_STD]) on the nearly "
                         "clean prefix frames, which then serve as context and anchors and are not scored (the errors of "
                         "generated frames in long rollouts); 0 disables")
+    p.add_argument("--from-nothing-prob", type=float, default=0.0,
+                   help="with the previous_frame prior: fraction of clips trained as videos from nothing (no clean prefix, "
+                        "no anchors: every frame draws a whole picture), where otherwise only the frames before the first "
+                        "chunk cut do")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -269,6 +273,11 @@ def train(args) -> dict:
         raise ValueError(f"--context-corruption must be a standard deviation >= 0, got {args.context_corruption}.")
     if args.context_corruption and config.prior != "previous_frame":
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
+    if not 0 <= args.from_nothing_prob <= 1:
+        raise ValueError(f"--from-nothing-prob must be a probability in [0, 1], got {args.from_nothing_prob}.")
+    if args.from_nothing_prob and config.prior != "previous_frame":
+        raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
+                         "frame draws from nothing already.")
     torch.manual_seed(args.seed)
     model = MSCModel(config).to(device)
     ema = MSCModel(config).to(device)
@@ -333,7 +342,7 @@ def train(args) -> dict:
         with autocast:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                                   level_distribution=args.level_distribution, max_chunk=args.max_chunk,
-                                  context_corruption=args.context_corruption)
+                                  context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -107,6 +107,33 @@ def test_corrupted_context_is_what_the_next_chunk_sees_and_is_not_scored():
     assert torch.isfinite(losses[0]) and torch.allclose(losses[0], losses[1])  # a spoiled prefix costs nothing
 
 
+def test_clips_from_nothing_have_no_prefix_no_anchors_and_count_every_frame():
+    """``from_nothing_prob = 1``: every clip draws every frame from nothing (zero anchors, none anchored), no frame
+    is a clean prefix even at ``clean_prefix_prob = 1``, so every frame is scored; ``0`` leaves the loss as it was."""
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", residual_std=0.1))
+    x = torch.cumsum(0.1 * torch.randn(4, 6, 3, 16, 16), dim=1).clamp(-1, 1)
+
+    class Anchors(_Recorder):
+        def forward(self, x, t, anchor=None, anchored=None):
+            self.levels, self.anchored = t, anchored
+            return super().forward(x, t, anchor=anchor, anchored=anchored)
+
+    recorder = Anchors(model)
+    loss = diffusion_loss(recorder, x, torch.Generator().manual_seed(3), clean_prefix_prob=1.0, context_corruption=0.2,
+                          from_nothing_prob=1.0)
+    assert not recorder.anchored.any() and recorder.anchors[0].abs().sum() == 0
+    assert (recorder.levels >= 0.1).float().mean() > 0.5  # drawn on [0, 1], not a prefix's [0, 0.1)
+    for frame in range(6):  # a spoiled frame anywhere changes the loss: all are scored
+        spoil = torch.zeros(4, 6)
+        spoil[:, frame] = 1.0
+        spoiled = diffusion_loss(_Recorder(model, spoil), x, torch.Generator().manual_seed(3), clean_prefix_prob=1.0,
+                                 context_corruption=0.2, from_nothing_prob=1.0)
+        assert spoiled > loss + 1.0
+    unchanged = [diffusion_loss(model, x, torch.Generator().manual_seed(5), clean_prefix_prob=0.5, **extra)
+                 for extra in ({}, {"from_nothing_prob": 0.0})]
+    assert torch.equal(unchanged[0], unchanged[1])
+
+
 def test_cached_forward_with_anchors_equals_full_forward(tiny_prior_model):
     m = tiny_prior_model
     x, t = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9)

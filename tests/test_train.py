@@ -168,7 +168,9 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--context-corruption", "-0.1"], "must be a standard deviation >= 0"),
     (["--context-corruption", "nan"], "must be a standard deviation >= 0"),
     (["--context-corruption", "0.05"], "needs the previous_frame prior"),
+    (["--from-nothing-prob", "1.5"], "must be a probability"),
+    (["--from-nothing-prob", "0.5"], "needs the previous_frame prior"),
 ])
-def test_context_corruption_rejects_what_it_cannot_do(tmp_path, extra, message):
+def test_training_options_reject_what_they_cannot_do(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         train_main(["--config", "tiny", "--steps", "1", "--no-progress", "--out", str(tmp_path / "run"), *extra])
