@@ -231,17 +231,24 @@ def _scored_at(study: dict) -> str:
     return _sampler_words(next(iter(study["results"].values()))["sampler"])
 
 
-def _recipes_table(study: dict) -> str:
-    results = study["results"]
+def recipes_table(results: dict) -> str:
+    """A recipe study's runs (``bench.recipes``' ``results``): one row per recipe with PSNR / SSIM per held-out set,
+    copy-last's first, and where the study scored them, the FVD of videos from nothing (their sharpness against
+    the held-out clips')."""
     sets = list(next(iter(results.values()))["sets"])
-    rows = ["| recipe | steps | " + " | ".join(f"{s}: PSNR / SSIM" for s in sets) + " |", "|---|---:|" + "---:|" * len(sets)]
+    nothing = all("from_nothing" in r for r in results.values())
+    rows = ["| recipe | steps | " + " | ".join(f"{s}: PSNR / SSIM" for s in sets) + (" | from nothing: FVD (sharpness) |" if nothing else " |"),
+            "|---|---:|" + "---:|" * (len(sets) + nothing)]
     copy = next(iter(results.values()))["sets"]
     rows.append("| copy the last frame | – | " + " | ".join(
-        f"{copy[s]['methods']['copy-last']['psnr_mean']:.2f} / {copy[s]['methods']['copy-last']['ssim_mean']:.3f}" for s in sets) + " |")
+        f"{copy[s]['methods']['copy-last']['psnr_mean']:.2f} / {copy[s]['methods']['copy-last']['ssim_mean']:.3f}" for s in sets)
+        + (" | – |" if nothing else " |"))
     for name, r in results.items():
         model = [m for m in r["sets"][sets[0]]["methods"] if m != "copy-last"][0]
-        rows.append(f"| `{name}`: {r['changes']} | {r['steps']} | " + " | ".join(
-            f"{r['sets'][s]['methods'][model]['psnr_mean']:.2f} / {r['sets'][s]['methods'][model]['ssim_mean']:.3f}" for s in sets) + " |")
+        cells = [f"{r['sets'][s]['methods'][model]['psnr_mean']:.2f} / {r['sets'][s]['methods'][model]['ssim_mean']:.3f}" for s in sets]
+        if nothing:
+            cells.append(f"{r['from_nothing']['fvd']:.0f} ({r['from_nothing']['sharpness_ratio']:.2f}×)")
+        rows.append(f"| `{name}`: {r['changes']} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -367,7 +374,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"Before the long run, recipes were trained side by side for {study['minutes']:g} minutes each "
             f"(`python -m bench.recipes`, {study['machine']}) and scored on the same held-out sets at {_scored_at(study)}:",
             "",
-            _recipes_table(study),
+            recipes_table(study["results"]),
             "",
         ]
     for i, finetune_study in enumerate(finetune_studies):
@@ -380,7 +387,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"changes nothing (`python -m bench.recipes --study {name}`, {finetune_study['machine']}), scored on the "
             f"same held-out sets at {_scored_at(finetune_study)}:",
             "",
-            _recipes_table(finetune_study),
+            recipes_table(finetune_study["results"]),
             "",
         ]
     lines += [
