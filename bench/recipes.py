@@ -21,6 +21,8 @@ are scored by :mod:`msc.evaluate` on the same held-out sets (real video files, t
 held-out photographs, procedural test seeds) with the same sampler settings, and the table goes to
 ``--out``/recipes.md and .json. A study of videos from nothing (``Study.from_nothing``: ``finetune9``)
 also scores each run's videos from nothing with ``bench.from_nothing`` (FVD against the held-out clips).
+Each run's training log and arguments are kept beside the table (``STUDY_RECIPE_log.jsonl`` and its
+``.state.json``): the model card's record of a fine-tune once its run folder is gone.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from typing import NamedTuple, Optional
 
-from msc.model_card import recipes_table
+from msc.model_card import recipes_table, state_path_of_log
 
 COMMON = ["--config", "small", "--data", "data", "--frames", "8", "--batch-size", "4", "--lr", "4e-4", "--warmup", "100",
           "--ema", "0.995", "--clean-prefix-prob", "0.5", "--steps", "1000000", "--threads", "1", "--no-progress",
@@ -156,7 +159,7 @@ STUDIES = {
 
 def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> None:
     """Train the recipes two at a time (one thread each), each for ``minutes`` of wall time."""
-    common, recipes, _ = STUDIES[study]
+    common, recipes = STUDIES[study].common, STUDIES[study].recipes
     for i in range(0, len(names), 2):
         procs = []
         for name in names[i : i + 2]:
@@ -175,12 +178,27 @@ def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> Non
                 raise RuntimeError(f"a training run failed: {' '.join(p.args)}")
 
 
+def keep_run_record(run: str, kept_log: str) -> None:
+    """Copy a run's training log to ``kept_log`` (a ``.jsonl`` in the results, which the repository keeps) and its
+    steps, wall time and arguments to the ``.state.json`` beside it: what the model card needs of a fine-tune
+    (``python -m msc.model_card --finetune-run KEPT_LOG``) once the run folder is gone with its machine."""
+    shutil.copyfile(os.path.join(run, "log.jsonl"), kept_log)
+    with open(os.path.join(run, "checkpoint", "state.json")) as f:
+        state = json.load(f)
+    with open(state_path_of_log(kept_log), "w") as f:
+        json.dump({k: state[k] for k in ("step", "elapsed", "args")}, f, indent=1)
+
+
 def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes") -> dict:
     recipes = STUDIES[study].recipes
+    prefixes = {name: os.path.join(out, f"{'recipe' if study == 'recipes' else study}_{name}") for name in names}
+    for name in names:  # every run's record first: the scoring takes minutes, and a machine may go meanwhile
+        keep_run_record(os.path.join(runs, name), prefixes[name] + "_log.jsonl")
     results = {}
     for name in names:
         final = os.path.join(runs, name, "final")
-        path = os.path.join(out, f"{'recipe' if study == 'recipes' else study}_{name}.json")
+        prefix = prefixes[name]
+        path = prefix + ".json"
         weights = os.path.join(final, "model.safetensors")
         if not (os.path.isfile(path) and os.path.getmtime(path) > os.path.getmtime(weights)):  # else: scored already
             args = [sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
@@ -196,7 +214,7 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
         results[name] = {"changes": recipes[name][0], "sampler": sampler, "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
                          "budget_minutes": budget, "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
         if STUDIES[study].from_nothing:
-            results[name]["from_nothing"] = score_from_nothing(final, os.path.join(out, f"{study}_{name}_from_nothing"))
+            results[name]["from_nothing"] = score_from_nothing(final, prefix + "_from_nothing")
     return results
 
 

@@ -22,21 +22,25 @@ from msc.data.mixture import DEFAULT_MIX
 from msc.model import MSCModel
 
 
-def _state_path_of_log(log_path: str) -> str:
+def state_path_of_log(log_path: str) -> str:
     """Where the card keeps a copied training log's steps, wall time and arguments: ``X.jsonl`` -> ``X.state.json``."""
     return log_path[: -len(".jsonl")] + ".state.json"
 
 
 def _run_summary(run: str) -> dict:
     """Steps, wall time, arguments and log of a training run: a run folder (``checkpoint/state.json`` +
-    ``log.jsonl``), or a training log alone (a ``.jsonl`` file, e.g. the copy beside a card, with its
-    ``.state.json`` when the card wrote one; else steps and time from its last record, no arguments)."""
+    ``log.jsonl``), or a training log alone (a ``.jsonl`` file, e.g. the copy beside a card or a study's kept record
+    in ``bench/results``, with its ``.state.json`` when one was written; else steps and time from its last record, no
+    arguments). A run whose per-step log was lost keeps only its ``.state.json``, which then says so (``log_lost``:
+    why) and carries the run's ``final_loss``."""
     log_path = run if run.endswith(".jsonl") else os.path.join(run, "log.jsonl")
-    with open(log_path) as f:
-        log = [json.loads(line) for line in f if line.strip()]
+    log = []
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            log = [json.loads(line) for line in f if line.strip()]
     last = log[-1] if log else {}
     # a run folder keeps its state in checkpoint/; a kept resumable copy (--keep-resumable) at its top
-    candidates = ([_state_path_of_log(run)] if run.endswith(".jsonl") else
+    candidates = ([state_path_of_log(run)] if run.endswith(".jsonl") else
                   [os.path.join(run, "checkpoint", "state.json"), os.path.join(run, "state.json")])
     state_path = next((p for p in candidates if os.path.isfile(p)), None)
     if state_path:
@@ -44,11 +48,15 @@ def _run_summary(run: str) -> dict:
             state = json.load(f)
     else:
         state = {"step": last.get("step", 0), "elapsed": last.get("elapsed", 0.0)}
+    if not log and not state.get("log_lost"):
+        raise FileNotFoundError(f"no training log at {log_path} (a run whose log was lost says so in its state file's "
+                                "'log_lost', with its 'final_loss')")
     tail = log[-10:]
+    final_loss = sum(r["loss_avg"] for r in tail) / len(tail) if tail else state["final_loss"]
     return {
         "steps": state["step"], "elapsed_s": state.get("elapsed", 0.0), "args": state.get("args", {}),
-        "final_loss": sum(r["loss_avg"] for r in tail) / max(1, len(tail)), "steps_per_s": state["step"] / max(1.0, state.get("elapsed", 1.0)),
-        "last": last, "log": log,
+        "final_loss": final_loss, "steps_per_s": state["step"] / max(1.0, state.get("elapsed", 1.0)),
+        "last": last, "log": log, "log_lost": state.get("log_lost"),
     }
 
 
@@ -299,10 +307,14 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
     logs = [("training_log.jsonl", ours), ("training_log_dense_baseline.jsonl", base)]
     logs += [(_finetune_log_name(i), stage) for i, stage in enumerate(stages)]
     for name, summary in logs:  # the logs and their runs' arguments beside the card: it can be rewritten from a clone
-        with open(os.path.join(weights, name), "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in summary["log"])
-        with open(_state_path_of_log(os.path.join(weights, name)), "w") as f:
-            json.dump({"step": summary["steps"], "elapsed": summary["elapsed_s"], "args": summary["args"]}, f, indent=1)
+        state = {"step": summary["steps"], "elapsed": summary["elapsed_s"], "args": summary["args"]}
+        if summary["log_lost"]:  # only the record is left: it says why, and keeps the final loss the log would give
+            state.update(final_loss=summary["final_loss"], log_lost=summary["log_lost"])
+        else:
+            with open(os.path.join(weights, name), "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in summary["log"])
+        with open(state_path_of_log(os.path.join(weights, name)), "w") as f:
+            json.dump(state, f, indent=1)
     s = {**report["settings"], **report["settings"]["sampler"]}
     roll = report.get("rollout")
     gates = report.get("gates") or {}
@@ -417,11 +429,12 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* {title}: from {_stage_origin(i)}'s final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}.")
+            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}"
+            + (f" (its per-step log is lost: {tuned['log_lost']})." if tuned["log_lost"] else "."))
     if stages:
         lines.append(f"* Total training compute of these weights: "
                      f"{_fmt_minutes(ours['elapsed_s'] + sum(t['elapsed_s'] for t in stages))} of CPU wall time, no GPU.")
-    log_names = [f"`{name}`" for name, _ in logs]
+    log_names = [f"`{name}`" for name, summary in logs if not summary["log_lost"]]
     lines += [
         f"* Logs: {', '.join(log_names[:-1])} and {log_names[-1]} beside this card.",
         "",

@@ -94,6 +94,19 @@ def test_card_from_a_tiny_run(tmp_path):
                        finetune_runs=[beside("training_log_finetune.jsonl"), beside("training_log_finetune2.jsonl")],
                        finetune_study_paths=[study, study2])
     assert open(again).read() == card
+    # a fine-tune whose per-step log was lost: its record (steps, time, arguments, final loss) says so, and the card too
+    record = json.load(open(beside("training_log_finetune2.state.json")))
+    os.remove(beside("training_log_finetune2.jsonl"))
+    with pytest.raises(FileNotFoundError, match="log_lost"):
+        write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation, "python -m msc.train",
+                   finetune_runs=[tuned, beside("training_log_finetune2.jsonl")])
+    json.dump({**record, "final_loss": 0.125, "log_lost": "its machine went"}, open(beside("training_log_finetune2.state.json"), "w"))
+    lost = open(write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
+                           "python -m msc.train --config tiny", finetune_runs=[tuned, beside("training_log_finetune2.jsonl")],
+                           finetune_study_paths=[study, study2])).read()
+    assert "final training loss 0.1250 (its per-step log is lost: its machine went)." in lost and "* 9 optimiser steps" in lost
+    assert "`training_log_finetune2.jsonl`" not in lost and not os.path.exists(beside("training_log_finetune2.jsonl"))
+    assert json.load(open(beside("training_log_finetune2.state.json")))["log_lost"] == "its machine went"
     # a study that started from another run says so (bench.recipes writes what each study started from)
     json.dump({**json.load(open(study2)), "started_from": "a kept run"}, open(study2, "w"))
     card = open(write_card(os.path.join(tuned2, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
