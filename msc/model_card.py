@@ -429,14 +429,16 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* {title}: from {_stage_origin(i)}'s final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}"
+            f"EMA {t.get('ema')}, a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}"
             + (f" (its per-step log is lost: {tuned['log_lost']})." if tuned["log_lost"] else "."))
     if stages:
         lines.append(f"* Total training compute of these weights: "
                      f"{_fmt_minutes(ours['elapsed_s'] + sum(t['elapsed_s'] for t in stages))} of CPU wall time, no GPU.")
     log_names = [f"`{name}`" for name, summary in logs if not summary["log_lost"]]
     lines += [
-        f"* Logs: {', '.join(log_names[:-1])} and {log_names[-1]} beside this card.",
+        f"* Logs: {', '.join(log_names[:-1])} and {log_names[-1]} beside this card"
+        + "".join(f"; of `{name}` only its record, `{os.path.basename(state_path_of_log(name))}`" for name, summary in logs
+                  if summary["log_lost"]) + ".",
         "",
         "## Evaluation",
         "",
@@ -593,7 +595,7 @@ def main(argv=None) -> int:
     p.add_argument("--equal-time-fvd-eval", help="the same with --fvd")
     p.add_argument("--sampler-eval", nargs="*", default=[], help="JSON of python -m msc.evaluate at other sampler settings")
     p.add_argument("--finetune-run", nargs="+", default=[],
-                   help="the fine-tunes that made these weights, in order: the first of --run, each later one of the one before (run folders)")
+                   help="the fine-tunes that made these weights, in order: the first of --run, each later one of the one before (run folders, or training logs: the copies beside a card, a study's kept records in bench/results)")
     p.add_argument("--finetune-study", nargs="+", default=[],
                    help="the fine-tune studies that chose them (bench/results/finetune.json, finetune2.json)")
     p.add_argument("--settings", help="bench/results/settings.json: the study that chose the default sampler settings")

@@ -105,7 +105,8 @@ def test_card_from_a_tiny_run(tmp_path):
                            "python -m msc.train --config tiny", finetune_runs=[tuned, beside("training_log_finetune2.jsonl")],
                            finetune_study_paths=[study, study2])).read()
     assert "final training loss 0.1250 (its per-step log is lost: its machine went)." in lost and "* 9 optimiser steps" in lost
-    assert "`training_log_finetune2.jsonl`" not in lost and not os.path.exists(beside("training_log_finetune2.jsonl"))
+    assert "of `training_log_finetune2.jsonl` only its record, `training_log_finetune2.state.json`." in lost
+    assert "`training_log_finetune2.jsonl` beside" not in lost and not os.path.exists(beside("training_log_finetune2.jsonl"))
     assert json.load(open(beside("training_log_finetune2.state.json")))["log_lost"] == "its machine went"
     # a study that started from another run says so (bench.recipes writes what each study started from)
     json.dump({**json.load(open(study2)), "started_from": "a kept run"}, open(study2, "w"))
