@@ -46,6 +46,10 @@ SCHEDULES = ("cosine", "linear", "shifted")
 PRIORS = ("none", "previous_frame")
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
+# how each frame's error enters the training loss: its (weighted) mean squared error, or the logarithm of it, which
+# counts every frame's relative error alike, as a mean of per-frame PSNRs does (still frames weigh as much as moving ones)
+FRAME_LOSSES = ("mse", "log")
+LOG_FRAME_LOSS_FLOOR = 1e-3  # added before the logarithm: a frame predicted almost exactly does not dominate the gradient
 
 
 def _per_frame(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -203,10 +207,13 @@ def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Ge
 
 def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor,
                   anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None,
-                  scored: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  scored: Optional[torch.Tensor] = None, frame_loss: str = "mse") -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
     with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`.
-    ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all)."""
+    ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all). ``frame_loss`` ``"log"``: the mean
+    of the frames' log errors instead (:data:`FRAME_LOSSES`)."""
+    if frame_loss not in FRAME_LOSSES:
+        raise ValueError(f"frame loss must be one of {FRAME_LOSSES}, got {frame_loss!r}.")
     config = getattr(model, "module", model).config  # DDP wraps the model
     noise_std = None if anchor is None else frame_noise_std(anchored, config.noise_scale).to(x0.device)
     pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored)
@@ -214,6 +221,8 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
     if anchor is not None:
         sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
         err = err * velocity_loss_weight(levels.float(), sigma, noise_std)
+    if frame_loss == "log":
+        err = torch.log(err + LOG_FRAME_LOSS_FLOOR)  # [B, T]
     if scored is None:
         return err.mean()
     scored = scored.to(err.device)
@@ -222,7 +231,7 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
-                   from_nothing_prob: float = 0.0) -> torch.Tensor:
+                   from_nothing_prob: float = 0.0, frame_loss: str = "mse") -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -234,7 +243,9 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     ``from_nothing_prob`` > 0 (the ``previous_frame`` prior): that fraction of the clips are videos from
     nothing: no clean prefix and no anchors, so every frame draws a whole picture from its own noise
     level (Diffusion Forcing without the prior), where otherwise only the frames before the first
-    chunk cut do; generating from nothing starts with such a frame."""
+    chunk cut do; generating from nothing starts with such a frame.
+
+    ``frame_loss``: how each frame's error counts (:func:`velocity_loss`)."""
     b, t = x0.shape[:2]
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
@@ -242,7 +253,7 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if getattr(model, "module", model).config.prior == "none":
-        return velocity_loss(model, x0, levels, noise)
+        return velocity_loss(model, x0, levels, noise, frame_loss=frame_loss)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
     anchor, anchored = chunk_anchors(seen, generator, max_chunk)
@@ -250,4 +261,4 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
     return velocity_loss(model, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
-                         scored=~context if corrupted else None)
+                         scored=~context if corrupted else None, frame_loss=frame_loss)

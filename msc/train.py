@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from msc.data import FolderVideos, ProceduralVideos
 from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
-from msc.diffusion import LEVEL_DISTRIBUTIONS, diffusion_loss
+from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss
 from msc.model import CONFIGS, MSCModel, config_from_name
 
 
@@ -205,6 +205,9 @@ def parse_args(argv=None):
                    help="with the previous_frame prior: fraction of clips trained as videos from nothing (no clean prefix, "
                         "no anchors: every frame draws a whole picture), where otherwise only the frames before the first "
                         "chunk cut do")
+    p.add_argument("--frame-loss", default="mse", choices=FRAME_LOSSES,
+                   help="how each frame's error counts: its mean squared error, or its logarithm (every frame's relative "
+                        "error alike, as mean PSNR counts it)")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -342,7 +345,8 @@ def train(args) -> dict:
         with autocast:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                                   level_distribution=args.level_distribution, max_chunk=args.max_chunk,
-                                  context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob)
+                                  context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
+                                  frame_loss=args.frame_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

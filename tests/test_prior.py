@@ -189,3 +189,26 @@ def test_history_free_pass_sees_nothing_of_the_history():
     assert torch.allclose(va, vb, atol=1e-6)
     unguided = sample_video(model, b, 4, steps=2, chunk=2, seed=5).video[:, 3:]
     assert not torch.allclose(unguided, vb, atol=1e-3)  # the history does matter to the guided pass
+
+
+def test_log_frame_loss_is_the_mean_of_each_frames_log_error():
+    """``frame_loss="log"``: the mean over the scored frames of log(frame error + floor), each frame's error being
+    what the MSE loss gives when that frame alone is scored; a still frame counts as much as a moving one."""
+    from msc.diffusion import LOG_FRAME_LOSS_FLOOR, velocity_loss
+
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", residual_std=0.1)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.cumsum(0.1 * torch.randn(1, 5, 3, 16, 16, generator=g), dim=1).clamp(-1, 1)
+    x[:, 3] = x[:, 2]  # a frame that does not change
+    levels, noise = torch.rand(1, 5, generator=g) * 0.9 + 0.05, torch.randn(x.shape, generator=g)
+    anchored = torch.tensor([[False, True, True, True, True]])
+    anchor = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+    with torch.no_grad():
+        per_frame = torch.stack([velocity_loss(model, x, levels, noise, anchor, anchored, scored=torch.eye(5, dtype=torch.bool)[j][None])
+                                 for j in range(5)])
+        logged = velocity_loss(model, x, levels, noise, anchor, anchored, frame_loss="log")
+        mse = velocity_loss(model, x, levels, noise, anchor, anchored)
+    assert torch.allclose(logged, torch.log(per_frame + LOG_FRAME_LOSS_FLOOR).mean(), atol=1e-5)
+    assert torch.allclose(mse, per_frame.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="frame loss must be one of"):
+        velocity_loss(model, x, levels, noise, anchor, anchored, frame_loss="l1")
