@@ -239,10 +239,10 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
             subprocess.run(args, check=True)
         with open(path) as f:
             report = json.load(f)
-        with open(os.path.join(runs, name, "log.jsonl")) as f:
+        with open(prefix + "_log.jsonl") as f:  # the record kept above
             log = [json.loads(line) for line in f]
         sampler = {k: report["settings"]["sampler"][k] for k in ("steps", "chunk")}  # the settings it was scored at
-        with open(os.path.join(runs, name, "checkpoint", "state.json")) as f:
+        with open(state_path_of_log(prefix + "_log.jsonl")) as f:
             budget = json.load(f)["args"]["budget_minutes"]  # what it was trained for, whatever --minutes says now
         results[name] = {"changes": recipes[name][0], "sampler": sampler, "steps": log[-1]["step"], "minutes": log[-1]["elapsed"] / 60,
                          "budget_minutes": budget, "final_loss": log[-1]["loss_avg"], "sets": report["sets"]}
