@@ -67,6 +67,12 @@ def _context_corruption(args: dict) -> str:
             if std else "")
 
 
+def _frame_loss(args: dict) -> str:
+    """How each frame's error counts in the training loss (``--frame-loss``) as a clause, or nothing (squared errors)."""
+    return (", each frame's loss the log of its error (`--frame-loss log`: its training loss is in other units than "
+            "the squared errors of the runs before it)" if args.get("frame_loss") == "log" else "")
+
+
 def _finetune_log_name(stage: int) -> str:
     """The card's copy of the ``stage``-th fine-tune's training log (0-based) beside the weights."""
     return f"training_log_finetune{stage + 1 if stage else ''}.jsonl"
@@ -429,7 +435,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* {title}: from {_stage_origin(i)}'s final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"EMA {t.get('ema')}, a fresh optimizer, settings `{changed}`{_context_corruption(t)}; final training loss {tuned['final_loss']:.4f}"
+            f"EMA {t.get('ema')}, a fresh optimizer, settings `{changed}`{_context_corruption(t)}{_frame_loss(t)}; final training loss {tuned['final_loss']:.4f}"
             + (f" (its per-step log is lost: {tuned['log_lost']})." if tuned["log_lost"] else "."))
     if stages:
         lines.append(f"* Total training compute of these weights: "
