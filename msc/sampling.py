@@ -246,7 +246,7 @@ class SamplerSettings:
     # steps and chunk: chosen by measurement (bench/settings.py: the lowest FVD on the held-out real footage among the
     # settings whose 256-frame rollout keeps its colour, FVDs within their seed noise tied and the tie going to the
     # rollout sharpness closest to the context's), re-measured when the bundled model changes
-    steps: int = field(default=4, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
+    steps: int = field(default=2, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
     chunk: int = field(default=8, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
     # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: from
     # nothing, a few steps leave the first frame a blurred field (and the frames anchored on it noise). Chosen by
