@@ -180,6 +180,19 @@ FINETUNE13_RECIPES = {
                             [*LOG_FRAMES, "--mix", "video=0.7", "camera=0.2", "procedural=0.1"]),
 }
 
+# finetune14 starts from fine-tune 9 (finetune13 shipped nothing): the default sampler denoises chunks of 8 frames, all
+# anchored on the last context frame and all at one noise level (2 steps: 1, then 0.5), but every run so far trained
+# anchors of chunks of 1..4 frames (--max-chunk 4) and an independent level per frame: frames 5..8 of a sampled chunk
+# are anchored further back than training ever showed, and a chunk at one level is rare in training. Does training
+# what the default sampler does move the real footage?
+FINETUNE14_RECIPES = {
+    "log-frames-chunk8": ("training anchors of chunks of 1..8 frames (`--max-chunk 8`) instead of 1..4",
+                          [*LOG_FRAMES, "--max-chunk", "8"]),
+    "log-frames-chunk8-shared0.5": ("the same, and half the clips with one noise level on the frames after the context "
+                                    "(`--shared-level-prob 0.5`)",
+                                    [*LOG_FRAMES, "--max-chunk", "8", "--shared-level-prob", "0.5"]),
+}
+
 
 class Study(NamedTuple):
     common: list  # msc.train arguments of every recipe; a recipe's own follow them (later flags override earlier ones)
@@ -202,6 +215,7 @@ STUDIES = {
     "finetune11": Study(SHIPPED_COMMON, FINETUNE11_RECIPES, "fine-tune 8"),
     "finetune12": Study(fine_tunes_of("resume/finetune11-log-frames"), FINETUNE12_RECIPES, "finetune11's log-frames run"),
     "finetune13": Study(SHIPPED_COMMON, FINETUNE13_RECIPES, "fine-tune 9"),
+    "finetune14": Study(SHIPPED_COMMON, FINETUNE14_RECIPES, "fine-tune 9"),
 }
 
 

@@ -168,7 +168,7 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
 
 def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                            distribution: str = "uniform", return_prefix: bool = False,
-                           no_prefix: Optional[torch.Tensor] = None):
+                           no_prefix: Optional[torch.Tensor] = None, shared_level_prob: float = 0.0):
     """``[B, T]`` independent per-frame noise levels for training.
 
     Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
@@ -177,6 +177,9 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     the situation of autoregressive sampling (a nearly clean context, then noisy frames), which
     uniform draws almost never produce for long prefixes. ``return_prefix``: also return the
     ``[B, T]`` bool mask of those prefix frames. ``no_prefix`` ``[B]`` bool: samples that never get one.
+    ``shared_level_prob``: the fraction of samples whose frames after the prefix all share one level (the last
+    frame's draw), as the chunk-by-chunk sampler denoises a chunk after the context together (its random numbers are
+    drawn after the others: at 0 the levels are the same as without it).
     """
     if distribution not in LEVEL_DISTRIBUTIONS:
         raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
@@ -191,6 +194,9 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     low = 0.1 * torch.rand(batch, frames, generator=generator)
     in_prefix = use_prefix[:, None] & (torch.arange(frames)[None] < prefix[:, None])
     levels = torch.where(in_prefix, low, t)
+    if shared_level_prob > 0:
+        shared = torch.rand(batch, generator=generator) < shared_level_prob  # [B]
+        levels = torch.where(shared[:, None] & ~in_prefix, t[:, -1:], levels)  # the last frame is never in the prefix
     return (levels, in_prefix) if return_prefix else levels
 
 
@@ -231,7 +237,7 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
-                   from_nothing_prob: float = 0.0, frame_loss: str = "mse") -> torch.Tensor:
+                   from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -245,11 +251,12 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     level (Diffusion Forcing without the prior), where otherwise only the frames before the first
     chunk cut do; generating from nothing starts with such a frame.
 
-    ``frame_loss``: how each frame's error counts (:func:`velocity_loss`)."""
+    ``frame_loss``: how each frame's error counts (:func:`velocity_loss`). ``shared_level_prob``: the fraction of
+    clips whose frames after the context share one noise level (:func:`sample_training_levels`)."""
     b, t = x0.shape[:2]
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
-                                             no_prefix=nothing)
+                                             no_prefix=nothing, shared_level_prob=shared_level_prob)
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if getattr(model, "module", model).config.prior == "none":

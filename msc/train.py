@@ -208,6 +208,9 @@ def parse_args(argv=None):
     p.add_argument("--frame-loss", default="mse", choices=FRAME_LOSSES,
                    help="how each frame's error counts: its mean squared error, or its logarithm (every frame's relative "
                         "error alike, as mean PSNR counts it)")
+    p.add_argument("--shared-level-prob", type=float, default=0.0,
+                   help="fraction of clips whose frames after the clean prefix share one noise level, as the chunk-by-chunk "
+                        "sampler denoises a chunk together (the others: an independent level per frame, Diffusion Forcing)")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -278,6 +281,8 @@ def train(args) -> dict:
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     if not 0 <= args.from_nothing_prob <= 1:
         raise ValueError(f"--from-nothing-prob must be a probability in [0, 1], got {args.from_nothing_prob}.")
+    if not 0 <= args.shared_level_prob <= 1:
+        raise ValueError(f"--shared-level-prob must be a probability in [0, 1], got {args.shared_level_prob}.")
     if args.from_nothing_prob and config.prior != "previous_frame":
         raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
                          "frame draws from nothing already.")
@@ -346,7 +351,7 @@ def train(args) -> dict:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                                   level_distribution=args.level_distribution, max_chunk=args.max_chunk,
                                   context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
-                                  frame_loss=args.frame_loss)
+                                  frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

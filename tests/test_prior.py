@@ -72,6 +72,22 @@ def test_context_corruption_touches_only_the_prefix():
     assert std.max() < 0.055 and std.min() < 0.01  # per clip in [0, 0.05]
 
 
+def test_shared_levels_give_the_frames_after_the_context_one_level():
+    """``shared_level_prob``: that fraction of clips has one level on every frame after the clean prefix (as a chunk
+    is denoised together after its context); the prefix and the other clips keep what they had without it."""
+    independent, context = sample_training_levels(4000, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                                  return_prefix=True)
+    shared_levels = sample_training_levels(4000, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                           shared_level_prob=0.3)
+    assert torch.equal(shared_levels[context], independent[context])
+    after = torch.where(context, shared_levels[:, -1:], shared_levels)
+    one_level = (after == shared_levels[:, -1:]).all(dim=1)  # [B]
+    kept = (shared_levels == independent).all(dim=1)
+    assert (one_level | kept).all() and 0.27 < (one_level & ~kept).float().mean() < 0.33
+    all_shared = sample_training_levels(64, 8, torch.Generator().manual_seed(1), clean_prefix_prob=0.0, shared_level_prob=1.0)
+    assert torch.equal(all_shared, all_shared[:, :1].expand(64, 8)) and all_shared[:, 0].unique().numel() == 64
+
+
 class _Recorder(torch.nn.Module):
     """A model that records the anchors the loss gives it and, optionally, spoils its output on some frames."""
 

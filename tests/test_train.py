@@ -170,6 +170,7 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--context-corruption", "0.05"], "needs the previous_frame prior"),
     (["--from-nothing-prob", "1.5"], "must be a probability"),
     (["--from-nothing-prob", "0.5"], "needs the previous_frame prior"),
+    (["--shared-level-prob", "-0.5"], "must be a probability"),
 ])
 def test_training_options_reject_what_they_cannot_do(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
