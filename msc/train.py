@@ -399,6 +399,8 @@ def train(args) -> dict:
         final = ema if args.ema else model
         final.save_pretrained(os.path.join(args.out, "final"))
     if distributed:
+        del net  # the DDP wrapper's reducer holds the process group: released before the group is
+        dist.barrier()
         dist.destroy_process_group()
     return {"step": step, "losses": losses, "elapsed": elapsed_before + time.time() - t0}
 

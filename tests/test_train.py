@@ -97,6 +97,7 @@ def _ddp_worker(rank, world, init_file, out_file):
     velocity_loss(ddp, clips[part], levels[part], noise[part]).backward()
     if rank == 0:
         save_file({n: p.grad.contiguous() for n, p in model.named_parameters()}, out_file)
+    del ddp  # its reducer holds the process group: released before the group is (gloo aborts a process otherwise, at times)
     dist.barrier()
     dist.destroy_process_group()
 
