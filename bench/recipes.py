@@ -185,19 +185,17 @@ FINETUNE13_RECIPES = {
 # anchors of chunks of 1..4 frames (--max-chunk 4) and an independent level per frame: frames 5..8 of a sampled chunk
 # are anchored further back than training ever showed, and a chunk at one level is rare in training. Does training
 # what the default sampler does move the real footage?
+CHUNK8 = [*LOG_FRAMES, "--max-chunk", "8"]
 FINETUNE14_RECIPES = {
-    "log-frames-chunk8": ("training anchors of chunks of 1..8 frames (`--max-chunk 8`) instead of 1..4",
-                          [*LOG_FRAMES, "--max-chunk", "8"]),
+    "log-frames-chunk8": ("training anchors of chunks of 1..8 frames (`--max-chunk 8`) instead of 1..4", CHUNK8),
     "log-frames-chunk8-shared0.5": ("the same, and half the clips with one noise level on the frames after the context "
-                                    "(`--shared-level-prob 0.5`)",
-                                    [*LOG_FRAMES, "--max-chunk", "8", "--shared-level-prob", "0.5"]),
+                                    "(`--shared-level-prob 0.5`)", [*CHUNK8, "--shared-level-prob", "0.5"]),
 }
 
 # finetune15 starts from finetune14's log-frames-chunk8 run (kept in resume/: it gained 0.09 dB on the real footage in
 # 40 minutes, 0.005 dB short of its rule, the most of any recipe since the log loss; shared levels lost 0.02): does
 # more of it keep gaining, and do longer clips (12 frames: a chunk of 8 after a context of up to 4, as the sampler
 # has one, where 8-frame clips leave a chunk of 8 at most one frame before it) gain more in the same time?
-CHUNK8 = [*LOG_FRAMES, "--max-chunk", "8"]
 FINETUNE15_RECIPES = {
     "log-frames-chunk8": ("finetune14's log-frames-chunk8 recipe, continued unchanged", CHUNK8),
     "log-frames-chunk8-frames12": ("the same on clips of 12 frames instead of 8 (batch 4 clips)", [*CHUNK8, "--frames", "12"]),

@@ -73,6 +73,19 @@ def _frame_loss(args: dict) -> str:
             "the squared errors of the runs before it)" if args.get("frame_loss") == "log" else "")
 
 
+def _clips_and_levels(args: dict, run_args: dict) -> str:
+    """What a fine-tune changed against the long run in its clips (``--frames``), its anchors (``--max-chunk``) and its
+    noise levels (``--shared-level-prob``), as clauses, or nothing."""
+    clauses = []
+    if args.get("frames") != run_args.get("frames"):
+        clauses.append(f"clips of {args.get('frames')} frames instead of {run_args.get('frames')}")
+    if args.get("max_chunk") != run_args.get("max_chunk"):
+        clauses.append(f"anchors of chunks of 1 to {args.get('max_chunk')} frames instead of 1 to {run_args.get('max_chunk')}")
+    if args.get("shared_level_prob"):
+        clauses.append(f"{100 * args['shared_level_prob']:g} % of clips with one noise level on the frames after the context")
+    return "".join(f", {clause}" for clause in clauses)
+
+
 def _finetune_log_name(stage: int) -> str:
     """The card's copy of the ``stage``-th fine-tune's training log (0-based) beside the weights."""
     return f"training_log_finetune{stage + 1 if stage else ''}.jsonl"
@@ -435,7 +448,7 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
             f"* {title}: from {_stage_origin(i)}'s final EMA, **{tuned['steps']} steps in "
             f"{_fmt_minutes(tuned['elapsed_s'])}** ({tuned['steps_per_s']:.3f} steps/s, torch threads {t.get('threads') or 'all'}), "
             f"learning rate {t.get('lr')} with {t.get('warmup')} warm-up steps then cosine decay over {t.get('budget_minutes')} min, "
-            f"EMA {t.get('ema')}, a fresh optimizer, settings `{changed}`{_context_corruption(t)}{_frame_loss(t)}; final training loss {tuned['final_loss']:.4f}"
+            f"EMA {t.get('ema')}, a fresh optimizer, settings `{changed}`{_clips_and_levels(t, a)}{_context_corruption(t)}{_frame_loss(t)}; final training loss {tuned['final_loss']:.4f}"
             + (f" (its per-step log is lost: {tuned['log_lost']})." if tuned["log_lost"] else "."))
     if stages:
         lines.append(f"* Total training compute of these weights: "

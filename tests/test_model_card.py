@@ -71,7 +71,8 @@ def test_card_from_a_tiny_run(tmp_path):
     tuned2 = str(tmp_path / "tuned2")
     train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "4", "--warmup", "1", "--log-every", "1",
                 "--no-progress", "--init-from", os.path.join(tuned, "final"), "--set", "noise_scale=0.5", "prior=previous_frame",
-                "--context-corruption", "0.15", "--frame-loss", "log", "--out", tuned2])
+                "--context-corruption", "0.15", "--frame-loss", "log", "--max-chunk", "3", "--shared-level-prob", "0.5",
+                "--out", tuned2])
     study2 = str(tmp_path / "finetune2.json")
     json.dump({"study": "finetune2", "minutes": 0.2, "machine": "the test machine", "results": {
         "context-corruption0.15": {"changes": "more corruption", "sampler": {"steps": 16, "chunk": 4}, "steps": 4,
@@ -85,6 +86,8 @@ def test_card_from_a_tiny_run(tmp_path):
     assert "* Fine-tune 2 (these weights): from fine-tune 1's final EMA, **4 steps in" in card and "std up to 0.15" in card
     assert "each frame's loss the log of its error (`--frame-loss log`" in card
     assert card.count("each frame's loss the log of its error") == 1  # fine-tune 1 trained on squared errors
+    assert "anchors of chunks of 1 to 3 frames instead of 1 to 4, 50 % of clips with one noise level" in card
+    assert card.count("anchors of chunks") == 1 and "clips of 4 frames instead of" not in card  # only what changed
     assert "* 9 optimiser steps" in card
     for name in ("training_log_finetune.jsonl", "training_log_finetune2.jsonl"):
         assert os.path.exists(os.path.join(tuned2, "final", name))
