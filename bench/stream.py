@@ -12,7 +12,7 @@ quality, and what the app's ``/stream`` endpoint delivers end to end.
    8 frames/s and 2 s the live preview needs, for the HTTP and PNG work on top).
 3. **End to end**: ``python app.py`` on a free port; ``gradio_client`` submits ``/stream`` (64 frames
    from nothing and from a clip) at every preset that ``/stream`` can run (the real-time preset with
-   its own number of steps: the default too when it differs only in steps), and the arrival time of
+   its own steps and chunk: the default too when it differs only in those), and the arrival time of
    every frame is recorded: first frame after submit, frames/s over the 64.
 4. **Why per-frame images and not HLS video streaming**: the cost of encoding one frame as the PNG
    the preview sends, against encoding a one-second mp4 segment (what ``gr.Video(streaming=True)``
@@ -69,8 +69,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def end_to_end(weights: str, clip: str, steps_list) -> list:
-    """Frame arrival times through ``gradio_client`` for ``/stream`` at each number of steps."""
+def end_to_end(weights: str, clip: str, settings_list) -> list:
+    """Frame arrival times through ``gradio_client`` for ``/stream`` at each (steps, chunk)."""
     from gradio_client import Client, handle_file
 
     port = free_port()
@@ -87,10 +87,10 @@ def end_to_end(weights: str, clip: str, steps_list) -> list:
         client = Client(url, verbose=False)
         client.predict(None, 4, 2, 0, api_name="/stream")  # warm-up
         rows = []
-        for steps in steps_list:
+        for steps, chunk in settings_list:
             for source in ("nothing", "clip"):
                 start, arrivals = time.perf_counter(), []
-                job = client.submit(handle_file(clip) if source == "clip" else None, FRAMES, steps, 0, api_name="/stream")
+                job = client.submit(handle_file(clip) if source == "clip" else None, FRAMES, steps, 0, chunk, api_name="/stream")
                 read = 0  # /stream also yields a status alone (no frame) while decoding and after every denoising step
                 while not job.done() or len(job.outputs()) > read:
                     outputs = job.outputs()
@@ -101,10 +101,10 @@ def end_to_end(weights: str, clip: str, steps_list) -> list:
                 job.result()
                 seen = len(arrivals)
                 if seen != FRAMES:
-                    raise RuntimeError(f"/stream gave {seen} frames for {FRAMES} asked (steps {steps}, from {source}).")
-                rows.append({"steps": steps, "from": source, "frames": seen, "first_frame_s": arrivals[0],
+                    raise RuntimeError(f"/stream gave {seen} frames for {FRAMES} asked (steps {steps}, chunk {chunk}, from {source}).")
+                rows.append({"steps": steps, "chunk": chunk, "from": source, "frames": seen, "first_frame_s": arrivals[0],
                              "fps": seen / arrivals[-1]})
-                print(f"  /stream steps {steps} from {source}: first frame {arrivals[0]:.2f} s, {seen / arrivals[-1]:.1f} frames/s",
+                print(f"  /stream steps {steps} chunk {chunk} from {source}: first frame {arrivals[0]:.2f} s, {seen / arrivals[-1]:.1f} frames/s",
                       flush=True)
         return rows
     finally:
@@ -166,14 +166,14 @@ def main(argv=None) -> None:
     live = [r for r in grid if r["fps"] >= args.min_fps and r["first_frame_s"] <= args.max_first_s]
     choice = max(live, key=lambda r: r["psnr"]) if live else None
     preset = PRESETS["real-time"]
-    # /stream runs the real-time preset with any number of steps: the presets that differ from it only in steps
+    # /stream runs the real-time preset with any steps and chunk: the presets that differ from it only in those
     streamable = {}
     for name, candidate in PRESETS.items():
-        if replace(candidate, steps=preset.steps) == preset:
-            streamable.setdefault(candidate.steps, []).append(name)
+        if replace(candidate, steps=preset.steps, chunk=preset.chunk) == preset:
+            streamable.setdefault((candidate.steps, candidate.chunk), []).append(name)
     e2e = end_to_end(args.weights, os.path.join(ROOT, "assets", "heldout_0.mp4"), list(streamable))
     for row in e2e:
-        row["presets"] = streamable[row["steps"]]
+        row["presets"] = streamable[(row["steps"], row["chunk"])]
     costs = encoding_costs(model)
     report = {"machine": machine, "grid": grid, "copy_last": {"psnr": baseline["psnr_mean"], "ssim": baseline["ssim_mean"]},
               "rule": {"min_fps": args.min_fps, "max_first_s": args.max_first_s}, "choice": choice,
@@ -191,8 +191,8 @@ def main(argv=None) -> None:
               f"→ {'steps %d, chunk %d' % (choice['steps'], choice['chunk']) if choice else 'none qualifies'}; "
               f"the shipped real-time preset: steps {preset.steps}, chunk {preset.chunk}, {preset.schedule}.", "",
               f"**End to end** (`gradio_client`, `/stream`, {FRAMES} frames, times from submit):", "",
-              "| presets | steps | from | first frame (s) | frames/s |", "|---|---|---|---|---|"]
-    lines += [f"| {' = '.join(r['presets'])} | {r['steps']} | {r['from']} | {r['first_frame_s']:.2f} | {r['fps']:.1f} |" for r in e2e]
+              "| presets | steps | chunk | from | first frame (s) | frames/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {' = '.join(r['presets'])} | {r['steps']} | {r['chunk']} | {r['from']} | {r['first_frame_s']:.2f} | {r['fps']:.1f} |" for r in e2e]
     lines += ["", f"**Encoding** one preview frame as PNG: {costs['png_per_frame_ms']:.1f} ms; one second of video (8 frames) as an "
               f"mp4 segment: {costs['mp4_segment_8_frames_ms']:.0f} ms, and an HLS viewer shows no frame of a segment before "
               "the segment is complete (≥ 1 s of frames at 8 frames/s)."]

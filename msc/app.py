@@ -419,15 +419,15 @@ class MSCApp:
         preset = PRESETS[name]
         return [getattr(preset, f.name) for f in settings_fields()]
 
-    def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0):
+    def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0, chunk=PRESETS["real-time"].chunk):
         """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
-        preset (``steps`` overrides its steps) and yield every finished frame as a PNG image with a
+        preset (``steps`` and ``chunk`` override its own) and yield every finished frame as a PNG image with a
         status line, as soon as it is finished. In between, it yields the status alone (the image
         unchanged: an update without a value) while the clip decodes and after every denoising step:
         the points where a client's ``job.cancel()`` ends it."""
         fast = replace(self.defaults, sampler=replace(PRESETS["real-time"], windows=self.config.windows))
         try:
-            settings = Settings.from_controls(dict(frames=frames, steps=steps, seed=seed), fast, self.config.grid)
+            settings = Settings.from_controls(dict(frames=frames, steps=steps, chunk=chunk, seed=seed), fast, self.config.grid)
         except UserError as err:
             raise user_error(str(err)) from None
         context = None
@@ -561,10 +561,11 @@ class MSCApp:
                           api_name="extend", concurrency_limit=1, concurrency_id="sampler")
             with gr.Row(visible=False):  # the streaming API endpoint, no UI
                 stream_steps = gr.Number(label="steps", value=PRESETS["real-time"].steps, precision=None)
+                stream_chunk = gr.Number(label="chunk", value=PRESETS["real-time"].chunk, precision=None)
                 stream_frame = gr.Image(type="filepath", format="png")
                 stream_status = gr.Textbox()
                 stream_btn = gr.Button()
-            stream_btn.click(self.stream, [api_clip, api_frames, stream_steps, api_seed], [stream_frame, stream_status],
+            stream_btn.click(self.stream, [api_clip, api_frames, stream_steps, api_seed, stream_chunk], [stream_frame, stream_status],
                              api_name="stream", concurrency_limit=1, concurrency_id="sampler")
         for block in demo.blocks.values():
             if isinstance(block, CHECKED_KINDS):

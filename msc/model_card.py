@@ -410,12 +410,15 @@ def write_card(weights: str, run: str, baseline_run: str, eval_path: str, comman
         ]
     for i, finetune_study in enumerate(finetune_studies):
         name = finetune_study.get("study", "finetune")
+        # a study's control is the recipe it started from, continued unchanged (bench.recipes describes it so)
+        controlled = any("continued unchanged" in r["changes"] for r in finetune_study["results"].values())
         lines += [
             "## Fine-tune study" + (f" {i + 1}" if len(finetune_studies) > 1 else ""),
             "",
             f"After {finetune_study.get('started_from') or _stage_origin(i)}, changes to it were tried as fine-tunes of its final EMA weights, each for "
-            f"{finetune_study['minutes']:g} minutes with a fresh optimizer and schedule, beside a fine-tune that "
-            f"changes nothing (`python -m bench.recipes --study {name}`, {finetune_study['machine']}), scored on the "
+            f"{finetune_study['minutes']:g} minutes with a fresh optimizer and schedule"
+            + (", beside a fine-tune that changes nothing" if controlled else "")
+            + f" (`python -m bench.recipes --study {name}`, {finetune_study['machine']}), scored on the "
             f"same held-out sets at {_scored_at(finetune_study)}:",
             "",
             recipes_table(finetune_study["results"]),

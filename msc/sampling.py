@@ -304,7 +304,7 @@ PRESETS = {
     "default": SamplerSettings(),
     # chosen by measurement (bench/stream.py): the best held-out PSNR that keeps >= 10 frames/s and the first
     # frame within 1.5 s on a 2-core CPU; its quality beside the default's is in the model card
-    "real-time": SamplerSettings(steps=2, chunk=8),
+    "real-time": SamplerSettings(steps=2, chunk=2),
 }
 """Named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app)."""
 

@@ -379,7 +379,7 @@ def test_a_cancelled_stream_stops_between_denoising_steps(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    job, delay = _delay_after_cancel(client, lambda: client.submit(handle_file(ASSET), 64, 16, 0, api_name="/stream"), 2)
+    job, delay = _delay_after_cancel(client, lambda: client.submit(handle_file(ASSET), 64, 16, 0, 8, api_name="/stream"), 2)
     assert delay < 2.0
     assert not any(isinstance(image, str) for image, _ in job.outputs())  # stopped before its first frame
 
@@ -452,7 +452,7 @@ def test_stream_yields_every_frame_as_it_is_finished(client):
     status alone (image unchanged) after every denoising step."""
     from PIL import Image
 
-    job = client.submit(None, 4, 2, 0, api_name="/stream")
+    job = client.submit(None, 4, 2, 0, 8, api_name="/stream")  # 2 steps, chunks of 8
     seen = [output for output in job]  # iterate while it runs
     outputs = job.outputs()
     frames = [(image, status) for image, status in outputs if isinstance(image, str)]

@@ -55,12 +55,12 @@ def test_card_from_a_tiny_run(tmp_path):
                 "--context-corruption", "0.05", "--out", tuned])
     study = str(tmp_path / "finetune.json")
     json.dump({"minutes": 0.1, "machine": "the test machine", "results": {
-        "continue": {"changes": "the recipe, continued", "sampler": {"steps": 1, "chunk": 2}, "steps": 2, "sets": report["sets"]}}},
+        "continue": {"changes": "the recipe, continued unchanged", "sampler": {"steps": 1, "chunk": 2}, "steps": 2, "sets": report["sets"]}}},
               open(study, "w"))
     path = write_card(os.path.join(tuned, "final"), run, os.path.join(run, "log.jsonl"), evaluation,
                       "python -m msc.train --config tiny", finetune_runs=[tuned], finetune_study_paths=[study])
     card = open(path).read()
-    assert "## Fine-tune study" in card and "| `continue`: the recipe, continued | 2 |" in card
+    assert "## Fine-tune study" in card and "| `continue`: the recipe, continued unchanged | 2 |" in card
     assert "scored on the same held-out sets at 1 denoising step, chunks of 2:" in card
     assert "Fine-tune (these weights): from the long run's final EMA, **2 steps in" in card and "`noise_scale=0.5 prior=previous_frame`" in card
     assert "context corruption: noise of std up to 0.05 on the nearly clean prefix" in card
@@ -82,6 +82,7 @@ def test_card_from_a_tiny_run(tmp_path):
     card = open(path).read()
     assert "## Fine-tune study 1" in card and "## Fine-tune study 2" in card and "`python -m bench.recipes --study finetune2`" in card
     assert "After fine-tune 1, changes to it were tried" in card and "| `context-corruption0.15`: more corruption | 4 |" in card
+    assert card.count("beside a fine-tune that changes nothing") == 1  # the second study has no unchanged control
     assert "* Fine-tune 1: from the long run's final EMA, **2 steps in" in card
     assert "* Fine-tune 2 (these weights): from fine-tune 1's final EMA, **4 steps in" in card and "std up to 0.15" in card
     assert "each frame's loss the log of its error (`--frame-loss log`" in card
