@@ -466,6 +466,14 @@ def test_stream_yields_every_frame_as_it_is_finished(client):
     assert status.startswith("frame 4/4") and "frames/s" in status
 
 
+def test_stream_refuses_a_bad_chunk(client):
+    """/stream's optional chunk (after the seed) is checked like every other control."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="chunk must be between 1 and 16, got 0"):
+        client.predict(None, 4, 2, 0, 0, api_name="/stream")
+
+
 def test_generate_from_nothing(client):
     video, strip, status, plot, live, session = client.predict(None, *SETTINGS, api_name="/generate")
     assert _frames(video) == 4 and "Generated 4 frames after 0 context frames" in status
