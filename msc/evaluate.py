@@ -14,10 +14,15 @@ For ``--clips`` clips of a set the model sees ``--context`` ground-truth frames 
 horizon (1 = the first new frame): PSNR and SSIM against the ground truth (:mod:`msc.metrics`), beside
 
 * ``copy-last``: the last context frame repeated — the score of predicting no motion at all;
+* ``flow-extrapolation``: the classical predictor, the last frame warped along the optical flow of the
+  last two context frames at constant velocity (:mod:`msc.flow`): a model of motion must beat it;
 * ``--baseline``: any other weights folder, e.g. the dense-attention model of the same budget;
 
-and a motion measure (mean absolute frame difference of the generated frames, with the ground
-truth's beside it), which shows a model that freezes the scene.
+and measures that standing still cannot win: the **motion ratio** (mean absolute frame difference of the
+generated frames over the ground truth's: a frozen prediction scores 0, the truth's motion 1) and, on the
+procedural set, whose generator knows every sprite's true position, the **sprite trajectory error** (mean
+distance in pixels between each sprite found in the prediction and its true centre, :mod:`msc.tracking`;
+the same locator on the true frames is the measurement's floor, ``truth``).
 
 With ``--fvd``, each method's clips (context + continuation, 16 frames at the default 8 + 8) also get
 their Fréchet Video Distance to the ground-truth clips of the set (:mod:`msc.fvd`; the I3D weights
@@ -48,10 +53,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real  # noqa: E402
+from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites  # noqa: E402
+from msc.flow import flow_extrapolation  # noqa: E402
 from msc.fvd import FVD  # noqa: E402
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit  # noqa: E402
 from msc.model import MSCModel  # noqa: E402
 from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args  # noqa: E402
+from msc.tracking import trajectory_error  # noqa: E402
 
 SETS = ("real", "camera", "procedural")
 COLOUR_TOLERANCE = 0.05  # per-channel mean colour of the rollout's last frames vs the context's, on [0, 1]
@@ -88,19 +96,27 @@ def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
     return context[:, -1:].expand(-1, horizon, -1, -1, -1)
 
 
-def continuation_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
-    """Per-horizon means over clips of PSNR / SSIM, each clip's PSNR averaged over the horizon, and the
-    motion of ``pred`` and ``truth``. ``pred`` / ``truth`` ``[N, M, C, H, W]``."""
+def continuation_scores(pred: torch.Tensor, truth: torch.Tensor, sprites=None, first_frame: int = 0) -> dict:
+    """Per-horizon means over clips of PSNR / SSIM, each clip's PSNR averaged over the horizon, the
+    motion of ``pred`` and ``truth`` and their ratio, and with ``sprites`` (one record of
+    :func:`~msc.data.procedural.procedural_sprites` per clip, ``pred``'s first frame being frame ``first_frame``
+    of it) the sprite trajectory error. ``pred`` / ``truth`` ``[N, M, C, H, W]``."""
     p, s = psnr(pred, truth), ssim(pred, truth)  # [N, M]
-    return {
+    moved = float(motion(pred).mean()) if pred.shape[1] > 1 else 0.0
+    moved_truth = float(motion(truth).mean()) if truth.shape[1] > 1 else 0.0
+    scores = {
         "psnr": p.mean(0).tolist(),
         "psnr_clips": p.mean(1).tolist(),
         "ssim": s.mean(0).tolist(),
         "psnr_mean": float(p.mean()),
         "ssim_mean": float(s.mean()),
-        "motion": float(motion(pred).mean()) if pred.shape[1] > 1 else 0.0,
-        "motion_truth": float(motion(truth).mean()) if truth.shape[1] > 1 else 0.0,
+        "motion": moved,
+        "motion_truth": moved_truth,
+        "motion_ratio": moved / moved_truth if moved_truth > 0 else float("nan"),
     }
+    if sprites is not None:
+        scores["trajectory_error"] = trajectory_error(pred, sprites, first_frame)
+    return scores
 
 
 def generate_continuations(model, context: torch.Tensor, horizon: int, settings: EvalSettings) -> torch.Tensor:
@@ -163,20 +179,31 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         context, truth = clips[:, : settings.context], clips[:, settings.context:]
         first_context = context if first_context is None else first_context
         fvd = FVD(i3d, clips) if settings.fvd else None
-        copied = copy_last(context, settings.horizon)
-        methods = {"copy-last": continuation_scores(copied, truth)}
-        if fvd:
-            methods["copy-last"]["fvd"] = fvd(torch.cat([context, copied], dim=1))
+        sprites = None
+        if set_name == "procedural":  # the generator knows where every sprite is
+            sprites = [procedural_sprites(TEST_SEED_OFFSET + i, clips.shape[1], size) for i in range(clips.shape[0])]
+
+        def scores(pred: torch.Tensor) -> dict:
+            return continuation_scores(pred, truth, sprites, settings.context)
+
+        methods = {}
+        for name, baseline in (("copy-last", copy_last), ("flow-extrapolation", flow_extrapolation)):
+            predicted = baseline(context, settings.horizon)
+            methods[name] = scores(predicted)
+            if fvd:
+                methods[name]["fvd"] = fvd(torch.cat([context, predicted], dim=1))
+        report["sets"][set_name] = {"clips": int(clips.shape[0]), "methods": methods}
+        if sprites is not None:
+            report["sets"][set_name]["trajectory_error_floor"] = trajectory_error(truth, sprites, settings.context)
         for name, model, w in runs:
             run_settings = replace(settings, sampler=replace(settings.sampler, history_guidance=w))
             start = time.time()
             generated = generate_continuations(model, context, settings.horizon, run_settings)
-            methods[name] = continuation_scores(generated, truth)
+            methods[name] = scores(generated)
             methods[name].update(seconds=time.time() - start, finite=bool(torch.isfinite(generated).all()), history_guidance=w)
             report["videos"][f"{set_name}_{name}"] = torch.cat([context, generated], dim=1)  # [N, K + M, C, H, W]
             if fvd:
                 methods[name]["fvd"] = fvd(report["videos"][f"{set_name}_{name}"])
-        report["sets"][set_name] = {"clips": int(clips.shape[0]), "methods": methods}
         if fvd:
             report["sets"][set_name]["fvd"] = {"clips": int(clips.shape[0]), "frames": int(clips.shape[1]),
                                                "i3d_seconds": round(fvd.seconds, 1)}
@@ -191,7 +218,8 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
 
 
 def format_table(report: dict) -> str:
-    """Per set, one row per method: PSNR per horizon, mean PSNR / SSIM, motion against the ground truth's."""
+    """Per set, one row per method: PSNR per horizon, mean PSNR / SSIM, motion ratio (motion against the ground
+    truth's), and where measured the sprite trajectory error and FVD."""
     lines = []
     for set_name, entry in report["sets"].items():
         methods = entry["methods"]
@@ -199,14 +227,20 @@ def format_table(report: dict) -> str:
         horizon = len(methods[names[0]]["psnr"])
         width = max(len(n) for n in names)
         fvd = entry.get("fvd")
-        head = (f"{'method':<{width}} | " + " ".join(f"{f'h={h + 1}':>6}" for h in range(horizon)) + " |   PSNR   SSIM | motion (truth)"
-                + (" |    FVD" if fvd else ""))
+        tracked = "trajectory_error_floor" in entry
+        head = (f"{'method':<{width}} | " + " ".join(f"{f'h={h + 1}':>6}" for h in range(horizon))
+                + " |   PSNR   SSIM | motion ratio" + (" | sprite err px" if tracked else "") + (" |    FVD" if fvd else ""))
         lines += [f"{set_name} ({entry['clips']} held-out clips): PSNR (dB) per horizon, then means over the horizon", head, "-" * len(head)]
         for n in names:
             m = methods[n]
             lines.append(f"{n:<{width}} | " + " ".join(f"{v:6.2f}" for v in m["psnr"])
-                         + f" | {m['psnr_mean']:6.2f}  {m['ssim_mean']:.3f} | {m['motion']:.4f} ({m['motion_truth']:.4f})"
-                         + (f" | {m['fvd']:6.1f}" if fvd else ""))
+                         + f" | {m['psnr_mean']:6.2f}  {m['ssim_mean']:.3f} | {m['motion_ratio']:12.2f}"
+                         + (f" | {m['trajectory_error']:13.2f}" if tracked else "") + (f" | {m['fvd']:6.1f}" if fvd else ""))
+        truth_motion = methods[names[0]]["motion_truth"]
+        lines.append(f"motion ratio: generated / true mean |frame - previous frame| (truth {truth_motion:.4f} on [0, 1])")
+        if tracked:
+            lines.append(f"sprite err: mean distance of each sprite found in the prediction to its true centre (the locator "
+                         f"on the true frames: {entry['trajectory_error_floor']:.2f} px)")
         if fvd:
             lines.append(f"FVD: {fvd['clips']} clips of {fvd['frames']} frames against the ground truth's; I3D time {fvd['i3d_seconds']} s")
         lines.append("")

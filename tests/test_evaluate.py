@@ -26,11 +26,15 @@ def test_evaluate_reports_every_method_and_the_rollout():
                       guidance=(1.0, 2.0), callback=lambda r: finished.append(list(r["sets"])))
     assert finished == [["procedural"]]
     methods = report["sets"]["procedural"]["methods"]
-    assert list(methods) == ["copy-last", "msc", "msc w=2", "dense"]
+    assert list(methods) == ["copy-last", "flow-extrapolation", "msc", "msc w=2", "dense"]
     assert methods["msc w=2"]["history_guidance"] == 2.0
     for scores in methods.values():
         assert len(scores["psnr"]) == 4 and len(scores["ssim"]) == 4
-    assert methods["copy-last"]["motion"] == 0
+        assert scores["trajectory_error"] >= 0 and scores["motion_ratio"] >= 0  # procedural: the sprites are known
+    assert methods["copy-last"]["motion"] == 0 and methods["copy-last"]["motion_ratio"] == 0
+    assert report["sets"]["procedural"]["trajectory_error_floor"] >= 0
+    table = format_table(report)
+    assert "motion ratio" in table and "sprite err px" in table
     rollout = report["rollout"]
     assert rollout["video"].shape == (1, 12, 3, 16, 16) and len(rollout["frame_mean"]) == 12
     assert isinstance(rollout["colour_kept"], bool) and len(rollout["colour_context"][0]) == 3
@@ -65,7 +69,8 @@ def test_cli_writes_json_videos_and_gates_plot(tmp_path):
                  "--videos", str(tmp_path / "v"), "--gates-plot", str(tmp_path / "gates.png")])
     assert code == 0
     report = json.loads(out.read_text())
-    assert set(report["sets"]["procedural"]["methods"]) == {"copy-last", "msc"} and report["rollout"]["frames"] == 4
+    assert set(report["sets"]["procedural"]["methods"]) == {"copy-last", "flow-extrapolation", "msc"}
+    assert report["rollout"]["frames"] == 4
     assert len(report["gates"]["low_res_share"]) == 2
     assert (tmp_path / "v" / "continuation_procedural_msc.mp4").stat().st_size > 0
     assert (tmp_path / "gates.png").stat().st_size > 0

@@ -37,6 +37,31 @@ def _texture(g: torch.Generator, size: int) -> torch.Tensor:
 
 def procedural_clip(seed: int, frames: int = 16, size: int = 64) -> torch.Tensor:
     """The clip of ``seed``: ``[T, 3, size, size]`` float32 in [-1, 1]."""
+    return _render(seed, frames, size)[0]
+
+
+def procedural_sprites(seed: int, frames: int = 16, size: int = 64) -> dict:
+    """The sprites of the clip of ``seed``, as the generator drew them: ``centre`` ``[T, n, 2]`` (column, row) in pixels,
+    ``radius`` ``[n]`` in pixels, ``colour`` ``[n, 3]`` in [-1, 1], ``shape`` ``[n]`` (0 disc, 1 square, 2 ring), and
+    ``visible`` ``[T, n]``: the fraction of each sprite's pixels not covered by a sprite drawn after it."""
+    return _render(seed, frames, size)[1]
+
+
+def sprite_alpha(xx, yy, pos, radius, shape, size: int) -> torch.Tensor:
+    """Coverage of one sprite (``pos``, ``radius`` in frame units, ``shape``) at the points ``xx``, ``yy`` (frame units) of
+    a ``size``-pixel frame, with a one-pixel anti-aliased edge."""
+    dx, dy = xx - pos[0], yy - pos[1]
+    if shape == 0:  # disc
+        dist = torch.sqrt(dx**2 + dy**2) - radius
+    elif shape == 1:  # square
+        dist = torch.maximum(dx.abs(), dy.abs()) - radius
+    else:  # ring
+        dist = (torch.sqrt(dx**2 + dy**2) - 0.7 * radius).abs() - 0.3 * radius
+    return (0.5 - dist * size).clamp(0, 1)
+
+
+def _render(seed: int, frames: int, size: int):
+    """``(clip [T, 3, S, S], sprites)`` of ``seed`` (see :func:`procedural_sprites`)."""
     g = torch.Generator().manual_seed(int(seed))
     # -- global motion: a camera path over a texture four times the frame's area
     texture = _texture(g, 2 * size)[None]  # [1, 3, 2S, 2S]
@@ -55,6 +80,8 @@ def procedural_clip(seed: int, frames: int = 16, size: int = 64) -> torch.Tensor
     coords = (torch.arange(size) + 0.5) / size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # [S, S]
     out = torch.empty(frames, 3, size, size)
+    centres = torch.empty(frames, n_sprites, 2)
+    visible = torch.empty(frames, n_sprites)
     for f in range(frames):
         half = zoom0 * (1 + zoom_rate * f)
         centre = (start + pan * f).clamp(-1 + half, 1 - half)
@@ -62,24 +89,23 @@ def procedural_clip(seed: int, frames: int = 16, size: int = 64) -> torch.Tensor
         gy, gx = torch.meshgrid(lin + centre[1], lin + centre[0], indexing="ij")
         grid = torch.stack([gx, gy], dim=-1)[None]  # [1, S, S, 2]
         frame = F.grid_sample(texture, grid, mode="bilinear", align_corners=False)[0]  # [3, S, S]
+        alphas = [sprite_alpha(xx, yy, pos[i], radius[i], int(shape[i]), size) for i in range(n_sprites)]
         for i in range(n_sprites):  # painter's order: later sprites occlude earlier ones
-            dx, dy = xx - pos[i, 0], yy - pos[i, 1]
-            if shape[i] == 0:  # disc
-                dist = torch.sqrt(dx**2 + dy**2) - radius[i]
-            elif shape[i] == 1:  # square
-                dist = torch.maximum(dx.abs(), dy.abs()) - radius[i]
-            else:  # ring
-                dist = (torch.sqrt(dx**2 + dy**2) - 0.7 * radius[i]).abs() - 0.3 * radius[i]
-            alpha = (0.5 - dist * size).clamp(0, 1)  # one-pixel anti-aliased edge
-            frame = frame * (1 - alpha) + colour[i, :, None, None] * alpha
+            frame = frame * (1 - alphas[i]) + colour[i, :, None, None] * alphas[i]
+            cover = torch.zeros_like(alphas[i])
+            for later in alphas[i + 1:]:
+                cover = torch.maximum(cover, later)
+            visible[f, i] = (alphas[i] * (1 - cover)).sum() / alphas[i].sum().clamp(min=1e-6)
         out[f] = frame
+        centres[f] = pos * size - 0.5  # pixel (column, row): pixel i spans [i/S, (i+1)/S]
         # advance sprites, bouncing off the frame edges
         pos = pos + vel
         low, high = radius[:, None], 1 - radius[:, None]
         bounce = (pos < low) | (pos > high)
         vel = torch.where(bounce, -vel, vel)
         pos = torch.where(pos < low, 2 * low - pos, torch.where(pos > high, 2 * high - pos, pos))
-    return out.clamp(-1, 1)
+    sprites = {"centre": centres, "radius": radius * size, "colour": colour, "shape": shape, "visible": visible}
+    return out.clamp(-1, 1), sprites
 
 
 class ProceduralVideos(torch.utils.data.Dataset):
