@@ -12,7 +12,11 @@ the standard deviation of the noise (1 for frames without an anchor):
 * ``prior="none"``: ``a = 0``, plain rectified flow;
 * ``prior="previous_frame"`` (residual video diffusion, Yang, Srivastava & Mandt 2022): ``a`` is
   the last finished frame before the frame's chunk, so the noise is centred on it and the model
-  learns the *change* ``y = x_0 - a``. The network's output ``F`` is preconditioned as in EDM
+  learns the *change* ``y = x_0 - a``;
+* ``prior="flow"``: ``a`` is the classical prediction of the frame, the last finished frame carried
+  along the optical flow of the last two finished frames at constant velocity (:mod:`msc.flow`; the
+  last frame itself where only one is finished), so the model learns what constant motion does not
+  predict. Everything below holds for both anchors (:func:`anchor_frames` is the one place they differ). The network's output ``F`` is preconditioned as in EDM
   (Karras et al. 2022) for the residual: ``ŷ = c_skip(t)·y_t + c_out(t)·F`` with
   ``c_skip = (1-t)σ² / ((1-t)²σ² + t²s²)``, ``c_out = tσs / √((1-t)²σ² + t²s²)`` and ``σ`` the standard
   deviation of the change between frames, so that an untrained network (``F = 0``) predicts the
@@ -42,8 +46,10 @@ from typing import Optional, Tuple
 
 import torch
 
+from msc.flow import extrapolate as flow_extrapolate
+
 SCHEDULES = ("cosine", "linear", "shifted")
-PRIORS = ("none", "previous_frame")
+PRIORS = ("none", "previous_frame", "flow")
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
 # how each frame's error enters the training loss: its (weighted) mean squared error, or the logarithm of it, which
@@ -118,19 +124,38 @@ def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) ->
     return ((1 - t) ** 2 * sigma**2 + t**2 * noise_std**2) / (sigma**2 * noise_std**2)
 
 
-def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def anchor_frames(prior: str, previous: Optional[torch.Tensor], last: torch.Tensor, horizons) -> torch.Tensor:
+    """The anchors of the frames ``h`` after the last finished frame, for ``h`` in ``horizons``: ``last``
+    ``[B, C, H, W]``, ``previous`` the finished frame before it (``None``: there is none) -> ``[B, n, C, H, W]``.
+    The one definition of an anchor, for training (:func:`chunk_anchors`) and sampling alike."""
+    if prior == "flow":
+        return flow_extrapolate(previous, last, horizons)
+    return last[:, None].expand(-1, len(list(horizons)), -1, -1, -1)
+
+
+def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
+                  prior: str = "previous_frame") -> Tuple[torch.Tensor, torch.Tensor]:
     """Training anchors as the chunk-by-chunk sampler makes them: each clip is cut into chunks of a
-    random size ``1..max_chunk`` at a random offset, and every frame of a chunk is anchored on the last
-    frame before the chunk (frames before the first cut have none). ``x0`` ``[B, T, C, H, W]`` ->
-    ``(anchor [B, T, C, H, W], anchored [B, T] bool)``; unanchored frames get a zero anchor."""
+    random size ``1..max_chunk`` at a random offset, and every frame of a chunk is anchored on the
+    frames finished before the chunk (:func:`anchor_frames`; frames before the first cut have none).
+    ``x0`` ``[B, T, C, H, W]`` -> ``(anchor [B, T, C, H, W], anchored [B, T] bool)``; unanchored frames get
+    a zero anchor."""
     b, frames = x0.shape[:2]
     chunk = torch.randint(1, max_chunk + 1, (b, 1), generator=generator)
     offset = (torch.rand(b, 1, generator=generator) * chunk).long()  # first cut in 0 .. chunk-1
     i = torch.arange(frames)[None]
     start = i - torch.remainder(i - offset, chunk)  # [B, T] first frame of each frame's chunk
     anchored = start >= 1
-    source = (start - 1).clamp(min=0).to(x0.device)
-    anchor = torch.gather(x0, 1, source[:, :, None, None, None].expand_as(x0))
+    if prior == "previous_frame":  # the last frame before the chunk, gathered at once
+        source = (start - 1).clamp(min=0).to(x0.device)
+        anchor = torch.gather(x0, 1, source[:, :, None, None, None].expand_as(x0))
+    else:
+        anchor = torch.zeros_like(x0)
+        for clip in range(b):
+            for s in sorted({v for v in start[clip].tolist() if v >= 1}):  # chunks with a frame before them
+                members = (start[clip] == s).nonzero().flatten()  # frames s, s+1, ... of the chunk
+                previous = x0[clip : clip + 1, s - 2] if s >= 2 else None
+                anchor[clip, members] = anchor_frames(prior, previous, x0[clip : clip + 1, s - 1], (members - s + 1).tolist())[0]
     return anchor * anchored.to(x0.device)[:, :, None, None, None].to(x0.dtype), anchored.to(x0.device)
 
 
@@ -263,7 +288,7 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         return velocity_loss(model, x0, levels, noise, frame_loss=frame_loss)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
-    anchor, anchored = chunk_anchors(seen, generator, max_chunk)
+    anchor, anchored = chunk_anchors(seen, generator, max_chunk, getattr(model, "module", model).config.prior)
     if nothing is not None:
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)

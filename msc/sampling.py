@@ -54,7 +54,7 @@ from typing import Callable, Iterator, List, Optional, Union
 import numpy as np
 import torch
 
-from msc.diffusion import SCHEDULES, add_noise, frame_noise_std, noise_levels
+from msc.diffusion import SCHEDULES, add_noise, anchor_frames, frame_noise_std, noise_levels
 from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
@@ -185,8 +185,10 @@ class _History:
         self.hide = hide
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
         self.count = 0  # frames committed so far
-        self.prior = model.config.prior != "none"
-        self.last: Optional[torch.Tensor] = None  # the last committed clean frame [B, C, H, W] (anchor of the next)
+        self.prior = model.config.prior
+        self.last: Optional[torch.Tensor] = None  # the last committed clean frame [B, C, H, W]
+        self.previous: Optional[torch.Tensor] = None  # the one before it
+        self._next_anchors = {}  # horizon -> anchor [B, C, H, W] of the frame that far after the last one
         self.cache = KVCache(model.config, windows) if use_cache else None
         # without the cache, every committed frame as the model sees it: [B, n, C, H, W]
         self.frames = None if use_cache else torch.zeros(noise_shape[0], 0, *noise_shape[1:], device=device)
@@ -203,14 +205,19 @@ class _History:
         if self.level > 0:
             noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
             anchor = noise_std = None
-            if self.prior and not self.hide:  # each frame's noise is centred on the frame before it
-                before = torch.zeros_like(new_frames[:, :1]) if self.last is None else self.last[:, None]
-                anchor = torch.cat([before, new_frames[:, :-1]], dim=1)
+            if self.prior != "none" and not self.hide:  # each frame's noise is centred on its anchor, as in training
+                known = [f for f in (self.previous, self.last) if f is not None] + list(new_frames.unbind(1))
+                past = len(known) - new_frames.shape[1]  # finished frames before the first new one
+                anchor = torch.stack([torch.zeros_like(new_frames[:, 0]) if past + i == 0 else
+                                      anchor_frames(self.prior, known[past + i - 2] if past + i >= 2 else None,
+                                                    known[past + i - 1], [1])[:, 0] for i in range(new_frames.shape[1])], dim=1)
                 anchored = torch.ones(b, len(idx), dtype=torch.bool, device=self.device)
                 anchored[:, 0] = self.last is not None
                 noise_std = frame_noise_std(anchored, self.model.config.noise_scale)
             x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor, noise_std)
+        self.previous = new_frames[:, -2] if new_frames.shape[1] >= 2 else self.last
         self.last = new_frames[:, -1]
+        self._next_anchors = {}
         self.count += x.shape[1]
         if self.cache is None:
             self.frames = torch.cat([self.frames, x], dim=1)
@@ -218,6 +225,16 @@ class _History:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
                 part = x[:, s : s + 16]
                 self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True)
+
+    def anchor(self, frame: int) -> Optional[torch.Tensor]:
+        """``[B, C, H, W]`` anchor of the video's frame ``frame`` (counted as :meth:`__len__` counts) from the
+        finished frames (:func:`~msc.diffusion.anchor_frames`); ``None`` when no frame is finished."""
+        if self.last is None:
+            return None
+        horizon = frame - (len(self) - 1)
+        if horizon not in self._next_anchors:
+            self._next_anchors[horizon] = anchor_frames(self.prior, self.previous, self.last, [horizon])[:, 0]
+        return self._next_anchors[horizon]
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
         """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history
@@ -471,11 +488,10 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
                 active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, INITIAL_NOISE, 0, noise_shape, device)
-                if prior:  # anchored on the last finished frame, if there is one
-                    last = history.last
-                    anchors[k0 + j] = last
-                    if last is not None:
-                        active[k0 + j] = cfg.noise_scale * active[k0 + j] + last
+                if prior:  # anchored on the finished frames, if there is one
+                    anchors[k0 + j] = history.anchor(k0 + j)
+                    if anchors[k0 + j] is not None:
+                        active[k0 + j] = cfg.noise_scale * active[k0 + j] + anchors[k0 + j]
         frame_ids = [k0 + j for j, _ in call]
         anchor = anchored = None
         if prior:

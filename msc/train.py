@@ -277,13 +277,13 @@ def train(args) -> dict:
     config = config_from_name(args.config, attention=args.attention, **_overrides(args.set))
     if not args.context_corruption >= 0:
         raise ValueError(f"--context-corruption must be a standard deviation >= 0, got {args.context_corruption}.")
-    if args.context_corruption and config.prior != "previous_frame":
+    if args.context_corruption and config.prior == "none":
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     if not 0 <= args.from_nothing_prob <= 1:
         raise ValueError(f"--from-nothing-prob must be a probability in [0, 1], got {args.from_nothing_prob}.")
     if not 0 <= args.shared_level_prob <= 1:
         raise ValueError(f"--shared-level-prob must be a probability in [0, 1], got {args.shared_level_prob}.")
-    if args.from_nothing_prob and config.prior != "previous_frame":
+    if args.from_nothing_prob and config.prior == "none":
         raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
                          "frame draws from nothing already.")
     torch.manual_seed(args.seed)

@@ -228,3 +228,54 @@ def test_log_frame_loss_is_the_mean_of_each_frames_log_error():
     assert torch.allclose(mse, per_frame.mean(), rtol=1e-5)
     with pytest.raises(ValueError, match="frame loss must be one of"):
         velocity_loss(model, x, levels, noise, anchor, anchored, frame_loss="l1")
+
+
+# ---------------------------------------------------------------- the flow prior: the anchor is the classical prediction
+
+
+def _panned_context(frames: int, size: int = 16) -> torch.Tensor:
+    """``[1, frames, 3, S, S]``: a smooth image moving one pixel to the right per frame."""
+    g = torch.Generator().manual_seed(0)
+    big = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 8, generator=g), size=(size, size + frames + 4),
+                                          mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+    return torch.stack([big[0, :, :, frames - i: frames - i + size] for i in range(frames)])[None]
+
+
+def test_flow_training_anchors_extrapolate_the_two_frames_before_each_chunk():
+    from msc.flow import extrapolate
+
+    x = _panned_context(8)[0][None].expand(3, -1, -1, -1, -1).contiguous()
+    flow_anchor, anchored = chunk_anchors(x, torch.Generator().manual_seed(0), max_chunk=4, prior="flow")
+    copy_anchor, same = chunk_anchors(x, torch.Generator().manual_seed(0), max_chunk=4)
+    assert torch.equal(anchored, same)  # the same chunks: the prior changes what a chunk is anchored on, not the cuts
+    for clip in range(3):
+        firsts = [i for i in range(8) if anchored[clip, i] and (i == 0 or not torch.equal(copy_anchor[clip, i], copy_anchor[clip, i - 1]))]
+        for s in firsts:
+            if s >= 2:  # two finished frames: their flow carried on; one: the frame itself
+                expected = extrapolate(x[clip : clip + 1, s - 2], x[clip : clip + 1, s - 1], [1])[0, 0]
+            else:
+                expected = x[clip, s - 1]
+            assert torch.allclose(flow_anchor[clip, s], expected, atol=1e-6)
+
+
+def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation():
+    from msc.flow import flow_extrapolation
+
+    model = MSCModel(config_from_name("tiny", prior="flow")).eval()  # zero output: the anchor itself
+    context = _panned_context(3)
+    video = sample_video(model, context, 4, steps=1, chunk=4).video
+    assert torch.allclose(video[:, 3:], flow_extrapolation(context, 4).clamp(-1, 1), atol=1e-5)
+
+
+def test_flow_prior_sampling_cache_continuation_and_loss():
+    model = perturbed_tiny(prior="flow", noise_scale=0.5)
+    kw = dict(steps=2, chunk=2, context_noise=0.1, eta=0.3, seed=1)
+    a = sample_video(model, random_context(), 5, **kw).video
+    b = sample_video(model, random_context(), 5, use_cache=False, **kw).video
+    assert (a - b).abs().max().item() <= 1e-4
+    first = sample_video(model, random_context(), 2, **kw).video
+    rest = sample_video(model, first, 3, **kw).video
+    assert (rest - a).abs().max().item() <= 1e-5
+    loss = diffusion_loss(MSCModel(config_from_name("tiny", prior="flow", residual_std=0.1)), _panned_context(6).expand(2, -1, -1, -1, -1),
+                          torch.Generator().manual_seed(0), max_chunk=3)
+    assert torch.isfinite(loss)
