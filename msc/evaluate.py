@@ -119,10 +119,31 @@ def continuation_scores(pred: torch.Tensor, truth: torch.Tensor, sprites=None, f
     return scores
 
 
+def sample_pixels(model, context: torch.Tensor, frames: int, sampler: SamplerSettings) -> torch.Tensor:
+    """``[N, K, C, H, W]`` context -> ``[N, frames, C, H, W]`` new frames; a latent model (one with an ``autoencoder``,
+    see :func:`load_model`) samples its latents from the encoded context and decodes them."""
+    autoencoder = getattr(model, "autoencoder", None)
+    if autoencoder is None:
+        return sample_video(model, context, frames, sampler).video[:, context.shape[1]:]
+    with torch.no_grad():
+        latents = sample_video(model, autoencoder.encode(context), frames, sampler).video[:, context.shape[1]:]
+        return autoencoder.decode(latents).clamp(-1, 1)
+
+
+def load_model(folder: str) -> MSCModel:
+    """A weights folder; with an ``autoencoder/`` inside it (``msc.train --autoencoder``), a latent model that carries
+    its autoencoder as ``.autoencoder``."""
+    model = MSCModel.from_pretrained(folder).eval()
+    if os.path.isdir(os.path.join(folder, "autoencoder")):
+        from msc.autoencoder import FrameAutoencoder
+
+        model.autoencoder = FrameAutoencoder.from_pretrained(os.path.abspath(os.path.join(folder, "autoencoder"))).eval()
+    return model
+
+
 def generate_continuations(model, context: torch.Tensor, horizon: int, settings: EvalSettings) -> torch.Tensor:
     """``[N, K, C, H, W]`` context -> ``[N, horizon, C, H, W]`` generated frames (all clips in one batch)."""
-    video = sample_video(model, context, horizon, settings.sampler).video
-    return video[:, context.shape[1]:]
+    return sample_pixels(model, context, horizon, settings.sampler)
 
 
 def colour_means(video: torch.Tensor) -> torch.Tensor:
@@ -134,7 +155,7 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
     """Generate ``frames`` frames after ``context`` and compare the last frames' colour and sharpness
     with the context's."""
     start = time.time()
-    video = sample_video(model, context, frames, settings.sampler).video[:, context.shape[1]:]
+    video = sample_pixels(model, context, frames, settings.sampler)
     tail = video[:, -min(STABILITY_WINDOW, frames):]
     colour_tail, colour_context = colour_means(tail), colour_means(context)  # [N, C]
     drift = (colour_tail - colour_context).abs()  # [N, C]
@@ -168,7 +189,8 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         from msc.i3d import load_i3d
 
         i3d = load_i3d()
-    size = next(iter(models.values())).config.image_size
+    first_model = next(iter(models.values()))
+    size = first_model.config.image_size * (first_model.autoencoder.config.factor if hasattr(first_model, "autoencoder") else 1)
     report = {"settings": asdict(settings), "sets": {}, "videos": {}}
     runs = [(name, model, 1.0) for name, model in models.items()]
     first = next(iter(models))
@@ -281,11 +303,11 @@ def parse_args(argv=None):
 
 def _load_models(args) -> Dict[str, MSCModel]:
     """The evaluated model (named by its attention, e.g. ``msc``) first, then the baselines."""
-    model = MSCModel.from_pretrained(args.weights).eval()
+    model = load_model(args.weights)
     models = {model.config.attention: model}
     for spec in args.baseline:
         name, _, folder = spec.rpartition("=")
-        baseline = MSCModel.from_pretrained(folder).eval()
+        baseline = load_model(folder)
         name = name or baseline.config.attention
         models[name if name not in models else f"{name}-{len(models)}"] = baseline
     return models

@@ -10,7 +10,8 @@ AdamW with linear warm-up then cosine decay, gradient clipping, an EMA of the we
 with loss and throughput, a JSON-lines log, periodic checkpoints and sample videos. Everything a
 step draws (clips, noise levels, noise) is a function of ``(seed, step, rank)``, so ``--resume``
 continues the same loss curve and ``--batch-size`` is the global batch whatever the process count.
-DDP runs on gloo on CPU and NCCL on GPUs; a CUDA GPU is used with bf16 autocast when present.
+DDP runs on gloo on CPU and NCCL on GPUs; a CUDA GPU is used with bf16 autocast when present (``--bf16``: on the
+CPU too).
 
 Checkpoints are safetensors (model, EMA, optimizer state flattened to tensors) plus JSON.
 """
@@ -221,6 +222,12 @@ def parse_args(argv=None):
     p.add_argument("--keep-resumable", metavar="FOLDER",
                    help="also keep a compact resumable checkpoint here at every checkpoint (e.g. inside the repository)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--autoencoder", metavar="FOLDER",
+                   help="diffusion on the latents of this frame autoencoder (python -m msc.autoencoder): the model's channels "
+                        "and frame size are the latents'; the autoencoder is saved with the final weights")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast on the CPU too (on a CUDA GPU it is always on): matmuls at bf16's rate, weights, "
+                        "optimizer and loss in float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. depth=4")
     p.add_argument("--export", metavar="FOLDER", help="only write the EMA weights of out/checkpoint to FOLDER, then exit")
@@ -274,7 +281,15 @@ def train(args) -> dict:
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
 
-    config = config_from_name(args.config, attention=args.attention, **_overrides(args.set))
+    autoencoder, latent = None, {}
+    if args.autoencoder:
+        from msc.autoencoder import FrameAutoencoder
+
+        autoencoder = FrameAutoencoder.from_pretrained(os.path.abspath(args.autoencoder)).eval().requires_grad_(False).to(device)
+        frame_size = config_from_name(args.config).image_size
+        channels, size, _ = autoencoder.latent_shape(frame_size)
+        latent = {"channels": channels, "image_size": size}
+    config = config_from_name(args.config, attention=args.attention, **{**latent, **_overrides(args.set)})
     if not args.context_corruption >= 0:
         raise ValueError(f"--context-corruption must be a standard deviation >= 0, got {args.context_corruption}.")
     if args.context_corruption and config.prior == "none":
@@ -317,8 +332,11 @@ def train(args) -> dict:
         ema.load_state_dict(weights)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    dataset = make_dataset(args, config.image_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext()
+    dataset = make_dataset(args, config.image_size * (autoencoder.config.factor if autoencoder else 1))
+    if use_cuda or args.bf16:
+        autocast = torch.autocast("cuda" if use_cuda else "cpu", dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext()
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "log.jsonl")
     if rank == 0 and not args.resume and os.path.exists(log_path):
@@ -346,6 +364,9 @@ def train(args) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips = batch_for_step(dataset, step, args.batch_size, rank, world).to(device)
+        if autoencoder is not None:
+            with torch.no_grad():
+                clips = autoencoder.encode(clips)  # [B, T, C, h, w] latents
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
         with autocast:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
@@ -398,6 +419,8 @@ def train(args) -> dict:
     if rank == 0 and (step >= args.steps or budget_used() >= 1.0):
         final = ema if args.ema else model
         final.save_pretrained(os.path.join(args.out, "final"))
+        if autoencoder is not None:
+            autoencoder.save_pretrained(os.path.join(args.out, "final", "autoencoder"))
     if distributed:
         del net  # the DDP wrapper's reducer holds the process group: released before the group is
         dist.barrier()
