@@ -238,7 +238,8 @@ def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Ge
 
 def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor,
                   anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None,
-                  scored: Optional[torch.Tensor] = None, frame_loss: str = "mse") -> torch.Tensor:
+                  scored: Optional[torch.Tensor] = None, frame_loss: str = "mse",
+                  actions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
     with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`.
     ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all). ``frame_loss`` ``"log"``: the mean
@@ -247,7 +248,8 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
         raise ValueError(f"frame loss must be one of {FRAME_LOSSES}, got {frame_loss!r}.")
     config = getattr(model, "module", model).config  # DDP wraps the model
     noise_std = None if anchor is None else frame_noise_std(anchored, config.noise_scale).to(x0.device)
-    pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored)
+    conditions = {} if actions is None else {"actions": actions}  # a world model's
+    pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored, **conditions)
     err = (pred.float() - velocity_target(x0, noise, anchor, noise_std).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
     if anchor is not None:
         sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
@@ -262,7 +264,8 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
-                   from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0) -> torch.Tensor:
+                   from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0,
+                   actions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -277,7 +280,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     chunk cut do; generating from nothing starts with such a frame.
 
     ``frame_loss``: how each frame's error counts (:func:`velocity_loss`). ``shared_level_prob``: the fraction of
-    clips whose frames after the context share one noise level (:func:`sample_training_levels`)."""
+    clips whose frames after the context share one noise level (:func:`sample_training_levels`). ``actions`` ``[B, T]``:
+    the action that led to each frame (a world model)."""
     b, t = x0.shape[:2]
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
@@ -285,7 +289,7 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if getattr(model, "module", model).config.prior == "none":
-        return velocity_loss(model, x0, levels, noise, frame_loss=frame_loss)
+        return velocity_loss(model, x0, levels, noise, frame_loss=frame_loss, actions=actions)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
     anchor, anchored = chunk_anchors(seen, generator, max_chunk, getattr(model, "module", model).config.prior)
@@ -293,4 +297,4 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
     return velocity_loss(model, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
-                         scored=~context if corrupted else None, frame_loss=frame_loss)
+                         scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)

@@ -95,6 +95,10 @@ class MSCConfig:
     residual_std: float = 0.2  # std of a frame's change from its anchor in the training mixture
     frame_std: float = 0.5  # std of frames, for frames that have no anchor
     noise_scale: float = 1.0  # std of the noise centred on an anchor (frames without one get unit noise)
+    # action conditioning (a world model, msc.world): the number of discrete actions, one per frame (0: none). The
+    # action that led to a frame is embedded and added to the frame's noise embedding before adaLN (as Oasis does);
+    # frame-causal attention makes frame t depend on the actions of frames <= t only
+    actions: int = 0
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -108,6 +112,8 @@ class MSCConfig:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}.")
         if not (self.residual_std > 0 and self.frame_std > 0 and self.noise_scale > 0):
             raise ValueError("residual_std, frame_std and noise_scale must be positive.")
+        if isinstance(self.actions, bool) or not isinstance(self.actions, int) or self.actions < 0:
+            raise ValueError(f"actions must be a number of discrete actions >= 0, got {self.actions!r}.")
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
         if len(self.low_res_factors) != self.depth:
@@ -262,7 +268,8 @@ class MSCAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows, cache=None, first_frame: int = 0, commit: bool = False
     ) -> torch.Tensor:
-        """``x`` ``[B, T, h, w, D]`` (normalised, modulated), ``c`` ``[B, T, D]`` -> ``[B, T, h, w, D]``.
+        """``x`` ``[B, T, h, w, D]`` (normalised, modulated), ``c`` ``[B, T, D]`` the frames' noise embedding (which
+        gates the branches) -> ``[B, T, h, w, D]``.
 
         With ``cache`` (this layer's ``(High-Res, Low-Res)`` :class:`BranchCache` pair) the frames of
         ``x`` are frames ``first_frame ..`` of the video and attend the cached past as well;
@@ -336,9 +343,12 @@ class MSCBlock(nn.Module):
         nn.init.zeros_(self.adaLN[-1].weight)
         nn.init.zeros_(self.adaLN[-1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows, cache=None, first_frame=0, commit=False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, windows: AttentionWindows, cache=None, first_frame=0, commit=False,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``c`` ``[B, T, D]`` conditions adaLN; ``noise`` (default ``c``) the frames' noise embedding, which alone gates
+        the branches (with actions, ``c`` is the noise embedding plus the action's)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=-1)  # each [B, T, D]
-        attn = self.attn(modulate(self.norm1(x), shift1, scale1), c, windows, cache, first_frame, commit)
+        attn = self.attn(modulate(self.norm1(x), shift1, scale1), c if noise is None else noise, windows, cache, first_frame, commit)
         x = x + gate1[:, :, None, None] * attn
         x = x + gate2[:, :, None, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
@@ -379,6 +389,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         c, p = config.hidden_size, config.patch_size
         self.patch_embed = nn.Linear(config.channels * p * p, c)
         self.t_embed = TimestepEmbedder(c)
+        self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
         self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
         self.final = FinalLayer(config)
         self._init_weights()
@@ -390,6 +401,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        if self.action_embed is not None:
+            nn.init.normal_(self.action_embed.weight, std=0.02)
 
     # ---------------------------------------------------------------- I/O
 
@@ -444,8 +457,10 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         commit: bool = False,
         anchor: Optional[torch.Tensor] = None,
         anchored: Optional[torch.Tensor] = None,
+        actions: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``.
+        ``actions`` ``[B, T]`` long: the action that led to each frame (a model with ``config.actions``; required there).
 
         ``windows`` overrides the attention windows of the config (sampling-time settings). With a
         :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
@@ -463,10 +478,11 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         windows = windows or self.config.windows  # checked where they were made (the kernels check their own inputs)
         first_frame = cache.frames if cache is not None else 0
         tokens = self.patch_embed(self.patchify(x))  # [B, T, h, w, D]
-        c = self.t_embed(t)  # [B, T, D]
+        noise = self.t_embed(t)  # [B, T, D]
+        c = noise + self.embed_actions(actions, t.shape)  # [B, T, D]
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            tokens = block(tokens, c, windows, layer_cache, first_frame, commit)
+            tokens = block(tokens, c, windows, layer_cache, first_frame, commit, noise)
         if cache is not None and commit:
             cache.frames += x.shape[1]
         raw = self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
@@ -478,6 +494,22 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std)
         return preconditioned_velocity(raw, x, t, anchor, sigma, frame_noise_std(anchored, self.config.noise_scale))
+
+    def embed_actions(self, actions: Optional[torch.Tensor], shape) -> torch.Tensor | float:
+        """``[B, T, D]`` embedding of the frames' actions (0 for a model without actions); ``ValueError`` when a model
+        with actions gets none, or one without gets some, or an action is out of range."""
+        if self.action_embed is None:
+            if actions is not None:
+                raise ValueError("this model takes no actions (config.actions is 0).")
+            return 0.0
+        if actions is None:
+            raise ValueError(f"this model is conditioned on actions: pass actions [B, T] of {self.config.actions} choices.")
+        if tuple(actions.shape) != tuple(shape) or actions.dtype != torch.long:
+            raise ValueError(f"actions must be a long tensor of shape {tuple(shape)} (one per frame), got "
+                             f"{actions.dtype} {tuple(actions.shape)}.")
+        if int(actions.min()) < 0 or int(actions.max()) >= self.config.actions:
+            raise ValueError(f"actions must lie in 0..{self.config.actions - 1}, got {actions.unique().tolist()}.")
+        return self.action_embed(actions)
 
     @torch.no_grad()
     def gates(self, t: torch.Tensor) -> torch.Tensor:

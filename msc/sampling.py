@@ -180,8 +180,9 @@ class _History:
     history guidance. Otherwise each frame's noise is centred on the frame before it, as in training."""
 
     def __init__(self, model, windows, level: float, noise_kind: int, use_cache: bool, seed: int, frame_offset: int,
-                 noise_shape, device, hide: bool = False):
+                 noise_shape, device, hide: bool = False, actions: Optional[torch.Tensor] = None):
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
+        self.actions = actions  # [B, K + N] long: the action that led to each frame of the video, or None
         self.hide = hide
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
         self.count = 0  # frames committed so far
@@ -192,6 +193,10 @@ class _History:
         self.cache = KVCache(model.config, windows) if use_cache else None
         # without the cache, every committed frame as the model sees it: [B, n, C, H, W]
         self.frames = None if use_cache else torch.zeros(noise_shape[0], 0, *noise_shape[1:], device=device)
+
+    def actions_of(self, first: int, count: int) -> Optional[torch.Tensor]:
+        """``[B, count]`` actions of the video's frames ``first ..`` (``None`` without actions)."""
+        return None if self.actions is None else self.actions[:, first : first + count]
 
     def __len__(self) -> int:
         return self.count
@@ -224,7 +229,8 @@ class _History:
         else:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
                 part = x[:, s : s + 16]
-                self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True)
+                self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True,
+                           actions=self.actions_of(first + s, part.shape[1]))
 
     def anchor(self, frame: int) -> Optional[torch.Tensor]:
         """``[B, C, H, W]`` anchor of the video's frame ``frame`` (counted as :meth:`__len__` counts) from the
@@ -236,18 +242,22 @@ class _History:
             self._next_anchors[horizon] = anchor_frames(self.prior, self.previous, self.last, [horizon])[:, 0]
         return self._next_anchors[horizon]
 
-    def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, frames: Optional[List[int]] = None) -> torch.Tensor:
         """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history
-        (``anchor`` / ``anchored``: see :meth:`msc.model.MSCModel.forward`)."""
+        (``anchor`` / ``anchored``: see :meth:`msc.model.MSCModel.forward`; ``frames``: their indices in the video,
+        for their actions)."""
+        actions = None if self.actions is None else self.actions[:, frames]
         if self.cache is not None:
-            return self.model(x, t, cache=self.cache, anchor=anchor, anchored=anchored)
+            return self.model(x, t, cache=self.cache, anchor=anchor, anchored=anchored, actions=actions)
         b, n_past = x.shape[0], len(self)
+        if actions is not None:
+            actions = torch.cat([self.actions_of(0, n_past), actions], dim=1)
         full_t = torch.cat([torch.full((b, n_past), self.level, device=x.device), t], dim=1)
         if anchor is not None:  # the history's outputs are dropped: give it no anchor
             anchor = torch.cat([torch.zeros_like(self.frames), anchor], dim=1)
             anchored = torch.cat([torch.zeros(b, n_past, dtype=torch.bool, device=x.device), anchored], dim=1)
         return self.model(torch.cat([self.frames, x], dim=1), full_t, windows=self.windows, anchor=anchor,
-                          anchored=anchored)[:, n_past:]
+                          anchored=anchored, actions=actions)[:, n_past:]
 
 
 @dataclass(frozen=True)
@@ -417,12 +427,17 @@ class FrameEvent:
 
 @torch.no_grad()
 def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
-                  batch: int = 1, frame_offset: int = 0, use_cache: bool = True) -> Iterator[Union[GatesEvent, StepEvent, FrameEvent]]:
+                  batch: int = 1, frame_offset: int = 0, use_cache: bool = True,
+                  actions: Optional[torch.Tensor] = None) -> Iterator[Union[GatesEvent, StepEvent, FrameEvent]]:
     """Generate ``frames`` frames after ``context`` ``[B, K, C, H, W]`` (``None`` or ``K = 0``: from
     nothing), yielding events as they happen: for every model call a :class:`GatesEvent` and a
     :class:`StepEvent`, then a :class:`FrameEvent` for every frame it finished, in frame order.
     Cancelling is stopping the iteration (``close()`` or simply not asking for more): no model call
     runs between two events.
+
+    ``actions`` ``[B, K + frames]`` long (a model conditioned on actions, ``config.actions > 0``; required there): the
+    action that led to each frame, context frames included (the first frame's is the no-op). A frame is generated
+    knowing the actions up to its own only (frame-causal attention).
 
     ``frame_offset``: the index of the first context frame in a longer video. Noise is drawn per
     absolute frame index, so continuing a video from its last frames draws the same noise as
@@ -451,6 +466,15 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     windows = s.windows or cfg.windows
     windows.check_fits(cfg.grid)  # the one check of the windows against this model
     b, k0 = context.shape[:2]
+    if actions is not None:
+        actions = torch.as_tensor(actions)
+        if actions.dim() != 2 or actions.shape[1] != k0 + frames:
+            raise ValueError(f"actions must be [B, K + frames] = [{b}, {k0 + frames}] (the action that led to every frame, "
+                             f"context frames included), got {tuple(actions.shape)}.")
+        actions = actions.to(device=device, dtype=torch.long).expand(b, -1)
+        model.embed_actions(actions, actions.shape)  # the model checks its own actions before any work
+    elif cfg.actions:
+        raise ValueError(f"this model is conditioned on actions: pass actions [B, K + frames] of {cfg.actions} choices.")
     levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
     first_alone = s.first_frame_alone(k0)  # from nothing: the first frame first, with its own steps
     first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist() if first_alone else levels
@@ -460,12 +484,13 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
 
     noise_shape = (b, *frame_shape)
 
-    history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device)
+    history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
+                       actions=actions)
     free_history = None  # history guidance: the same frames hidden under noise
     if s.guided:
         free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
         free_history = _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
-                                hide=True)
+                                hide=True, actions=actions)
     passes = [p for p in (history, free_history) if p is not None]
 
     def commit(new_frames: torch.Tensor) -> None:
@@ -502,10 +527,10 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         t_next = torch.tensor([levels_of(j)[st + 1] for j, st in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
         t = t_now[None].expand(b, -1)
-        v = history.predict(x, t, anchor, anchored)
+        v = history.predict(x, t, anchor, anchored, frame_ids)
         forwards = 1
         if free_history is not None and len(free_history):  # with no history yet, both passes would agree
-            v_free = free_history.predict(x, t, anchor, anchored)
+            v_free = free_history.predict(x, t, anchor, anchored, frame_ids)
             forwards = 2
             w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
             v = v_free + w * (v - v_free)
@@ -551,13 +576,14 @@ def sample_video(
     callback: Optional[Callable[[dict], None]] = None,
     cancel: Optional[Callable[[], bool]] = None,
     frame_offset: int = 0,
+    actions: Optional[torch.Tensor] = None,
     **setting_values,
 ) -> SamplingResult:
     """Generate ``frames`` frames after ``context`` and collect them: a thin wrapper of
     :func:`sample_frames`. The settings come as a :class:`SamplerSettings` or as its fields by
     keyword (``steps=8, chunk=4, ...``). ``callback(info)`` is called after every model call (see the
     module docstring); ``cancel()`` is asked before every model call and, when it returns True, ends
-    sampling with :class:`SamplingCancelled` holding the finished frames."""
+    sampling with :class:`SamplingCancelled` holding the finished frames. ``actions``: see :func:`sample_frames`."""
     settings = replace(settings, **setting_values) if settings is not None else SamplerSettings(**setting_values)
     cfg = model.config
     known = torch.zeros(batch, 0, cfg.channels, cfg.image_size, cfg.image_size) if context is None else context.float().cpu()
@@ -573,7 +599,7 @@ def sample_video(
 
     if cancel is not None and cancel():
         raise SamplingCancelled(recorder.video())
-    events = sample_frames(model, context, frames, settings, batch, frame_offset, use_cache)
+    events = sample_frames(model, context, frames, settings, batch, frame_offset, use_cache, actions)
     try:
         for event in events:
             if recorder.add(event):

@@ -90,11 +90,15 @@ def update_ema(ema: MSCModel, model: MSCModel, decay: float) -> None:
         e.lerp_(p.detach(), 1 - decay)
 
 
-def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int) -> torch.Tensor:
-    """This rank's share of the global batch of ``step``: clips ``step * B + rank * B/world ...``."""
+def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int):
+    """This rank's share of the global batch of ``step``: clips ``step * B + rank * B/world ...`` (a tuple of stacked
+    tensors when the items are tuples, e.g. ``(clips, actions)``)."""
     local = global_batch // world
     first = step * global_batch + rank * local
-    return torch.stack([dataset[(first + i) % len(dataset)] for i in range(local)])
+    items = [dataset[(first + i) % len(dataset)] for i in range(local)]
+    if isinstance(items[0], tuple):
+        return tuple(torch.stack(parts) for parts in zip(*items))
+    return torch.stack(items)
 
 
 class Checkpoint:
@@ -172,7 +176,9 @@ def parse_args(argv=None):
     p.add_argument("--config", default="small", choices=sorted(CONFIGS), help="model size from the registry")
     p.add_argument("--attention", default="msc", choices=["msc", "dense"], help="dense = the frame-causal baseline")
     p.add_argument("--data", default="procedural",
-                   help="'procedural', a folder made by 'python -m msc.data.prepare' (the mixture), or a folder of videos")
+                   help="'procedural', a folder made by 'python -m msc.data.prepare' (the mixture), a folder of videos, or "
+                        "'world' / 'world:FOLDER' (episodes of msc.world under random actions, over FOLDER's training "
+                        "photographs; the model needs --set actions=5)")
     p.add_argument("--mix", nargs="*", default=[], metavar="KIND=WEIGHT",
                    help=f"mixture weights with prepared data, default {' '.join(f'{k}={v}' for k, v in DEFAULT_MIX.items())}")
     p.add_argument("--level-distribution", default="uniform", choices=LEVEL_DISTRIBUTIONS,
@@ -247,9 +253,15 @@ def _overrides(pairs):
 
 
 def make_dataset(args, size: int):
-    """The training clips named by ``--data`` (and ``--mix``)."""
+    """The training clips named by ``--data`` (and ``--mix``). ``world`` (or ``world:FOLDER`` over the prepared data's
+    training photographs): episodes of :mod:`msc.world` under random actions, items ``(clip, actions)``."""
     if args.data == "procedural":
         return ProceduralVideos(args.frames, size)
+    if args.data == "world" or args.data.startswith("world:"):
+        from msc.world import WorldEpisodes
+
+        photos = PreparedData(args.data.split(":", 1)[1]).photos("train") if ":" in args.data else ()
+        return WorldEpisodes(args.frames, size, photos)
     if PreparedData.is_prepared(args.data):
         data = PreparedData(args.data)
         if data.size != size:
@@ -363,7 +375,10 @@ def train(args) -> dict:
         lr = learning_rate(step, args.lr, args.warmup, args.steps, budget_used())
         for group in optimizer.param_groups:
             group["lr"] = lr
-        clips = batch_for_step(dataset, step, args.batch_size, rank, world).to(device)
+        clips, actions = batch_for_step(dataset, step, args.batch_size, rank, world), None
+        if isinstance(clips, tuple):  # world episodes: the action that led to each frame
+            clips, actions = clips[0], clips[1].to(device)
+        clips = clips.to(device)
         if autoencoder is not None:
             with torch.no_grad():
                 clips = autoencoder.encode(clips)  # [B, T, C, h, w] latents
@@ -372,7 +387,7 @@ def train(args) -> dict:
             loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                                   level_distribution=args.level_distribution, max_chunk=args.max_chunk,
                                   context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
-                                  frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob)
+                                  frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

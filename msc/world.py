@@ -163,3 +163,22 @@ def episode(seed: int, frames: int, size: int = FRAME_SIZE, photos: Sequence[tor
     actions = random_actions(frames - 1, g)
     world = World(seed, size, photos=photos)
     return world.rollout(actions.tolist()), torch.cat([torch.zeros(1, dtype=torch.long), actions])
+
+
+class WorldEpisodes(torch.utils.data.Dataset):
+    """Training (or held-out) episodes by index: ``(frames [T, 3, S, S], actions [T] long)`` of seed ``index`` (``split``
+    ``"test"``: seeds from :data:`~msc.data.procedural.TEST_SEED_OFFSET`), over ``photos`` when given."""
+
+    def __init__(self, frames: int, size: int = FRAME_SIZE, photos: Sequence[torch.Tensor] = (), split: str = "train"):
+        from msc.data.procedural import TEST_SEED_OFFSET
+
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        self.frames, self.size, self.photos = frames, size, list(photos)
+        self.offset = 0 if split == "train" else TEST_SEED_OFFSET
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, index: int):
+        return episode(self.offset + int(index), self.frames, self.size, self.photos)

@@ -1,0 +1,59 @@
+"""Action conditioning (the world model): one action per frame, frame-causal, through the KV cache and guidance."""
+
+import pytest
+import torch
+from conftest import perturbed_tiny, random_context
+
+from msc.sampling import sample_video
+from msc.train import main as train_main
+from msc.world import ACTIONS
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    return perturbed_tiny(prior="previous_frame", actions=len(ACTIONS))
+
+
+def _actions(length: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, len(ACTIONS), (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_frame_depends_on_the_actions_up_to_its_own_only(world_model):
+    x, t = random_context(6), torch.rand(1, 6)
+    actions = _actions(6)
+    changed = actions.clone()
+    changed[0, 3] = (changed[0, 3] + 1) % len(ACTIONS)
+    a, b = world_model(x, t, actions=actions), world_model(x, t, actions=changed)
+    assert torch.equal(a[:, :3], b[:, :3])  # frames before the changed action: untouched
+    assert not torch.allclose(a[:, 3], b[:, 3])  # the frame it led to: changed
+
+
+def test_sampled_frames_follow_only_earlier_actions_and_the_cache_is_exact(world_model):
+    context, actions = random_context(3), _actions(3 + 5)
+    kw = dict(steps=2, chunk=1, seed=2, actions=actions)
+    video = sample_video(world_model, context, 5, **kw).video
+    assert (video - sample_video(world_model, context, 5, use_cache=False, **kw).video).abs().max() <= 1e-4
+    changed = actions.clone()
+    changed[0, 5] = (changed[0, 5] + 2) % len(ACTIONS)  # the action that leads to frame 5
+    other = sample_video(world_model, context, 5, steps=2, chunk=1, seed=2, actions=changed).video
+    assert torch.equal(other[:, :5], video[:, :5]) and not torch.equal(other[:, 5], video[:, 5])
+    guided = dict(kw, history_guidance=2.0)
+    assert (sample_video(world_model, context, 5, **guided).video
+            - sample_video(world_model, context, 5, use_cache=False, **guided).video).abs().max() <= 1e-4
+
+
+def test_actions_are_checked(world_model, tiny_model):
+    with pytest.raises(ValueError, match="conditioned on actions"):
+        sample_video(world_model, random_context(2), 2)
+    with pytest.raises(ValueError, match=r"\[B, K \+ frames\]"):
+        sample_video(world_model, random_context(2), 2, actions=_actions(3))
+    with pytest.raises(ValueError, match="must lie in"):
+        sample_video(world_model, random_context(2), 2, actions=torch.full((1, 4), 9))
+    with pytest.raises(ValueError, match="takes no actions"):
+        sample_video(tiny_model, random_context(2), 2, actions=_actions(4))
+
+
+def test_a_world_model_trains_on_world_episodes(tmp_path):
+    result = train_main(["--config", "tiny", "--data", "world", "--set", "prior=previous_frame", f"actions={len(ACTIONS)}",
+                         "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
