@@ -82,24 +82,44 @@ def _slug(sampler: List[str]) -> str:
     return "_".join(a.lstrip("-") for a in sampler)
 
 
-def score_arm(study: dict, arm: str, results: str, clips: int) -> Dict[str, dict]:
-    """Every sampler setting's evaluation report of ``arm`` (kept as ``results/ARM_SETTING.json``; reused while newer
-    than the weights), and its training record (``results/ARM_log.jsonl``)."""
+def score_arm(study: dict, arm: str, results: str) -> Dict[str, dict]:
+    """Every sampler setting's evaluation report of ``arm`` by the study's evaluation module (``msc.evaluate``, or
+    ``bench.world`` for a world model; kept as ``results/ARM_SETTING.json``, reused while newer than the weights), and
+    its training record (``results/ARM_log.jsonl``)."""
+    spec = study["evaluate"]
     final = os.path.join(run_folder(study, arm), "final")
     shutil.copyfile(os.path.join(run_folder(study, arm), "log.jsonl"), os.path.join(results, f"{arm}_log.jsonl"))
     reports = {}
-    for sampler in study["evaluate"]["sampler"]:
+    for sampler in spec["sampler"]:
         path = os.path.join(results, f"{arm}_{_slug(sampler)}.json")
         if not (os.path.isfile(path) and os.path.getmtime(path) > os.path.getmtime(os.path.join(final, "model.safetensors"))):
-            subprocess.run([sys.executable, "-m", "msc.evaluate", "--weights", final, "--data", "data", "--clips", str(clips),
-                            "--rollout", "0", "--json", path, "--threads", "2", *sampler], check=True)
+            subprocess.run([sys.executable, "-m", spec["module"], "--weights", final, "--data", "data", "--json", path,
+                            "--threads", "2", *spec["args"], *sampler], check=True)
         with open(path) as f:
             reports[_slug(sampler)] = json.load(f)
     return reports
 
 
+def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> str:
+    """A world study: action following of every arm at every sampler setting (:mod:`bench.world`)."""
+    first = next(iter(next(iter(scored.values())).values()))
+    lines = [f"{first['episodes']} held-out episodes, {first['context']} context frames and {first['frames']} generated under "
+             "random actions; PSNR against the engine's rollout", "",
+             "| arm | sampler | steps trained | true actions (dB) | other actions (dB) | copy-last (dB) | true - other | true - copy-last |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, reports in scored.items():
+        for slug, r in reports.items():
+            s = r["scores"]
+            lines.append(f"| {arm} | {slug.replace('_', ' ')} | {logs[arm]['step']} | {s['true actions']['psnr']:.2f} | "
+                         f"{s['other actions']['psnr']:.2f} | {s['copy-last']['psnr']:.2f} | {r['gap_other_actions_db']:+.2f} | "
+                         f"{r['gap_copy_last_db']:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def results_table(study: dict, scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> str:
     """Per held-out set: the baselines, then every arm at every sampler setting."""
+    if study["evaluate"]["module"] == "bench.world":
+        return world_table(scored, logs)
     lines = []
     first = next(iter(next(iter(scored.values())).values()))
     for set_name, entry in first["sets"].items():
@@ -138,7 +158,7 @@ def main(argv=None) -> int:
             if args.only is None or set(pair) & set(args.only):
                 train_pair(study, pair)
     finished = [a for pair in study["pairs"] for a in pair if os.path.isdir(os.path.join(run_folder(study, a), "final"))]
-    scored = {arm: score_arm(study, arm, results, study["evaluate"]["clips"]) for arm in finished}
+    scored = {arm: score_arm(study, arm, results) for arm in finished}
     logs = {}
     for arm in finished:
         with open(os.path.join(results, f"{arm}_log.jsonl")) as f:
@@ -161,8 +181,7 @@ def main(argv=None) -> int:
                         + ", ".join(f"{k} {v:.2f} dB" for k, v in ae["psnr"].items()) + "\n")
         f.write(f"\n{table}\n")
     with open(os.path.join(results, "results.json"), "w") as f:
-        json.dump({"study": study, "machine": machine, "trained": logs,
-                   "scores": {a: {s: r["sets"] for s, r in reports.items()} for a, reports in scored.items()}}, f, indent=1)
+        json.dump({"study": study, "machine": machine, "trained": logs, "scores": scored}, f, indent=1)
     print(table)
     return 0
 

@@ -57,3 +57,13 @@ def test_a_world_model_trains_on_world_episodes(tmp_path):
     result = train_main(["--config", "tiny", "--data", "world", "--set", "prior=previous_frame", f"actions={len(ACTIONS)}",
                          "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--out", str(tmp_path / "run")])
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_the_action_following_bench_scores_true_other_and_frozen(world_model, tmp_path):
+    from bench.world import action_following, format_table
+    from msc.sampling import SamplerSettings
+
+    report = action_following(world_model, episodes=2, context=2, frames=3, sampler=SamplerSettings(steps=1, chunk=1))
+    assert set(report["scores"]) == {"true actions", "other actions", "copy-last"}
+    assert report["other_actions_differ"] > 0 and isinstance(report["met"], bool)
+    assert "true actions - other actions" in format_table(report)

@@ -16,7 +16,7 @@ def _study(tmp_path, **extra):
     study = {"name": "tiny", "question": "?", "from": "scratch", "minutes": 1, "pairs": [["plain", "noise"]], "common": TINY,
              "arms": {"plain": {"changes": "-", "args": [], "prediction": "-"},
                       "noise": {"changes": "-", "args": ["--set", "noise_scale=0.5"], "prediction": "-"}},
-             "evaluate": {"clips": 2, "sampler": [["--steps", "1"]]}, **extra}
+             "evaluate": {"module": "msc.evaluate", "args": ["--clips", "2"], "sampler": [["--steps", "1"]]}, **extra}
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(study))
     return str(path)
