@@ -45,6 +45,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.nn as nn
 
 from msc.flow import extrapolate as flow_extrapolate
 
@@ -159,14 +160,6 @@ def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
     return anchor * anchored.to(x0.device)[:, :, None, None, None].to(x0.dtype), anchored.to(x0.device)
 
 
-def predict_x0(xt: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return xt - t[:, :, None, None, None].to(xt.dtype) * velocity
-
-
-def predict_noise(xt: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return xt + (1 - t[:, :, None, None, None].to(xt.dtype)) * velocity
-
-
 def shift_levels(t: torch.Tensor, shift: float) -> torch.Tensor:
     """SD3 time shift: ``s t / (1 + (s - 1) t)``; identity for ``s = 1``."""
     return shift * t / (1 + (shift - 1) * t)
@@ -241,19 +234,18 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
                   scored: Optional[torch.Tensor] = None, frame_loss: str = "mse",
                   actions: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
-    with anchors (the ``previous_frame`` prior), weighted per frame by :func:`velocity_loss_weight`.
-    ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all). ``frame_loss`` ``"log"``: the mean
-    of the frames' log errors instead (:data:`FRAME_LOSSES`)."""
+    with anchors, weighted per frame by :func:`velocity_loss_weight`. ``model``: a :class:`Denoiser`, or a network
+    (wrapped in one). ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all). ``frame_loss``
+    ``"log"``: the mean of the frames' log errors instead (:data:`FRAME_LOSSES`)."""
     if frame_loss not in FRAME_LOSSES:
         raise ValueError(f"frame loss must be one of {FRAME_LOSSES}, got {frame_loss!r}.")
-    config = getattr(model, "module", model).config  # DDP wraps the model
-    noise_std = None if anchor is None else frame_noise_std(anchored, config.noise_scale).to(x0.device)
+    denoiser = Denoiser.around(model)
     conditions = {} if actions is None else {"actions": actions}  # a world model's
-    pred = model(add_noise(x0, noise, levels, anchor, noise_std), levels, anchor=anchor, anchored=anchored, **conditions)
-    err = (pred.float() - velocity_target(x0, noise, anchor, noise_std).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+    pred = denoiser(denoiser.add_noise(x0, noise, levels, anchor, anchored), levels, anchor=anchor, anchored=anchored,
+                    **conditions)
+    err = (pred.float() - denoiser.target(x0, noise, anchor, anchored).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
     if anchor is not None:
-        sigma = frame_sigma(anchored, config.residual_std, config.frame_std)
-        err = err * velocity_loss_weight(levels.float(), sigma, noise_std)
+        err = err * denoiser.loss_weight(levels.float(), anchored)
     if frame_loss == "log":
         err = torch.log(err + LOG_FRAME_LOSS_FLOOR)  # [B, T]
     if scored is None:
@@ -283,18 +275,105 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     clips whose frames after the context share one noise level (:func:`sample_training_levels`). ``actions`` ``[B, T]``:
     the action that led to each frame (a world model)."""
     b, t = x0.shape[:2]
+    denoiser = Denoiser.around(model)
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
                                              no_prefix=nothing, shared_level_prob=shared_level_prob)
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-    if getattr(model, "module", model).config.prior == "none":
-        return velocity_loss(model, x0, levels, noise, frame_loss=frame_loss, actions=actions)
+    if denoiser.config.prior == "none":
+        return velocity_loss(denoiser, x0, levels, noise, frame_loss=frame_loss, actions=actions)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
-    anchor, anchored = chunk_anchors(seen, generator, max_chunk, getattr(model, "module", model).config.prior)
+    anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior)
     if nothing is not None:
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
-    return velocity_loss(model, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
+    return velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
                          scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)
+
+
+# --------------------------------------------------------------------------------------------------
+# The denoiser: the one home of the maths above, around a raw network
+# --------------------------------------------------------------------------------------------------
+
+
+class Denoiser(nn.Module):
+    """The diffusion maths around a raw network (as k-diffusion's ``VDenoiser`` wraps its model): what a frame is
+    at level 1 (:meth:`start`), noising (:meth:`add_noise`), the preconditioned velocity of the network's output
+    (:meth:`forward`), the training target and weight (:meth:`target`, :meth:`loss_weight`), the sampler's update
+    (:meth:`step`) and the anchors (:meth:`anchors`). Everything that depends on the prior — what a frame's noise is
+    centred on, how wide it is — is decided here, from the network's config (``prior``, ``residual_std``,
+    ``frame_std``, ``noise_scale``); the network sees noisy frames and levels only.
+
+    ``anchor`` ``[B, T, C, H, W]`` and ``anchored`` ``[B, T]`` bool (which frames have one) travel together;
+    without a prior both are ``None``. ``network`` may be wrapped by DDP (its ``.module`` holds the config)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.config = getattr(network, "module", network).config
+
+    @staticmethod
+    def around(model) -> "Denoiser":
+        """``model`` itself when it is a :class:`Denoiser`, else a denoiser around it."""
+        return model if isinstance(model, Denoiser) else Denoiser(model)
+
+    @property
+    def prior(self) -> str:
+        return self.config.prior
+
+    def noise_std(self, anchored: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``[B, T]`` standard deviation of each frame's noise (``None``: 1 everywhere, no prior)."""
+        return None if anchored is None else frame_noise_std(anchored, self.config.noise_scale).to(anchored.device)
+
+    def anchors(self, previous: Optional[torch.Tensor], last: torch.Tensor, horizons) -> torch.Tensor:
+        """See :func:`anchor_frames`."""
+        return anchor_frames(self.prior, previous, last, horizons)
+
+    def start(self, noise: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
+        """A frame at level 1: its noise, centred on its anchor and scaled by its noise std."""
+        return noise_centre(noise, anchor, self.noise_std(anchored))
+
+    def add_noise(self, x0, noise, t, anchor=None, anchored=None) -> torch.Tensor:
+        """``x_t`` of clean frames ``x0`` (see :func:`add_noise`)."""
+        return add_noise(x0, noise, t, anchor, self.noise_std(anchored))
+
+    def target(self, x0, noise, anchor=None, anchored=None) -> torch.Tensor:
+        """The velocity the denoiser learns (see :func:`velocity_target`)."""
+        return velocity_target(x0, noise, anchor, self.noise_std(anchored))
+
+    def loss_weight(self, t: torch.Tensor, anchored: torch.Tensor) -> torch.Tensor:
+        """``[B, T]``: the weight that makes the velocity error the network output's unit-variance error."""
+        sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std).to(t.device)
+        return velocity_loss_weight(t, sigma, self.noise_std(anchored))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, **network_kwargs) -> torch.Tensor:
+        """The velocity of the noisy frames ``x`` at levels ``t``: the network's output, preconditioned around the
+        anchors with the prior (an untrained network predicts the anchor), as is without one. ``network_kwargs``
+        (``windows``, ``cache``, ``commit``, ``actions``) go to the network."""
+        raw = self.network(x, t, **network_kwargs)
+        if self.prior == "none":
+            return raw
+        if anchor is None:
+            anchor, anchored = torch.zeros_like(x), torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        elif anchored is None:
+            anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std).to(x.device)
+        return preconditioned_velocity(raw, x, t, anchor, sigma, self.noise_std(anchored))
+
+    def step(self, x: torch.Tensor, v: torch.Tensor, t_now: torch.Tensor, t_next: torch.Tensor, anchor=None, anchored=None,
+             eta: float = 0.0, fresh: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The sampler's update of frames ``x`` ``[B, n, C, H, W]`` from levels ``t_now`` to ``t_next`` (``[n]``) along
+        the velocity ``v``: with ``x̂₀ = x − t·v`` and ``ĉ = x + (1 − t)·v`` (the noise centred on the anchor),
+        ``x' = (1 − t')·x̂₀ + t'·(a + √(1 − η²)·(ĉ − a) + η·s·z)``, ``z = fresh`` (``a = 0``, ``s = 1`` without an anchor);
+        ``η = 0`` is the deterministic Euler step."""
+        tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
+        x0 = x - tn * v
+        centre_hat = x + (1 - tn) * v
+        if eta > 0:  # renew part of the noise around the frame's anchor, at the frame's noise std
+            centre, std = 0.0, 1.0
+            if anchor is not None:
+                centre, std = anchor, self.noise_std(anchored)[:, :, None, None, None]
+            centre_hat = centre + math.sqrt(1 - eta**2) * (centre_hat - centre) + eta * std * fresh
+        return (1 - tx) * x0 + tx * centre_hat

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from msc.attention import neighborhood_attention, to_heads_first
-from msc.diffusion import PRIORS, frame_noise_std, frame_sigma, preconditioned_velocity
+from msc.diffusion import PRIORS
 from msc.rotary import apply_rotary
 
 # --------------------------------------------------------------------------------------------------
@@ -376,8 +376,8 @@ class FinalLayer(nn.Module):
 
 
 class MSCModel(nn.Module, PyTorchModelHubMixin):
-    """MSC video diffusion transformer. ``model(x, t)`` predicts the rectified-flow velocity
-    (see :mod:`msc.diffusion`) of every frame; ``t`` holds one noise level per frame."""
+    """MSC video diffusion transformer: the raw network. ``model(x, t)`` is its output for every frame (``t`` one noise
+    level per frame); :class:`msc.diffusion.Denoiser` turns it into the rectified-flow velocity."""
 
     def __init__(self, config: MSCConfig = None, **kwargs):
         super().__init__()
@@ -455,20 +455,17 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         windows: Optional[AttentionWindows] = None,
         cache: Optional[KVCache] = None,
         commit: bool = False,
-        anchor: Optional[torch.Tensor] = None,
-        anchored: Optional[torch.Tensor] = None,
         actions: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> velocity, same shape as ``x``.
+        """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> the network's raw output, same shape
+        as ``x``: the velocity itself without a prior; with one, :class:`msc.diffusion.Denoiser` preconditions it
+        around the frames' anchors (the network never sees an anchor).
         ``actions`` ``[B, T]`` long: the action that led to each frame (a model with ``config.actions``; required there).
 
         ``windows`` overrides the attention windows of the config (sampling-time settings). With a
         :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
         their keys and values to the cache (do it once per frame, with the frame in its final state).
 
-        With ``config.prior == "previous_frame"``, ``anchor`` ``[B, T, C, H, W]`` holds each frame's
-        anchor and ``anchored`` ``[B, T]`` which frames have one (``None``: no frame has); the network
-        sees only ``x`` and ``t``, the anchor enters the output's preconditioning (:mod:`msc.diffusion`).
         """
         self.check_inputs(x, t)
         if cache is not None:
@@ -485,15 +482,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             tokens = block(tokens, c, windows, layer_cache, first_frame, commit, noise)
         if cache is not None and commit:
             cache.frames += x.shape[1]
-        raw = self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
-        if self.config.prior == "none":
-            return raw
-        if anchor is None:
-            anchor, anchored = torch.zeros_like(x), torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-        elif anchored is None:
-            anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std)
-        return preconditioned_velocity(raw, x, t, anchor, sigma, frame_noise_std(anchored, self.config.noise_scale))
+        return self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
 
     def embed_actions(self, actions: Optional[torch.Tensor], shape) -> torch.Tensor | float:
         """``[B, T, D]`` embedding of the frames' actions (0 for a model without actions); ``ValueError`` when a model

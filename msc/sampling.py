@@ -30,10 +30,9 @@ noise, where with the previous-frame prior every later frame draws only its chan
 before. So it is sampled alone with its own ``first_frame_steps`` (0: in the first chunk, with
 ``steps``), and the frame schedule runs over the frames after it.
 
-**Updates** follow the rectified-flow ODE ``dx/dt = v``. From level ``t`` to ``t' < t`` with the
-predictions ``x̂₀ = x - t·v`` and ``ĉ = x + (1 - t)·v`` (the noise centred on the anchor, ``a + s·ε``):
-``x' = (1 - t')·x̂₀ + t'·(a + √(1-η²)·(ĉ - a) + η·s·z)``, ``z ~ N(0, I)`` (``a = 0``, ``s = 1`` without
-an anchor); ``η = 0`` is the deterministic (DDIM-like, here exactly Euler) update, ``η > 0`` stochastic.
+**Updates** follow the rectified-flow ODE ``dx/dt = v`` (:meth:`msc.diffusion.Denoiser.step`, the one home of the
+update, as of the velocity's preconditioning and of where a frame's noise is centred): ``η = 0`` is the
+deterministic (DDIM-like, here exactly Euler) update, ``η > 0`` renews part of the noise around the anchor.
 
 **Context and the KV cache.** Finished frames (uploaded context or generated) are *committed*: they
 are given ``context_noise`` once and run through the model once, and their keys and values go into a
@@ -47,14 +46,13 @@ frame never changes when later frames are generated.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 
-from msc.diffusion import SCHEDULES, add_noise, anchor_frames, frame_noise_std, noise_levels
+from msc.diffusion import SCHEDULES, Denoiser, noise_levels
 from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
@@ -182,6 +180,7 @@ class _History:
     def __init__(self, model, windows, level: float, noise_kind: int, use_cache: bool, seed: int, frame_offset: int,
                  noise_shape, device, hide: bool = False, actions: Optional[torch.Tensor] = None):
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
+        self.denoiser = Denoiser(model)
         self.actions = actions  # [B, K + N] long: the action that led to each frame of the video, or None
         self.hide = hide
         self.seed, self.offset, self.noise_shape, self.device = seed, frame_offset, noise_shape, device
@@ -209,17 +208,16 @@ class _History:
         x = new_frames
         if self.level > 0:
             noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
-            anchor = noise_std = None
+            anchor = anchored = None
             if self.prior != "none" and not self.hide:  # each frame's noise is centred on its anchor, as in training
                 known = [f for f in (self.previous, self.last) if f is not None] + list(new_frames.unbind(1))
                 past = len(known) - new_frames.shape[1]  # finished frames before the first new one
                 anchor = torch.stack([torch.zeros_like(new_frames[:, 0]) if past + i == 0 else
-                                      anchor_frames(self.prior, known[past + i - 2] if past + i >= 2 else None,
-                                                    known[past + i - 1], [1])[:, 0] for i in range(new_frames.shape[1])], dim=1)
+                                      self.denoiser.anchors(known[past + i - 2] if past + i >= 2 else None,
+                                                            known[past + i - 1], [1])[:, 0] for i in range(new_frames.shape[1])], dim=1)
                 anchored = torch.ones(b, len(idx), dtype=torch.bool, device=self.device)
                 anchored[:, 0] = self.last is not None
-                noise_std = frame_noise_std(anchored, self.model.config.noise_scale)
-            x = add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor, noise_std)
+            x = self.denoiser.add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor, anchored)
         self.previous = new_frames[:, -2] if new_frames.shape[1] >= 2 else self.last
         self.last = new_frames[:, -1]
         self._next_anchors = {}
@@ -229,35 +227,37 @@ class _History:
         else:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
                 part = x[:, s : s + 16]
+                conditions = {} if self.actions is None else {"actions": self.actions_of(first + s, part.shape[1])}
                 self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True,
-                           actions=self.actions_of(first + s, part.shape[1]))
+                           **conditions)  # the outputs are dropped: the raw network, no anchors
 
     def anchor(self, frame: int) -> Optional[torch.Tensor]:
         """``[B, C, H, W]`` anchor of the video's frame ``frame`` (counted as :meth:`__len__` counts) from the
-        finished frames (:func:`~msc.diffusion.anchor_frames`); ``None`` when no frame is finished."""
+        finished frames (:meth:`~msc.diffusion.Denoiser.anchors`); ``None`` when no frame is finished."""
         if self.last is None:
             return None
         horizon = frame - (len(self) - 1)
         if horizon not in self._next_anchors:
-            self._next_anchors[horizon] = anchor_frames(self.prior, self.previous, self.last, [horizon])[:, 0]
+            self._next_anchors[horizon] = self.denoiser.anchors(self.previous, self.last, [horizon])[:, 0]
         return self._next_anchors[horizon]
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, frames: Optional[List[int]] = None) -> torch.Tensor:
         """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history
-        (``anchor`` / ``anchored``: see :meth:`msc.model.MSCModel.forward`; ``frames``: their indices in the video,
+        (``anchor`` / ``anchored``: see :class:`~msc.diffusion.Denoiser`; ``frames``: their indices in the video,
         for their actions)."""
         actions = None if self.actions is None else self.actions[:, frames]
+        conditions = {} if actions is None else {"actions": actions}
         if self.cache is not None:
-            return self.model(x, t, cache=self.cache, anchor=anchor, anchored=anchored, actions=actions)
+            return self.denoiser(x, t, anchor, anchored, cache=self.cache, **conditions)
         b, n_past = x.shape[0], len(self)
         if actions is not None:
-            actions = torch.cat([self.actions_of(0, n_past), actions], dim=1)
+            conditions["actions"] = torch.cat([self.actions_of(0, n_past), actions], dim=1)
         full_t = torch.cat([torch.full((b, n_past), self.level, device=x.device), t], dim=1)
         if anchor is not None:  # the history's outputs are dropped: give it no anchor
             anchor = torch.cat([torch.zeros_like(self.frames), anchor], dim=1)
             anchored = torch.cat([torch.zeros(b, n_past, dtype=torch.bool, device=x.device), anchored], dim=1)
-        return self.model(torch.cat([self.frames, x], dim=1), full_t, windows=self.windows, anchor=anchor,
-                          anchored=anchored, actions=actions)[:, n_past:]
+        return self.denoiser(torch.cat([self.frames, x], dim=1), full_t, anchor, anchored, windows=self.windows,
+                             **conditions)[:, n_past:]
 
 
 @dataclass(frozen=True)
@@ -506,6 +506,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     else:
         plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
     prior = cfg.prior != "none"
+    denoiser = history.denoiser
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}
     finished_new = 0
@@ -516,7 +517,8 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
                 if prior:  # anchored on the finished frames, if there is one
                     anchors[k0 + j] = history.anchor(k0 + j)
                     if anchors[k0 + j] is not None:
-                        active[k0 + j] = cfg.noise_scale * active[k0 + j] + anchors[k0 + j]
+                        has_one = torch.ones(b, 1, dtype=torch.bool, device=device)
+                        active[k0 + j] = denoiser.start(active[k0 + j][:, None], anchors[k0 + j][:, None], has_one)[:, 0]
         frame_ids = [k0 + j for j, _ in call]
         anchor = anchored = None
         if prior:
@@ -534,18 +536,11 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
             forwards = 2
             w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
             v = v_free + w * (v - v_free)
-        tn, tx = t_now[None, :, None, None, None], t_next[None, :, None, None, None]
-        x0 = x - tn * v
-        eps = x + (1 - tn) * v
-        if s.eta > 0:  # renew part of the noise around the frame's anchor, at the frame's noise std
+        fresh = None
+        if s.eta > 0:  # the fresh noise of a stochastic update
             fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, UPDATE_NOISE, st, noise_shape, device)
                                  for f, (_, st) in zip(frame_ids, call)], dim=1)
-            centre, std = 0.0, 1.0
-            if prior:
-                centre = anchor
-                std = frame_noise_std(anchored, cfg.noise_scale)[:, :, None, None, None]
-            eps = centre + math.sqrt(1 - s.eta**2) * (eps - centre) + s.eta * std * fresh
-        x = (1 - tx) * x0 + tx * eps
+        x = denoiser.step(x, v, t_now, t_next, anchor, anchored, s.eta, fresh)
         for i, f in enumerate(frame_ids):
             active[f] = x[:, i]
         yield GatesEvent(call_index, frame_ids, t_now.tolist(), model.gates(t_now).cpu())

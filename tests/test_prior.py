@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import perturbed_tiny, random_context
 
-from msc.diffusion import chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
+from msc.diffusion import Denoiser, chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
 from msc.model import KVCache, MSCModel, config_from_name
 from msc.sampling import sample_video
 
@@ -88,16 +88,16 @@ def test_shared_levels_give_the_frames_after_the_context_one_level():
     assert torch.equal(all_shared, all_shared[:, :1].expand(64, 8)) and all_shared[:, 0].unique().numel() == 64
 
 
-class _Recorder(torch.nn.Module):
-    """A model that records the anchors the loss gives it and, optionally, spoils its output on some frames."""
+class _Recorder(Denoiser):
+    """A denoiser that records the anchors the loss gives it and, optionally, spoils its output on some frames."""
 
     def __init__(self, model, spoil=None):
-        super().__init__()
-        self.model, self.config, self.spoil, self.anchors = model, model.config, spoil, []
+        super().__init__(model)
+        self.spoil, self.anchors = spoil, []
 
-    def forward(self, x, t, anchor=None, anchored=None):
+    def forward(self, x, t, anchor=None, anchored=None, **network_kwargs):
         self.anchors.append(anchor)
-        out = self.model(x, t, anchor=anchor, anchored=anchored)
+        out = super().forward(x, t, anchor, anchored, **network_kwargs)
         return out if self.spoil is None else out + 100.0 * self.spoil[:, :, None, None, None]
 
 
@@ -130,9 +130,9 @@ def test_clips_from_nothing_have_no_prefix_no_anchors_and_count_every_frame():
     x = torch.cumsum(0.1 * torch.randn(4, 6, 3, 16, 16), dim=1).clamp(-1, 1)
 
     class Anchors(_Recorder):
-        def forward(self, x, t, anchor=None, anchored=None):
+        def forward(self, x, t, anchor=None, anchored=None, **network_kwargs):
             self.levels, self.anchored = t, anchored
-            return super().forward(x, t, anchor=anchor, anchored=anchored)
+            return super().forward(x, t, anchor, anchored, **network_kwargs)
 
     recorder = Anchors(model)
     loss = diffusion_loss(recorder, x, torch.Generator().manual_seed(3), clean_prefix_prob=1.0, context_corruption=0.2,
@@ -151,13 +151,13 @@ def test_clips_from_nothing_have_no_prefix_no_anchors_and_count_every_frame():
 
 
 def test_cached_forward_with_anchors_equals_full_forward(tiny_prior_model):
-    m = tiny_prior_model
+    m = Denoiser(tiny_prior_model)
     x, t = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9)
     anchor, anchored = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9) > 0.3
     with torch.no_grad():
         full = m(x, t, anchor=anchor, anchored=anchored)
         cache = KVCache(m.config)
-        parts = [m(x[:, a:b], t[:, a:b], cache=cache, commit=True, anchor=anchor[:, a:b], anchored=anchored[:, a:b])
+        parts = [m(x[:, a:b], t[:, a:b], anchor[:, a:b], anchored[:, a:b], cache=cache, commit=True)
                  for a, b in [(0, 2), (2, 3), (3, 9)]]
     assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-4
 
