@@ -425,6 +425,44 @@ class FrameEvent:
     total: int
 
 
+def _start_frame(history: "_History", frame: int, seed: int, frame_offset: int, noise_shape, device):
+    """A new frame at level 1: ``(x [B, C, H, W], anchor [B, C, H, W] or None)`` — its own initial noise, centred on
+    its anchor from the finished frames when the prior has one."""
+    x = _frame_noise(seed, frame_offset + frame, INITIAL_NOISE, 0, noise_shape, device)
+    anchor = history.anchor(frame) if history.prior != "none" else None
+    if anchor is None:
+        return x, None
+    has_one = torch.ones(x.shape[0], 1, dtype=torch.bool, device=device)
+    return history.denoiser.start(x[:, None], anchor[:, None], has_one)[:, 0], anchor
+
+
+def _denoising_step(history: "_History", free_history: Optional["_History"], x: torch.Tensor, anchors: list,
+                    frame_ids: List[int], steps: List[int], t_now: torch.Tensor, t_next: torch.Tensor, s: "SamplerSettings",
+                    frame_offset: int):
+    """One model call: frames ``x`` ``[B, n, C, H, W]`` (video indices ``frame_ids``, at step ``steps`` of their
+    schedules, anchors ``anchors`` — ``None`` for a frame without one) from levels ``t_now`` to ``t_next``, with history
+    guidance when ``free_history`` is given: ``(x', forward passes)``."""
+    b, device = x.shape[0], x.device
+    anchor = anchored = None
+    if history.prior != "none":
+        anchor = torch.stack([torch.zeros_like(x[:, 0]) if a is None else a for a in anchors], dim=1)  # [B, n, C, H, W]
+        anchored = torch.tensor([a is not None for a in anchors], device=device)[None].expand(b, -1)
+    t = t_now[None].expand(b, -1)
+    v = history.predict(x, t, anchor, anchored, frame_ids)
+    forwards = 1
+    if free_history is not None and len(free_history):  # with no history yet, both passes would agree
+        v_free = free_history.predict(x, t, anchor, anchored, frame_ids)
+        forwards = 2
+        w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
+        v = v_free + w * (v - v_free)
+    fresh = None
+    if s.eta > 0:  # the fresh noise of a stochastic update
+        shape = (b, *x.shape[2:])
+        fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, UPDATE_NOISE, st, shape, device)
+                             for f, st in zip(frame_ids, steps)], dim=1)
+    return history.denoiser.step(x, v, t_now, t_next, anchor, anchored, s.eta, fresh), forwards
+
+
 @torch.no_grad()
 def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
                   batch: int = 1, frame_offset: int = 0, use_cache: bool = True,
@@ -505,42 +543,19 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
         plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
     else:
         plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
-    prior = cfg.prior != "none"
-    denoiser = history.denoiser
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}
     finished_new = 0
     for call_index, call in enumerate(plan):
         for j, step in call:
             if step == 0 and (k0 + j) not in active:
-                active[k0 + j] = _frame_noise(s.seed, frame_offset + k0 + j, INITIAL_NOISE, 0, noise_shape, device)
-                if prior:  # anchored on the finished frames, if there is one
-                    anchors[k0 + j] = history.anchor(k0 + j)
-                    if anchors[k0 + j] is not None:
-                        has_one = torch.ones(b, 1, dtype=torch.bool, device=device)
-                        active[k0 + j] = denoiser.start(active[k0 + j][:, None], anchors[k0 + j][:, None], has_one)[:, 0]
+                active[k0 + j], anchors[k0 + j] = _start_frame(history, k0 + j, s.seed, frame_offset, noise_shape, device)
         frame_ids = [k0 + j for j, _ in call]
-        anchor = anchored = None
-        if prior:
-            zero = torch.zeros(noise_shape, device=device)
-            anchor = torch.stack([zero if anchors[f] is None else anchors[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
-            anchored = torch.tensor([anchors[f] is not None for f in frame_ids], device=device)[None].expand(b, -1)
         t_now = torch.tensor([levels_of(j)[st] for j, st in call], device=device)
         t_next = torch.tensor([levels_of(j)[st + 1] for j, st in call], device=device)
         x = torch.stack([active[f] for f in frame_ids], dim=1)  # [B, n, C, H, W]
-        t = t_now[None].expand(b, -1)
-        v = history.predict(x, t, anchor, anchored, frame_ids)
-        forwards = 1
-        if free_history is not None and len(free_history):  # with no history yet, both passes would agree
-            v_free = free_history.predict(x, t, anchor, anchored, frame_ids)
-            forwards = 2
-            w = guidance_scale(s.history_guidance, s.guidance_schedule, t_now)[None, :, None, None, None]
-            v = v_free + w * (v - v_free)
-        fresh = None
-        if s.eta > 0:  # the fresh noise of a stochastic update
-            fresh = torch.stack([_frame_noise(s.seed, frame_offset + f, UPDATE_NOISE, st, noise_shape, device)
-                                 for f, (_, st) in zip(frame_ids, call)], dim=1)
-        x = denoiser.step(x, v, t_now, t_next, anchor, anchored, s.eta, fresh)
+        x, forwards = _denoising_step(history, free_history, x, [anchors.get(f) for f in frame_ids], frame_ids,
+                                      [st for _, st in call], t_now, t_next, s, frame_offset)
         for i, f in enumerate(frame_ids):
             active[f] = x[:, i]
         yield GatesEvent(call_index, frame_ids, t_now.tolist(), model.gates(t_now).cpu())

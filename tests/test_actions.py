@@ -67,3 +67,23 @@ def test_the_action_following_bench_scores_true_other_and_frozen(world_model, tm
     assert set(report["scores"]) == {"true actions", "other actions", "copy-last"}
     assert report["other_actions_differ"] > 0 and isinstance(report["met"], bool)
     assert "true actions - other actions" in format_table(report)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_live_play_equals_sampling_the_whole_action_sequence(world_model, guidance):
+    from msc.play import Player
+    from msc.sampling import SamplerSettings
+
+    context, actions = random_context(3), _actions(3 + 4, seed=5)
+    settings = SamplerSettings(steps=2, chunk=1, seed=3, history_guidance=guidance, eta=0.2)
+    player = Player(world_model, context, actions[:, :3], settings)
+    for a in actions[0, 3:].tolist():
+        player.step(a)
+    expected = sample_video(world_model, context, 4, settings, actions=actions).video
+    assert (player.video() - expected).abs().max() <= 1e-5
+    from_nothing = Player(world_model, None, None, SamplerSettings(steps=2, chunk=1, first_frame_steps=3))
+    from_nothing.step("left")
+    again = sample_video(world_model, None, 2, SamplerSettings(steps=2, chunk=1, first_frame_steps=3), actions=torch.tensor([[0, 1]])).video
+    assert (from_nothing.video() - again).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="action must be one of"):
+        player.step("jump")
