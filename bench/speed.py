@@ -1,0 +1,180 @@
+"""Speed against the FLOP bound, measured in one run: ``python -m bench.speed``.
+
+For a weights folder (the bundled model by default) this counts the FLOPs of three pieces of work with
+``torch.utils.flop_counter.FlopCounterMode`` and times them on this machine:
+
+* **one-frame forward**: one new 64 × 64 frame after a full attention window of cached frames (the steady state of
+  generation, chunks of one frame);
+* **generated frame**: what a frame costs the sampler at ``--steps`` denoising steps, chunks of 1: ``steps`` forwards
+  of the frame and the one that commits it to the KV cache;
+* **training step**: forward and backward of the loss on ``--batch`` clips of ``--frames`` frames.
+
+The **bound** of each is its FLOPs over the machine's matrix-multiply rate at the model's own matmul shapes
+(``[tokens, D] @ [D, 3D]``, ``[D, 4D]``, ``[4D, D]``), measured in the same process in float32 and bfloat16; each
+timing is reported as "× over bound" (1 would be a CPU that spends all its time in matmuls at full rate). A profile
+table (``torch.profiler``) of the one-frame forward and the training step shows where the rest goes.
+Timings are medians of ``--repeat`` runs after a warm-up; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from msc.diffusion import diffusion_loss
+from msc.model import KVCache, MSCModel
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def median_seconds(fn, repeat: int) -> float:
+    fn()  # warm-up: caches of masks and tilings, allocator
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_rate(tokens: int, width: int, dtype: torch.dtype, repeat: int) -> float:
+    """FLOP/s of the model's three matmul shapes at ``tokens`` rows, FLOP-weighted (total FLOPs / total time)."""
+    g = torch.Generator().manual_seed(0)
+    flops = seconds = 0.0
+    for k, n in ((width, 3 * width), (width, 4 * width), (4 * width, width)):
+        a = torch.randn(tokens, k, generator=g).to(dtype)
+        b = torch.randn(k, n, generator=g).to(dtype)
+        seconds += median_seconds(lambda: torch.mm(a, b), repeat)
+        flops += 2 * tokens * k * n
+    return flops / seconds
+
+
+def frame_work(model: MSCModel, steps: int):
+    """``(one_forward, generated_frame)`` closures at the steady state: a full window of committed frames."""
+    cfg = model.config
+    window = max(model.config.windows.history())
+    g = torch.Generator().manual_seed(0)
+    shape = (1, 1, cfg.channels, cfg.image_size, cfg.image_size)
+    cache = KVCache(cfg)
+    with torch.no_grad():
+        model(torch.randn(1, window, *shape[2:], generator=g), torch.zeros(1, window), cache=cache, commit=True)
+    x, t = torch.randn(shape, generator=g), torch.full((1, 1), 0.5)
+
+    @torch.no_grad()
+    def one_forward():
+        model(x, t, cache=cache)
+
+    @torch.no_grad()
+    def generated_frame():
+        for _ in range(steps):
+            model(x, t, cache=cache)
+        keep = [(b.k, b.v) for pair in cache.layers for b in pair]
+        model(x, torch.zeros(1, 1), cache=cache, commit=True)
+        for (k, v), b in zip(keep, (b for pair in cache.layers for b in pair)):  # the window stays the same length
+            b.k, b.v = k, v
+        cache.frames -= 1
+
+    return one_forward, generated_frame
+
+
+def training_work(model: MSCModel, batch: int, frames: int):
+    cfg = model.config
+    clips = torch.rand(batch, frames, cfg.channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    actions = torch.zeros(batch, frames, dtype=torch.long) if cfg.actions else None
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        diffusion_loss(model, clips, torch.Generator().manual_seed(1), max_chunk=8, frame_loss="log", actions=actions).backward()
+
+    return step
+
+
+def profile_table(fn, rows: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    lines = ["| operator | self CPU (ms) | share | calls |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1000:.1f} | {100 * e.self_cpu_time_total / total:.0f} % | {e.count} |")
+    return "\n".join(lines)
+
+
+def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -> dict:
+    cfg = model.config
+    tokens_frame = cfg.grid**2
+    one_forward, generated_frame = frame_work(model, steps)
+    train_step = training_work(model, batch, frames)
+    rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
+                    "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    rows = {}
+    for name, fn, scale, runs in (("one-frame forward", one_forward, "frame", repeat),
+                                  (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
+                                  (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5))):
+        flops = count_flops(fn)
+        seconds = median_seconds(fn, runs)
+        bound = {p: flops / rates[p][scale] for p in rates}
+        rows[name] = {"gflop": flops / 1e9, "seconds": seconds, "gflop_per_s": flops / seconds / 1e9,
+                      "bound_fp32_s": bound["fp32"], "bound_bf16_s": bound["bf16"],
+                      "over_fp32_bound": seconds / bound["fp32"], "over_bf16_bound": seconds / bound["bf16"]}
+    return {"rates_gflop_per_s": {p: {k: v / 1e9 for k, v in r.items()} for p, r in rates.items()}, "rows": rows,
+            "profile_forward": profile_table(one_forward), "profile_training": profile_table(train_step)}
+
+
+def format_report(report: dict, machine: str) -> str:
+    r = report["rates_gflop_per_s"]
+    lines = [f"Machine: {machine}.", "",
+             f"Matmul rate at the model's shapes: fp32 {r['fp32']['frame']:.0f} GFLOP/s (one frame's tokens), "
+             f"{r['fp32']['training']:.0f} (a training batch's); bf16 {r['bf16']['frame']:.0f} / {r['bf16']['training']:.0f}.", "",
+             "| work | GFLOP | time (ms) | GFLOP/s | × over fp32 bound | × over bf16 bound |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in report["rows"].items():
+        lines.append(f"| {name} | {row['gflop']:.2f} | {1000 * row['seconds']:.1f} | {row['gflop_per_s']:.1f} | "
+                     f"{row['over_fp32_bound']:.1f} | {row['over_bf16_bound']:.1f} |")
+    lines += ["", "Where the one-frame forward's time goes:", "", report["profile_forward"], "",
+              "Where the training step's time goes:", "", report["profile_training"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench/results/speed", help="writes OUT.md and OUT.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = MSCModel.from_pretrained(os.path.abspath(args.weights)).train()
+    report = measure(model, args.steps, args.batch, args.frames, args.repeat)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    text = format_report(report, machine)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out + ".md", "w") as f:
+            f.write(f"`python -m bench.speed --weights {args.weights}`\n\n{text}\n")
+        with open(args.out + ".json", "w") as f:
+            json.dump({**report, "machine": machine, "weights": args.weights}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
