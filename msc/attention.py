@@ -279,11 +279,16 @@ def _tiling(shape, kernel_size, is_causal, tile, dtype, device) -> _Tiling:
     )
 
 
-def _tiled_undilated(q, k, v, kernel_size, is_causal, scale, tile) -> torch.Tensor:
-    """The ``torch`` backend for dilation 1: tiles of queries against their key halos."""
+def _tiled_undilated(q, k, v, kernel_size, is_causal, scale, tile, query_start: int = 0) -> torch.Tensor:
+    """The ``torch`` backend for dilation 1: tiles of queries against their key halos. ``query_start``: only the
+    query frames from it on are computed (their tiles; one frame per tile along T), ``[B, T - query_start, ...]``."""
     b, t, h, w, nh, d = q.shape
     dv = v.shape[-1]
     tiling = _tiling((t, h, w), kernel_size, is_causal, tile, q.dtype, q.device)
+    if query_start:
+        if tile[0] != 1:  # tiles span frames: compute every query, keep the later frames
+            return _tiled_undilated(q, k, v, kernel_size, is_causal, scale, tile)[:, query_start:]
+        tiling = _later_frames(tiling, query_start, h * w)
 
     def gather(x, index):  # [B, T, H, W, heads, D] -> [n_tiles, B*heads, tokens per tile, D]
         # Token-major rows (B*heads*D contiguous values each) make the gather a row copy.
@@ -299,7 +304,17 @@ def _tiled_undilated(q, k, v, kernel_size, is_causal, scale, tile) -> torch.Tens
         scale=scale,
     )  # [n_tiles, B*heads, q_per_tile, Dv]
     out = out.transpose(1, 2).reshape(-1, b, nh, dv).index_select(0, tiling.unscatter)  # [N, B, heads, Dv]
-    return out.view(t, h, w, b, nh, dv).permute(3, 0, 1, 2, 4, 5)  # [B, T, H, W, heads, Dv]
+    return out.view(t - query_start, h, w, b, nh, dv).permute(3, 0, 1, 2, 4, 5)  # [B, T - query_start, H, W, heads, Dv]
+
+
+def _later_frames(tiling: _Tiling, first: int, frame_tokens: int) -> _Tiling:
+    """The part of a tiling (one frame per tile along T, frames outermost) that computes frames ``first ..``."""
+    tiles_per_frame = tiling.n_tiles // (tiling.unscatter.numel() // frame_tokens)
+    q_per_tile = tiling.bias.shape[2]
+    k_per_tile = tiling.key_index.numel() // tiling.n_tiles
+    skip = first * tiles_per_frame
+    return _Tiling(tiling.n_tiles - skip, tiling.query_index[skip * q_per_tile:], tiling.key_index[skip * k_per_tile:],
+                   tiling.unscatter[first * frame_tokens:] - skip * q_per_tile, tiling.bias[skip:])
 
 
 def _dilation_groups(spec: WindowSpec):
@@ -311,15 +326,22 @@ def _dilation_groups(spec: WindowSpec):
                 yield (slice(None), slice(gt, None, dt), slice(gh, None, dh), slice(gw, None, dw))
 
 
-def _tiled(q, k, v, spec: WindowSpec, scale: float, tile=DEFAULT_TILE) -> torch.Tensor:
+def _tiled(q, k, v, spec: WindowSpec, scale: float, tile=DEFAULT_TILE, query_start: int = 0) -> torch.Tensor:
     if spec.dilation == (1, 1, 1):
-        return _tiled_undilated(q, k, v, spec.kernel_size, spec.is_causal, scale, tile)
+        return _tiled_undilated(q, k, v, spec.kernel_size, spec.is_causal, scale, tile, query_start)
     out = q.new_empty(*q.shape[:5], v.shape[-1])
+    dt = spec.dilation[0]
     for sl in _dilation_groups(spec):
         if out[sl].numel() == 0:  # a dilation larger than the axis leaves some groups empty
             continue
-        out[sl] = _tiled_undilated(q[sl], k[sl], v[sl], spec.kernel_size, spec.is_causal, scale, tile)
-    return out
+        g = sl[1].start  # the group's first frame: its frames are g, g + dt, ...
+        first = max(0, -(-(query_start - g) // dt))  # the group's first frame at or after query_start
+        frames = out[sl].shape[1]
+        if first >= frames:
+            continue
+        later = (slice(None), slice(g + first * dt, None, dt), sl[2], sl[3])
+        out[later] = _tiled_undilated(q[sl], k[sl], v[sl], spec.kernel_size, spec.is_causal, scale, tile, first)
+    return out[:, query_start:]
 
 
 def _natten_available(q: torch.Tensor) -> bool:
@@ -373,6 +395,7 @@ def neighborhood_attention(
     is_causal: BoolOr3 = False,
     backend: str = "auto",
     scale: float | None = None,
+    query_start: int = 0,
 ) -> torch.Tensor:
     """3-D neighborhood attention, NATTEN ``na3d`` semantics, layout ``[B, T, H, W, heads, D]``.
 
@@ -383,9 +406,11 @@ def neighborhood_attention(
         is_causal: causal flag per axis; a causal window longer than the axis is cut at 0.
         backend: ``"auto"``, ``"torch"``, ``"reference"`` or ``"natten"`` (see the module docstring).
         scale: softmax scale, ``D ** -0.5`` by default.
+        query_start: only the outputs of frames ``query_start ..`` are wanted (earlier frames only lend keys and
+            values, as cached frames do in sampling); the ``torch`` backend skips their queries' work.
 
     Returns:
-        ``[B, T, H, W, heads, Dv]``.
+        ``[B, T - query_start, H, W, heads, Dv]``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -393,13 +418,15 @@ def neighborhood_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if backend == "auto":
         backend = choose_backend(q, spec)
+    if not (isinstance(query_start, int) and 0 <= query_start < q.shape[1]):
+        raise ValueError(f"query_start must be a frame index in 0..{q.shape[1] - 1}, got {query_start!r}.")
     if backend == "reference":
-        return _reference(q, k, v, spec, scale)
+        return _reference(q, k, v, spec, scale)[:, query_start:]
     if backend == "torch":
-        return _tiled(q, k, v, spec, scale)
+        return _tiled(q, k, v, spec, scale, query_start=query_start)
     if not _natten_available(q):
         raise ValueError(
             "backend='natten' needs CUDA tensors and a NATTEN build with its compiled library "
             "(natten.HAS_LIBNATTEN); use backend='torch' on this machine."
         )
-    return _natten(q, k, v, spec, scale)
+    return _natten(q, k, v, spec, scale)[:, query_start:]

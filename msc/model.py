@@ -310,15 +310,14 @@ class MSCAttention(nn.Module):
     def _attend(q, k, v, cache, commit, kernel_size, dilation):
         """Causal-in-time attention of the new frames over (cached past +) new frames.
 
-        Cached frames get zero queries whose outputs are dropped: they only lend keys and values.
+        Cached frames only lend keys and values: their (placeholder) queries are not computed.
         """
         n_past = 0
         if cache is not None:
             k, v, n_past = cache.with_past(k, v, commit)
-            if n_past:
+            if n_past:  # placeholders: only the new frames' queries are computed (query_start)
                 q = torch.cat([q.new_zeros(q.shape[0], n_past, *q.shape[2:]), q], dim=1)
-        out = neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False))
-        return out[:, n_past:]
+        return neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), query_start=n_past)
 
     def _upsample(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, t, hp, wp, ch = x.shape
