@@ -8,7 +8,8 @@
 Tabs: *Generate / Extend* (extend a clip chunk by chunk with the KV-cached sampler), *Branch
 weights* (the learned noise gates, paper §3), *Windows explained* (the keys one token attends to,
 and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/stream``,
-``/generate`` (returns the video's session id), ``/continue`` and ``/undo`` (take it), ``/stop``, ``/light_cone``.
+``/generate`` (returns the video's session id), ``/continue`` and ``/undo`` (take it), ``/stop``, ``/light_cone``;
+with a world model (``--world-weights``) the *Play* tab and ``/play_start`` / ``/play_step``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def bundled(folder: str) -> str:
 
 
 DEFAULT_WEIGHTS = bundled("weights")
+WORLD_WEIGHTS = os.path.join(DEFAULT_WEIGHTS, "world") if os.path.isdir(os.path.join(DEFAULT_WEIGHTS, "world")) else None
 ASSETS = bundled("assets")
 CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
 FPS, DISPLAY_SCALE = 8, 4
@@ -137,7 +139,7 @@ def setting_control(f, value, grid: int):
 class MSCApp:
     """The model, the per-tab sessions, the figures that do not change, and the event handlers."""
 
-    def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS):
+    def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS, world_model: MSCModel | None = None):
         self.model = model
         self.config = model.config
         self.out_dir = tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (main)
@@ -150,6 +152,11 @@ class MSCApp:
         self.tab_sessions = {}  # browser tab (Gradio's session hash) -> the id of its video's session
         self.gates_figure = gate_heatmap(model) if self.config.attention == "msc" else None
         self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
+        self.play = None  # the Play tab, with a world model (msc.play_app)
+        if world_model is not None:
+            from msc.play_app import PlayTab
+
+            self.play = PlayTab(world_model, out_dir=os.path.join(self.out_dir, "play"))
         threading.Thread(target=self._sweep_forever, name="msc-session-sweeper", daemon=True).start()
 
     # ------------------------------------------------------------------ helpers
@@ -523,6 +530,8 @@ class MSCApp:
                     layer = gr.Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
                 cone_plot = gr.Plot(label="Light cone", show_label=False, format="png")
                 cost = gr.Markdown()
+            if self.play is not None:
+                self.play.build()
 
             settings_inputs = [controls[name] for name in CONTROLS]
             session_box = gr.Textbox(label="Session id (for /continue and /undo)", visible=False)
@@ -576,6 +585,9 @@ class MSCApp:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="folder with config.json + model.safetensors")
+    p.add_argument("--world-weights", default=WORLD_WEIGHTS,
+                   help="a world model (python -m msc.train --data world ... --set actions=5): adds the Play tab and the "
+                        "/play_start, /play_step API (default: weights/world when it exists)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface, an explicit opt-in)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs internet; opt-in)")
@@ -589,18 +601,24 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     try:
         model = load_model(args.weights)
+        world_model = load_model(args.world_weights) if args.world_weights else None
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    app = MSCApp(model)
+    if world_model is not None and not world_model.config.actions:
+        print(f"error: {args.world_weights} is not a world model (its config has no actions).", file=sys.stderr)
+        return 2
+    app = MSCApp(model, world_model=world_model)
     # the generated videos go when the server does: on Ctrl-C and on SIGTERM (which otherwise skips cleanup)
     atexit.register(shutil.rmtree, app.out_dir, ignore_errors=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"outputs in {app.out_dir} (removed at exit)", flush=True)
     demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
+    from msc.play_app import KEYBOARD_HEAD
+
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                show_error=True, footer_links=["api"])
+                show_error=True, footer_links=["api"], head=KEYBOARD_HEAD if app.play is not None else None)
     return 0
 
 

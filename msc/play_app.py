@@ -1,0 +1,248 @@
+"""The app's *Play* tab and play API: a world model (``MSCConfig.actions``) steered live by the arrow keys.
+
+Each browser tab holds its own :class:`msc.play.Player` (in ``gr.State``: a tab's game is never evicted by
+another client); API clients get a session id (``/play_start``) and send one action per call (``/play_step``),
+their games bounded in number and idle time. Every frame is generated when its action arrives, chunks of one
+frame, through the kept KV cache (:mod:`msc.play`), so a frame costs the same at step 1 and step 1000.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Optional
+
+import gradio as gr
+import numpy as np
+import torch
+
+from msc.play import Player
+from msc.sampling import SamplerSettings
+from msc.studio import live_frame
+from msc.video import write_video
+from msc.world import World, check_action
+
+SOURCES = ("nothing", "example", "photo")  # what a game starts from
+CONTEXT_FRAMES = 4  # frames of the world (example or photo) the model is shown before the player takes over
+PLAY_SETTINGS = SamplerSettings(steps=2, chunk=1)
+DISPLAY_SCALE = 4
+MAX_API_GAMES, API_IDLE_SECONDS = 16, 15 * 60
+MAX_GAME_FRAMES = 4096
+KEYS = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown": "down", " ": "none"}
+
+# The arrow keys press the tab's buttons (when the Play tab is shown and no text field has the focus).
+KEYBOARD_HEAD = """<script>
+document.addEventListener("keydown", (event) => {
+  const keys = %s;
+  const name = keys[event.key];
+  const target = event.target;
+  if (!name || (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable))) return;
+  const button = document.getElementById("play-" + name);
+  if (!button || button.offsetParent === null) return;
+  event.preventDefault();
+  button.click();
+});
+</script>""" % str(KEYS).replace("'", '"')
+
+
+class Game:
+    """A player and the clocks of its readouts."""
+
+    def __init__(self, player: Player):
+        self.player = player
+        self.lock = threading.Lock()
+        self.frame_times = []  # when each of the last frames was served (perf_counter)
+        self.touched = time.time()
+        self.latency = 0.0  # seconds from the last action's arrival to its frame
+
+    def served(self, started: float) -> None:
+        now = time.perf_counter()
+        self.latency = now - started
+        self.frame_times = (self.frame_times + [now])[-16:]
+        self.touched = time.time()
+
+    def fps(self) -> float:
+        t = self.frame_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) >= 2 and t[-1] > t[0] else 0.0
+
+
+class PlayTab:
+    """Handlers and layout of the Play tab, around one world model."""
+
+    def __init__(self, model, settings: SamplerSettings = PLAY_SETTINGS, out_dir: Optional[str] = None):
+        if not model.config.actions:
+            raise ValueError("the Play tab needs a world model (config.actions > 0).")
+        self.model, self.settings = model, settings
+        self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-play-")
+        self.api_games: "OrderedDict[str, Game]" = OrderedDict()
+        self.lock = threading.Lock()
+        # the Low-Res share of every layer at the noise levels a frame steps through (the same for every frame)
+        from msc.diffusion import noise_levels
+
+        levels = noise_levels(settings.noise_schedule, settings.steps, settings.shift)[:-1].float()
+        self.low_res_share = model.gates(levels)[:, :, 1]  # [steps, depth]
+
+    # ------------------------------------------------------------------ games
+
+    def new_game(self, source: str, seed, photo) -> Game:
+        """A game from ``source`` (:data:`SOURCES`): from nothing, the world of ``seed``, or ``photo`` (an image
+        array ``[H, W, 3]``) as the world's ground; ``ValueError`` naming what is wrong otherwise."""
+        if source not in SOURCES:
+            raise ValueError(f"start must be one of {list(SOURCES)}, got {source!r}.")
+        if isinstance(seed, float) and seed.is_integer():
+            seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise ValueError(f"seed must be an integer in 0 .. 2^31 - 1, got {seed!r}.")
+        if source == "nothing":
+            return Game(Player(self.model, None, None, replace_seed(self.settings, seed)))
+        picture = None
+        if source == "photo":
+            picture = photo_tensor(photo)
+        world = World(seed, self.model.config.image_size, photo=picture)
+        frames = world.rollout([0] * (CONTEXT_FRAMES - 1))  # [K, 3, S, S], the player still
+        return Game(Player(self.model, frames[None], torch.zeros(1, CONTEXT_FRAMES, dtype=torch.long),
+                           replace_seed(self.settings, seed)))
+
+    def advance(self, game: Game, action) -> torch.Tensor:
+        """The next frame of ``game`` after ``action`` (a name of :data:`msc.world.ACTIONS` or its index)."""
+        action = check_action(action)
+        with game.lock:
+            if len(game.player) >= MAX_GAME_FRAMES:
+                raise ValueError(f"a game holds at most {MAX_GAME_FRAMES} frames: start a new one.")
+            started = time.perf_counter()
+            frame = game.player.step(action)[0]
+            game.served(started)
+            return frame
+
+    def view(self, game: Game, frame: Optional[torch.Tensor] = None):
+        """(image, status) of the game's latest frame."""
+        frame = game.player.frames[-1][0] if frame is None else frame
+        share = " ".join(f"{x:.2f}" for x in self.low_res_share[-1].tolist())
+        status = (f"frame {len(game.player)} · {game.fps():.1f} frames/s · action to frame {1000 * game.latency:.0f} ms · "
+                  f"Low-Res share by layer at the last step: {share}")
+        return live_frame(frame, DISPLAY_SCALE, mark=False), status
+
+    # ------------------------------------------------------------------ browser handlers
+
+    def start(self, source, seed, photo):
+        try:
+            game = self.new_game(source, seed, photo)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        return (game, *self.view(game))
+
+    def press(self, game: Optional[Game], action: str):
+        if game is None:
+            raise gr.Error("press Start first.", print_exception=False)
+        try:
+            frame = self.advance(game, action)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        return (game, *self.view(game, frame))
+
+    def download(self, game: Optional[Game]):
+        if game is None:
+            raise gr.Error("nothing has been played yet.", print_exception=False)
+        path = os.path.join(self.out_dir, f"play-{uuid.uuid4().hex[:12]}.mp4")
+        write_video(path, game.player.video()[0].cpu(), fps=8, scale=DISPLAY_SCALE)
+        return path
+
+    # ------------------------------------------------------------------ API
+
+    def api_start(self, source: str = "nothing", seed: float = 0, photo=None):
+        """API: a new game; returns its session id, the first frame and the status line."""
+        try:
+            game = self.new_game(source, seed, photo)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        key = uuid.uuid4().hex
+        with self.lock:
+            now = time.time()
+            for k in [k for k, g in self.api_games.items() if now - g.touched > API_IDLE_SECONDS]:
+                del self.api_games[k]
+            self.api_games[key] = game
+            while len(self.api_games) > MAX_API_GAMES:
+                self.api_games.popitem(last=False)
+        return (key, *self.view(game))
+
+    def api_step(self, session_id: str, action: str):
+        """API: the next frame of the game ``session_id`` after ``action`` (``none``, ``left``, ``right``, ``up``,
+        ``down``); returns the frame and the status line."""
+        with self.lock:
+            game = self.api_games.get(str(session_id))
+            if game is not None:
+                self.api_games.move_to_end(str(session_id))
+        if game is None:
+            raise gr.Error(f"no such game: {session_id!r} (unknown, or expired after {API_IDLE_SECONDS // 60} idle minutes "
+                           f"or beyond the {MAX_API_GAMES} most recent); start one with /play_start.", print_exception=False)
+        try:
+            frame = self.advance(game, action)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        return self.view(game, frame)
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self) -> None:
+        """The tab's components and events (inside the app's ``gr.Blocks``)."""
+        with gr.Tab("Play"):
+            gr.Markdown("A world model: the arrow keys (or the buttons) move the camera over the picture; every frame is "
+                        "drawn by the model when its key arrives. Start from nothing, from an example world, or from a "
+                        "photo of your own.")
+            game = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    source = gr.Radio(list(SOURCES), value="example", label="Start from")
+                    seed = gr.Number(value=0, precision=0, label="Seed (the example world, and the noise)")
+                    photo = gr.Image(type="numpy", label="Your photo (for 'photo')", sources=["upload"], height=160)
+                    start = gr.Button("Start / Reset", variant="primary", elem_id="play-start")
+                    save = gr.Button("Download what was played (mp4)")
+                    video = gr.File(label="Played video", interactive=False)
+                with gr.Column(scale=1):
+                    screen = gr.Image(label="Play (arrow keys)", interactive=False, type="numpy", height=288,
+                                      elem_id="play-screen")
+                    status = gr.Markdown(elem_id="play-status")
+                    with gr.Row():
+                        buttons = {name: gr.Button(label, elem_id=f"play-{name}", min_width=40) for name, label in
+                                   (("left", "←"), ("up", "↑"), ("none", "·"), ("down", "↓"), ("right", "→"))}
+            start.click(self.start, [source, seed, photo], [game, screen, status], api_visibility="private",
+                        concurrency_limit=1, concurrency_id="sampler")
+            for name, button in buttons.items():
+                button.click(lambda g, n=name: self.press(g, n), [game], [game, screen, status], api_visibility="private",
+                             concurrency_limit=1, concurrency_id="sampler", trigger_mode="always_last", show_progress="hidden")
+            save.click(self.download, [game], [video], api_visibility="private", queue=False)
+            with gr.Row(visible=False):  # the play API, no UI
+                api_source = gr.Textbox(label="source", value="nothing")
+                api_seed = gr.Number(label="seed", value=0, precision=0)
+                api_photo = gr.Image(type="numpy", label="photo")
+                api_session = gr.Textbox(label="session_id")
+                api_action = gr.Textbox(label="action", value="none")
+                api_frame = gr.Image(type="filepath", format="png")
+                api_status = gr.Textbox()
+                api_start, api_step = gr.Button(), gr.Button()
+            api_start.click(self.api_start, [api_source, api_seed, api_photo], [api_session, api_frame, api_status],
+                            api_name="play_start", concurrency_limit=1, concurrency_id="sampler")
+            api_step.click(self.api_step, [api_session, api_action], [api_frame, api_status], api_name="play_step",
+                           concurrency_limit=1, concurrency_id="sampler")
+
+
+def replace_seed(settings: SamplerSettings, seed: int) -> SamplerSettings:
+    from dataclasses import replace
+
+    return replace(settings, seed=int(seed))
+
+
+def photo_tensor(photo) -> torch.Tensor:
+    """An uploaded image (``[H, W, 3]`` or ``[H, W, 4]`` or ``[H, W]`` uint8 array) -> ``[3, H, W]`` uint8."""
+    if photo is None:
+        raise ValueError("start from 'photo' needs a photo: upload one.")
+    array = np.asarray(photo)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or min(array.shape[:2]) < 16:
+        raise ValueError(f"the photo must be an image of at least 16 x 16 pixels, got an array of shape {array.shape}.")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(array[:, :, :3])).permute(2, 0, 1)
