@@ -54,7 +54,7 @@ def test_actions_are_checked(world_model, tiny_model):
 
 
 def test_a_world_model_trains_on_world_episodes(tmp_path):
-    result = train_main(["--config", "tiny", "--data", "world", "--set", "prior=previous_frame", f"actions={len(ACTIONS)}",
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=previous_frame", f"actions={len(ACTIONS)}",
                          "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--out", str(tmp_path / "run")])
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 

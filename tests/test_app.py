@@ -5,13 +5,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from conftest import OFFLINE, running_app
 
 from msc.sampling import PRESETS
 from msc.studio import CONTROLS, control_values
@@ -19,10 +19,6 @@ from msc.video import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSET = os.path.join(ROOT, "assets", "heldout_0.mp4")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 pytestmark = pytest.mark.slow
 
@@ -35,41 +31,17 @@ def controls(**change) -> list:
 SETTINGS = controls()  # 4 new frames after 8 context frames, chunk 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SERVER_LOGS = {}  # url -> the server's log file
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
     log_path = str(tmp_path_factory.mktemp("app") / "server.log")
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env={**os.environ, **OFFLINE},
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    app = running_app(log_path)
+    url = next(app)
     SERVER_LOGS[url] = log_path
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app.py did not come up on {url} (exit code {proc.poll()})")
-            time.sleep(0.5)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    app.close()
     with open(log_path) as f:
         outputs = f.read().split("outputs in ", 1)[1].split()[0]
     assert not os.path.exists(outputs), f"{outputs} was left behind"
@@ -521,70 +493,58 @@ def test_a_request_stopped_while_waiting_stays_stopped_across_a_sweep(tiny_model
 
 
 @pytest.mark.browser
-def test_browser_upload_generate_and_play(server, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(server, wait_until="load")
-        page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
-        page.locator("input[type=file]").first.set_input_files(ASSET)
-        page.get_by_text("8 context frames at 64×64").wait_for(timeout=30_000)
-        page.get_by_role("button", name="Extend the clip").click()
-        page.get_by_text("frames/s").first.wait_for(timeout=60_000)  # the live readout while frames arrive
-        page.get_by_text("Generated 16 frames after 8 context frames").wait_for(timeout=60_000)
-        output = page.locator("video").nth(1)
-        output.wait_for(timeout=30_000)
-        page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=output.element_handle(), timeout=30_000)
-        duration = output.evaluate("v => v.duration")
-        assert duration == pytest.approx(24 / 8, abs=0.3)  # 24 frames at 8 fps
-        output.evaluate("v => { v.muted = true; return v.play(); }")
-        page.wait_for_function("v => v.currentTime > 0", arg=output.element_handle(), timeout=10_000)
-        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+def test_browser_upload_generate_and_play(server, tmp_path, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(server, wait_until="load")
+    page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
+    page.locator("input[type=file]").first.set_input_files(ASSET)
+    page.get_by_text("8 context frames at 64×64").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Extend the clip").click()
+    page.get_by_text("frames/s").first.wait_for(timeout=60_000)  # the live readout while frames arrive
+    page.get_by_text("Generated 16 frames after 8 context frames").wait_for(timeout=60_000)
+    output = page.locator("video").nth(1)
+    output.wait_for(timeout=30_000)
+    page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=output.element_handle(), timeout=30_000)
+    duration = output.evaluate("v => v.duration")
+    assert duration == pytest.approx(24 / 8, abs=0.3)  # 24 frames at 8 fps
+    output.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("v => v.currentTime > 0", arg=output.element_handle(), timeout=10_000)
+    page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
-        def output_duration(seconds):
-            page.wait_for_function(
-                f"() => {{ const v = document.querySelectorAll('video')[1]; return v && v.duration > 0 && Math.abs(v.duration - {seconds}) < 0.3; }}",
-                timeout=60_000)
+    def output_duration(seconds):
+        page.wait_for_function(
+            f"() => {{ const v = document.querySelectorAll('video')[1]; return v && v.duration > 0 && Math.abs(v.duration - {seconds}) < 0.3; }}",
+            timeout=60_000)
 
-        page.get_by_role("button", name="Continue").click()
-        page.get_by_text("Continued with 16 frames").wait_for(timeout=60_000)
-        output_duration(40 / 8)  # 24 + 16 frames
-        chunk = PRESETS["default"].chunk  # the page's chunk control starts at the default
-        page.get_by_role("button", name="Undo last chunk").click()
-        page.get_by_text(f"Undid the last chunk ({chunk} frames); {32 - chunk} generated frames left").wait_for(timeout=30_000)
-        output_duration((40 - chunk) / 8)
-        page.get_by_role("button", name="Undo last chunk").click()
-        page.get_by_text(f"{32 - 2 * chunk} generated frames left").wait_for(timeout=30_000)
-        assert (tmp_path / "app.png").stat().st_size > 10_000
-        browser.close()
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_text("Continued with 16 frames").wait_for(timeout=60_000)
+    output_duration(40 / 8)  # 24 + 16 frames
+    chunk = PRESETS["default"].chunk  # the page's chunk control starts at the default
+    page.get_by_role("button", name="Undo last chunk").click()
+    page.get_by_text(f"Undid the last chunk ({chunk} frames); {32 - chunk} generated frames left").wait_for(timeout=30_000)
+    output_duration((40 - chunk) / 8)
+    page.get_by_role("button", name="Undo last chunk").click()
+    page.get_by_text(f"{32 - 2 * chunk} generated frames left").wait_for(timeout=30_000)
+    assert (tmp_path / "app.png").stat().st_size > 10_000
 
 
 @pytest.mark.browser
-def test_browser_stop_while_waiting_drops_the_request(server):
+def test_browser_stop_while_waiting_drops_the_request(server, browser):
     """Tab B's Generate waits behind tab A's; B's Stop drops it before it starts, A runs on until its Stop."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        a, b = browser.new_page(), browser.new_page()
-        for page in (a, b):
-            page.goto(server, wait_until="load")
-            page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
-        a.get_by_label("Frames to generate").first.fill("256")  # long enough to still run when B stops
-        a.get_by_label("Frames to generate").first.press("Enter")
-        a.get_by_role("button", name="Generate from nothing").click()
-        a.get_by_text("frames/s").first.wait_for(timeout=60_000)  # A is running
-        b.get_by_role("button", name="Generate from nothing").click()
-        # B waits in the queue: Gradio shows its place once the ticket is taken and the request queued
-        # (a fixed sleep raced the ticket on a loaded CI machine, so Stop found nothing waiting)
-        b.get_by_text(re.compile(r"queue: \d+/\d+")).first.wait_for(timeout=30_000)
-        b.get_by_role("button", name="Stop").click()
-        b.get_by_text("Dropped 1 waiting request").wait_for(timeout=10_000)
-        a.get_by_role("button", name="Stop").click()
-        a.get_by_text("Stopped: kept the").wait_for(timeout=60_000)
-        b.get_by_text("Stopped before it started").wait_for(timeout=60_000)
-        browser.close()
+    a, b = browser.new_page(), browser.new_page()
+    for page in (a, b):
+        page.goto(server, wait_until="load")
+        page.get_by_role("button", name="Generate from nothing").wait_for(timeout=30_000)
+    a.get_by_label("Frames to generate").first.fill("256")  # long enough to still run when B stops
+    a.get_by_label("Frames to generate").first.press("Enter")
+    a.get_by_role("button", name="Generate from nothing").click()
+    a.get_by_text("frames/s").first.wait_for(timeout=60_000)  # A is running
+    b.get_by_role("button", name="Generate from nothing").click()
+    # B waits in the queue: Gradio shows its place once the ticket is taken and the request queued
+    # (a fixed sleep raced the ticket on a loaded CI machine, so Stop found nothing waiting)
+    b.get_by_text(re.compile(r"queue: \d+/\d+")).first.wait_for(timeout=30_000)
+    b.get_by_role("button", name="Stop").click()
+    b.get_by_text("Dropped 1 waiting request").wait_for(timeout=10_000)
+    a.get_by_role("button", name="Stop").click()
+    a.get_by_text("Stopped: kept the").wait_for(timeout=60_000)
+    b.get_by_text("Stopped before it started").wait_for(timeout=60_000)
