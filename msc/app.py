@@ -453,7 +453,14 @@ class MSCApp:
 
     def cone(self, k_s, k_t, d, k_lo, frames, context, frame, y, x, layer):
         settings = self._settings(dict(frames=frames, context=context, k_s=k_s, k_t=k_t, d=d, k_lo=k_lo))
-        r = self.config.low_res_factors[int(layer)] if self.config.low_res_factors else 1
+        depth = self.config.depth
+        try:  # the API describes the layer as text ('0' … ), older clients send a number: both are read
+            index = int(str(layer).strip())
+        except ValueError:
+            index = -1
+        if not 0 <= index < depth:
+            raise user_error(f"layer must be one of 0 … {depth - 1}, got {layer!r}.")
+        r = self.config.low_res_factors[index] if self.config.low_res_factors else 1
         grid = self.config.grid
         try:
             cone = light_cone(settings.sampler.windows, grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
@@ -527,7 +534,8 @@ class MSCApp:
                     q_frame = gr.Slider(0, 32, value=8, step=1, label="Query frame")
                     q_y = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query row")
                     q_x = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
-                    layer = gr.Dropdown([(f"layer {i} (r={r})", i) for i, r in enumerate(cfg.low_res_factors)], value=0, label="Layer (Low-Res factor)")
+                    layer = gr.Dropdown([(f"layer {i} (r={r})", str(i)) for i, r in enumerate(cfg.low_res_factors)], value="0",
+                                        label="Layer (Low-Res factor)", allow_custom_value=True)  # checked in cone()
                 cone_plot = gr.Plot(label="Light cone", show_label=False, format="png")
                 cost = gr.Markdown()
             if self.play is not None:

@@ -455,6 +455,10 @@ def test_light_cone_endpoint(client):
     plot, cost = client.predict(5, 3, 2, 4, 16, 8, 8, 4, 4, 0, api_name="/light_cone")
     assert plot is not None
     assert "paper's formula" in cost and "Dense frame-causal attention" in cost
+    plot, cost = client.predict(5, 3, 2, 4, 16, 8, 8, 4, 4, "5", api_name="/light_cone")  # the type view_api() advertises
+    assert plot is not None
+    with pytest.raises(Exception, match="layer must be one of"):
+        client.predict(5, 3, 2, 4, 16, 8, 8, 4, 4, "9", api_name="/light_cone")
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):
