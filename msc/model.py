@@ -484,20 +484,25 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         return self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
 
     def embed_actions(self, actions: Optional[torch.Tensor], shape) -> torch.Tensor | float:
-        """``[B, T, D]`` embedding of the frames' actions (0 for a model without actions); ``ValueError`` when a model
-        with actions gets none, or one without gets some, or an action is out of range."""
+        """``[B, T, D]`` embedding of the frames' actions (0 for a model without actions), checked by
+        :meth:`check_actions`."""
+        self.check_actions(actions, shape)
+        return 0.0 if self.action_embed is None else self.action_embed(actions)
+
+    def check_actions(self, actions: Optional[torch.Tensor], shape) -> None:
+        """``ValueError`` when a model with actions gets none for the ``shape`` ``[B, T]`` of frames, or one without gets
+        some, or an action is out of range."""
         if self.action_embed is None:
             if actions is not None:
                 raise ValueError("this model takes no actions (config.actions is 0).")
-            return 0.0
+            return
         if actions is None:
             raise ValueError(f"this model is conditioned on actions: pass actions [B, T] of {self.config.actions} choices.")
         if tuple(actions.shape) != tuple(shape) or actions.dtype != torch.long:
             raise ValueError(f"actions must be a long tensor of shape {tuple(shape)} (one per frame), got "
                              f"{actions.dtype} {tuple(actions.shape)}.")
-        if int(actions.min()) < 0 or int(actions.max()) >= self.config.actions:
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.config.actions):
             raise ValueError(f"actions must lie in 0..{self.config.actions - 1}, got {actions.unique().tolist()}.")
-        return self.action_embed(actions)
 
     @torch.no_grad()
     def gates(self, t: torch.Tensor) -> torch.Tensor:

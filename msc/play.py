@@ -18,7 +18,7 @@ from typing import List, Optional
 import torch
 
 from msc.diffusion import noise_levels
-from msc.sampling import CONTEXT_NOISE, HIDING_NOISE, SamplerSettings, _denoising_step, _History, _start_frame
+from msc.sampling import SamplerSettings, _denoising_step, _histories, _start_frame
 from msc.world import check_action
 
 
@@ -46,17 +46,11 @@ class Player:
         if tuple(context_actions.shape) != (batch, k):
             raise ValueError(f"context_actions must be [B, K] = [{batch}, {k}], got {tuple(context_actions.shape)}.")
         actions = context_actions.to(self.device, torch.long)
-        model.embed_actions(actions, actions.shape) if k else None  # checked before any work
+        model.check_actions(actions, actions.shape)  # before any work
         s, windows = self.settings, self.settings.windows or cfg.windows
         windows.check_fits(cfg.grid)
         self.noise_shape = (batch, *frame_shape)
-        self.history = _History(model, windows, s.context_noise, CONTEXT_NOISE, True, s.seed, 0, self.noise_shape, self.device,
-                                actions=actions)
-        self.free_history = None
-        if s.guided:
-            level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
-            self.free_history = _History(model, windows, level, HIDING_NOISE, True, s.seed, 0, self.noise_shape, self.device,
-                                         hide=True, actions=actions)
+        self.history, self.free_history = _histories(model, windows, s, True, 0, self.noise_shape, self.device, actions)
         self.levels = noise_levels(s.noise_schedule, s.steps, s.shift)
         self.first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift) if s.first_frame_alone(k) else self.levels
         self.frames: List[torch.Tensor] = []  # [B, C, H, W] each, the context included

@@ -425,6 +425,19 @@ class FrameEvent:
     total: int
 
 
+def _histories(model, windows, s: "SamplerSettings", use_cache: bool, frame_offset: int, noise_shape, device,
+               actions: Optional[torch.Tensor] = None):
+    """``(history, free_history)``: the finished frames as the model sees them at ``context_noise``, and with history
+    guidance the same frames hidden under noise (``None`` without guidance)."""
+    history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
+                       actions=actions)
+    if not s.guided:
+        return history, None
+    free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
+    return history, _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
+                             hide=True, actions=actions)
+
+
 def _start_frame(history: "_History", frame: int, seed: int, frame_offset: int, noise_shape, device):
     """A new frame at level 1: ``(x [B, C, H, W], anchor [B, C, H, W] or None)`` — its own initial noise, centred on
     its anchor from the finished frames when the prior has one."""
@@ -510,7 +523,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
             raise ValueError(f"actions must be [B, K + frames] = [{b}, {k0 + frames}] (the action that led to every frame, "
                              f"context frames included), got {tuple(actions.shape)}.")
         actions = actions.to(device=device, dtype=torch.long).expand(b, -1)
-        model.embed_actions(actions, actions.shape)  # the model checks its own actions before any work
+        model.check_actions(actions, actions.shape)  # before any work
     elif cfg.actions:
         raise ValueError(f"this model is conditioned on actions: pass actions [B, K + frames] of {cfg.actions} choices.")
     levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
@@ -522,13 +535,7 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
 
     noise_shape = (b, *frame_shape)
 
-    history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
-                       actions=actions)
-    free_history = None  # history guidance: the same frames hidden under noise
-    if s.guided:
-        free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
-        free_history = _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
-                                hide=True, actions=actions)
+    history, free_history = _histories(model, windows, s, use_cache, frame_offset, noise_shape, device, actions)
     passes = [p for p in (history, free_history) if p is not None]
 
     def commit(new_frames: torch.Tensor) -> None:
