@@ -477,6 +477,46 @@ def _denoising_step(history: "_History", free_history: Optional["_History"], x: 
 
 
 @torch.no_grad()
+def _checked_inputs(model, context: Optional[torch.Tensor], frames: int, s: SamplerSettings, batch: int,
+                    actions: Optional[torch.Tensor]):
+    """``(context [B, K, C, H, W], actions [B, K + frames] or None, windows)`` checked against the model (``ValueError``
+    before any work): ``None`` context is ``K = 0`` frames of ``batch`` videos."""
+    check_frames(frames)
+    cfg = model.config
+    device = next(model.parameters()).device
+    frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    if context is None:
+        context = torch.zeros(batch, 0, *frame_shape)
+    if context.dim() != 5 or tuple(context.shape[2:]) != frame_shape:
+        raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
+    windows = s.windows or cfg.windows
+    windows.check_fits(cfg.grid)  # the one check of the windows against this model
+    b, k0 = context.shape[:2]
+    if actions is not None:
+        actions = torch.as_tensor(actions)
+        if actions.dim() != 2 or actions.shape[1] != k0 + frames:
+            raise ValueError(f"actions must be [B, K + frames] = [{b}, {k0 + frames}] (the action that led to every frame, "
+                             f"context frames included), got {tuple(actions.shape)}.")
+        actions = actions.to(device=device, dtype=torch.long).expand(b, -1)
+        model.check_actions(actions, actions.shape)
+    elif cfg.actions:
+        raise ValueError(f"this model is conditioned on actions: pass actions [B, K + frames] of {cfg.actions} choices.")
+    return context, actions, windows
+
+
+def _plan(s: SamplerSettings, context: int, frames: int):
+    """``(plan, levels_of)``: the model calls, each a list of ``(new frame j, step)``, and the noise levels new frame
+    ``j`` steps through. From nothing (:meth:`SamplerSettings.first_frame_alone`) the first frame is denoised alone
+    with its own steps, then the schedule runs over the rest."""
+    levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
+    if not s.first_frame_alone(context):
+        return frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step), lambda j: levels
+    first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist()
+    rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step) if frames > 1 else []
+    plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
+    return plan, lambda j: first_levels if j == 0 else levels
+
+
 def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
                   batch: int = 1, frame_offset: int = 0, use_cache: bool = True,
                   actions: Optional[torch.Tensor] = None) -> Iterator[Union[GatesEvent, StepEvent, FrameEvent]]:
@@ -506,33 +546,10 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     See the module docstring for the schedules, the update rule and the cache.
     """
     s = settings  # checked when it was made
-    check_frames(frames)
-    cfg = model.config
+    context, actions, windows = _checked_inputs(model, context, frames, s, batch, actions)
     device = next(model.parameters()).device
-    frame_shape = (cfg.channels, cfg.image_size, cfg.image_size)
-    if context is None:
-        context = torch.zeros(batch, 0, *frame_shape)
-    if context.dim() != 5 or tuple(context.shape[2:]) != frame_shape:
-        raise ValueError(f"context must be [B, K, {', '.join(map(str, frame_shape))}], got {tuple(context.shape)}.")
-    windows = s.windows or cfg.windows
-    windows.check_fits(cfg.grid)  # the one check of the windows against this model
-    b, k0 = context.shape[:2]
-    if actions is not None:
-        actions = torch.as_tensor(actions)
-        if actions.dim() != 2 or actions.shape[1] != k0 + frames:
-            raise ValueError(f"actions must be [B, K + frames] = [{b}, {k0 + frames}] (the action that led to every frame, "
-                             f"context frames included), got {tuple(actions.shape)}.")
-        actions = actions.to(device=device, dtype=torch.long).expand(b, -1)
-        model.check_actions(actions, actions.shape)  # before any work
-    elif cfg.actions:
-        raise ValueError(f"this model is conditioned on actions: pass actions [B, K + frames] of {cfg.actions} choices.")
-    levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
-    first_alone = s.first_frame_alone(k0)  # from nothing: the first frame first, with its own steps
-    first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist() if first_alone else levels
-
-    def levels_of(j: int) -> list:  # the levels new frame j steps through
-        return first_levels if j == 0 else levels
-
+    b, k0, frame_shape = context.shape[0], context.shape[1], tuple(context.shape[2:])
+    plan, levels_of = _plan(s, k0, frames)
     noise_shape = (b, *frame_shape)
 
     history, free_history = _histories(model, windows, s, use_cache, frame_offset, noise_shape, device, actions)
@@ -545,11 +562,6 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     if k0:
         commit(context.to(device).float())
 
-    if first_alone:  # frame 0 alone, then the schedule over the rest
-        rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step) if frames > 1 else []
-        plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
-    else:
-        plan = frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step)
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}
     finished_new = 0
