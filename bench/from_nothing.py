@@ -30,14 +30,14 @@ from dataclasses import replace
 import torch
 
 from bench import write_results
-from msc.assets import write_contact_sheet
+from release.assets import write_contact_sheet
 from msc.data.mixture import PreparedData
 from msc.evaluate import SETS, held_out_set
 from msc.fvd import FVD
 from msc.i3d import load_i3d
 from msc.metrics import sharpness
 from msc.model import MSCModel
-from msc.model_card import from_nothing_table
+from release.model_card import from_nothing_table
 from msc.sampling import SamplerSettings, sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import NamedTuple, Optional
 
-from msc.model_card import recipes_table, state_path_of_log
+from release.model_card import recipes_table, state_path_of_log
 
 COMMON = ["--config", "small", "--data", "data", "--frames", "8", "--batch-size", "4", "--lr", "4e-4", "--warmup", "100",
           "--ema", "0.995", "--clean-prefix-prob", "0.5", "--steps", "1000000", "--threads", "1", "--no-progress",
@@ -264,7 +264,7 @@ def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> Non
 def keep_run_record(run: str, kept_log: str) -> None:
     """Copy a run's training log to ``kept_log`` (a ``.jsonl`` in the results, which the repository keeps) and its
     steps, wall time and arguments to the ``.state.json`` beside it: what the model card needs of a fine-tune
-    (``python -m msc.model_card --finetune-run KEPT_LOG``) once the run folder is gone with its machine."""
+    (``python -m release.model_card --finetune-run KEPT_LOG``) once the run folder is gone with its machine."""
     shutil.copyfile(os.path.join(run, "log.jsonl"), kept_log)
     with open(os.path.join(run, "checkpoint", "state.json")) as f:
         state = json.load(f)

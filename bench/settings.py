@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     grid = [tuple(int(v) for v in pair.split("x")) for pair in args.grid]
 
-    from msc.model_card import settings_table
+    from release.model_card import settings_table
     from msc.sampling import SamplerSettings
 
     evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs)

@@ -1,4 +1,4 @@
-"""The example clips in ``assets/``: ``python -m msc.assets --weights weights --data data --out assets``.
+"""The example clips in ``assets/``: ``python -m release.assets --weights weights --data data --out assets``.
 
 * ``heldout_{i}.mp4``: held-out procedural clips (test seeds, never trained on);
 * ``heldout_real_{i}.mp4``: windows of the held-out real video files (needs ``--data``, the folder

@@ -1,6 +1,6 @@
 """Write the bundled model's card, ``weights/README.md``, from measured files only.
 
-    python -m msc.model_card --weights weights --run runs/msc --baseline-run runs/dense \\
+    python -m release.model_card --weights weights --run runs/msc --baseline-run runs/dense \\
         --eval weights/evaluation.json --command "python -m msc.train ..."
 
 Every number in the card comes from a file: the config (``config.json``), the training runs'
@@ -148,7 +148,7 @@ def _comparison_table(report: dict, labels: dict, fvd: bool = False) -> str:
 
 def readme_tables(report: dict, fvd_report: Optional[dict] = None, equal_time: Optional[dict] = None,
                   equal_time_fvd: Optional[dict] = None) -> list:
-    """The README's tables of the bundled model (``python -m msc.model_card --eval … --readme``; a test
+    """The README's tables of the bundled model (``python -m release.model_card --eval … --readme``; a test
     keeps the README equal to them): PSNR / SSIM per held-out set for copy-last, the model (and a
     baseline, where the report has one); with ``fvd_report``, PSNR / SSIM / FVD at that report's clip
     counts; with ``equal_time`` (and ``equal_time_fvd``), the same for MSC and dense attention trained

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from conftest import random_context
-from msc.assets import CONTEXT, SCALE, write_from_nothing_sheet, write_generated
+from release.assets import CONTEXT, SCALE, write_from_nothing_sheet, write_generated
 from msc.sampling import SamplerSettings, sample_video
 from msc.video import read_video
 

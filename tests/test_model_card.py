@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from msc.evaluate import main as evaluate_main
-from msc.model_card import readme_tables, write_card
+from release.model_card import readme_tables, write_card
 from msc.train import main as train_main
 
 
@@ -125,7 +125,7 @@ def test_card_from_a_tiny_run(tmp_path):
 
 
 def test_the_readme_shows_the_bundled_models_measured_tables():
-    """The README's tables are what ``python -m msc.model_card --readme`` prints from the shipped evaluation files."""
+    """The README's tables are what ``python -m release.model_card --readme`` prints from the shipped evaluation files."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     weights = os.path.join(root, "weights")
     names = ("evaluation.json", "evaluation_fvd.json", "evaluation_equal_time.json", "evaluation_fvd_equal_time.json")
@@ -133,7 +133,7 @@ def test_the_readme_shows_the_bundled_models_measured_tables():
     tables = readme_tables(*reports)
     readme = open(os.path.join(root, "README.md")).read()
     for table in tables:
-        assert table in readme, "README is stale: python -m msc.model_card --eval weights/evaluation.json " \
+        assert table in readme, "README is stale: python -m release.model_card --eval weights/evaluation.json " \
                                 "--fvd-eval weights/evaluation_fvd.json --equal-time-eval weights/evaluation_equal_time.json " \
                                 "--equal-time-fvd-eval weights/evaluation_fvd_equal_time.json --readme"
 
@@ -142,7 +142,7 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
     """bench.settings' summary of per-setting evaluations (as msc.evaluate --fvd --rollout writes them) and its table;
     bench.from_nothing's table; both in the card."""
     from bench.settings import choose, report_path, summarise
-    from msc.model_card import from_nothing_table, settings_table
+    from release.model_card import from_nothing_table, settings_table
 
     run = str(tmp_path / "run")
     train_main(["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--no-progress", "--out", run])
@@ -188,7 +188,7 @@ def test_settings_rule_ties_fvds_within_their_seed_noise_and_prefers_the_sharpne
     """With FVDs at several seeds, a setting within two standard errors of the lowest mean is tied with it, and the
     tie goes to the rollout whose sharpness is closest to the context's (either way: 0.7× beats 1.5×)."""
     from bench.settings import choose, fvd_mean_and_error
-    from msc.model_card import settings_table
+    from release.model_card import settings_table
 
     textured = {"steps": 2, "chunk": 4, "fvd_seeds": [160.0, 170.0, 165.0], "drift": 0.03, "sharpness_ratio": 2.0}
     plain = {"steps": 2, "chunk": 8, "fvd_seeds": [170.0, 172.0, 168.0], "drift": 0.02, "sharpness_ratio": 1.4}

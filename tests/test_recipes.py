@@ -3,7 +3,7 @@
 import os
 
 import bench.recipes as recipes
-from msc.model_card import _run_summary
+from release.model_card import _run_summary
 
 TINY = ["--config", "tiny", "--frames", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--log-every", "1",
         "--no-progress", "--threads", "1"]

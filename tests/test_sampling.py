@@ -147,11 +147,11 @@ def test_every_noise_schedule_falls_from_one_to_zero(schedule):
 
 
 def test_from_nothing_bench_samples_and_draws_its_sheet(tiny_prior_model, tmp_path):
-    """bench.from_nothing's sampling (one batch, its model calls counted) and its contact sheet (msc.assets')."""
+    """bench.from_nothing's sampling (one batch, its model calls counted) and its contact sheet (release.assets')."""
     from PIL import Image
 
     from bench.from_nothing import FRAMES, from_nothing
-    from msc.assets import write_contact_sheet
+    from release.assets import write_contact_sheet
     from msc.sampling import SamplerSettings
 
     made = from_nothing(tiny_prior_model, SamplerSettings(steps=2, chunk=8, first_frame_steps=3), count=2)
