@@ -281,27 +281,8 @@ def write_sample(model: MSCModel, path: str, step: int, frames: int) -> None:
     write_video(path, video[0], fps=8, scale=max(1, 256 // model.config.image_size))
 
 
-def train(args) -> dict:
-    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    use_cuda = torch.cuda.is_available()
-    if distributed:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_size % world:
-        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
-
-    autoencoder, latent = None, {}
-    if args.autoencoder:
-        from msc.autoencoder import FrameAutoencoder
-
-        autoencoder = FrameAutoencoder.from_pretrained(os.path.abspath(args.autoencoder)).eval().requires_grad_(False).to(device)
-        frame_size = config_from_name(args.config).image_size
-        channels, size, _ = autoencoder.latent_shape(frame_size)
-        latent = {"channels": channels, "image_size": size}
-    config = config_from_name(args.config, attention=args.attention, **{**latent, **_overrides(args.set)})
+def check_recipe(args, config) -> None:
+    """``ValueError`` for training options that contradict each other or the model's config."""
     if not args.context_corruption >= 0:
         raise ValueError(f"--context-corruption must be a standard deviation >= 0, got {args.context_corruption}.")
     if args.context_corruption and config.prior == "none":
@@ -313,17 +294,22 @@ def train(args) -> dict:
     if args.from_nothing_prob and config.prior == "none":
         raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
                          "frame draws from nothing already.")
-    torch.manual_seed(args.seed)
-    model = MSCModel(config).to(device)
-    ema = MSCModel(config).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
+
+
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases, norms or embeddings' vectors)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.99),
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.99),
     )
+
+
+def restore(args, model, ema, optimizer):
+    """``(checkpoint, kept, source, step, elapsed)``: the run's checkpoint, its compact kept copy (or ``None``), the one
+    the run starts from, and where it stands; the weights are loaded from ``--resume`` / ``--resume-from`` (exactly,
+    optimizer included) or ``--init-from`` (weights only). Sets ``args.resume`` when the run continues."""
     ckpt = Checkpoint(args.out)
     kept = Checkpoint(args.keep_resumable, folder="", compact=True) if args.keep_resumable else None
     start_step, elapsed_before = 0, 0.0
@@ -342,13 +328,36 @@ def train(args) -> dict:
         weights = initial_weights(args.init_from)
         model.load_state_dict(weights)
         ema.load_state_dict(weights)
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    return ckpt, kept, source, start_step, elapsed_before
 
-    dataset = make_dataset(args, config.image_size * (autoencoder.config.factor if autoencoder else 1))
-    if use_cuda or args.bf16:
-        autocast = torch.autocast("cuda" if use_cuda else "cpu", dtype=torch.bfloat16)
-    else:
-        autocast = contextlib.nullcontext()
+
+def write_log(path: str, step: int, losses: list, args, lr: float, grad_norm, rate: float, elapsed: float) -> None:
+    """One line of the run's ``log.jsonl``: the step's loss and the mean of the last ``--log-every``, the rate."""
+    recent = losses[-args.log_every:]
+    record = dict(step=step, loss=losses[-1], loss_avg=sum(recent) / len(recent), lr=lr, grad_norm=float(grad_norm),
+                  steps_per_s=rate, clips_per_s=rate * args.batch_size, elapsed=elapsed)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def model_config(args, device):
+    """``(autoencoder or None, config)``: the model's config from ``--config`` / ``--attention`` / ``--set``; with
+    ``--autoencoder`` (frozen, on ``device``) the transformer works on its latents, so their channels and size."""
+    autoencoder, latent = None, {}
+    if args.autoencoder:
+        from msc.autoencoder import FrameAutoencoder
+
+        autoencoder = FrameAutoencoder.from_pretrained(os.path.abspath(args.autoencoder)).eval().requires_grad_(False).to(device)
+        frame_size = config_from_name(args.config).image_size
+        channels, size, _ = autoencoder.latent_shape(frame_size)
+        latent = {"channels": channels, "image_size": size}
+    config = config_from_name(args.config, attention=args.attention, **{**latent, **_overrides(args.set)})
+    return autoencoder, config
+
+
+def open_log(args, rank: int, ckpt, source) -> str:
+    """The run's ``log.jsonl`` path: a fresh run starts it empty; a run resumed from a kept copy on a new machine
+    continues the kept copy's history."""
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "log.jsonl")
     if rank == 0 and not args.resume and os.path.exists(log_path):
@@ -356,11 +365,98 @@ def train(args) -> dict:
     kept_log = os.path.join(source.dir, "log.jsonl")
     if rank == 0 and source is not ckpt and os.path.isfile(kept_log) and not os.path.exists(log_path):
         shutil.copyfile(kept_log, log_path)
-    bar = None
-    if rank == 0 and not args.no_progress:
-        from tqdm import tqdm
+    return log_path
 
-        bar = tqdm(total=args.steps, initial=start_step, dynamic_ncols=True, file=sys.stderr)
+
+def training_batch(dataset, step: int, batch_size: int, rank: int, world: int, device, autoencoder):
+    """``(clips [B, T, C, H, W], actions [B, T] or None)`` of ``step`` on ``device`` (:func:`batch_for_step`); with an
+    autoencoder, the clips' latents."""
+    clips, actions = batch_for_step(dataset, step, batch_size, rank, world), None
+    if isinstance(clips, tuple):  # world episodes: the action that led to each frame
+        clips, actions = clips[0], clips[1].to(device)
+    clips = clips.to(device)
+    if autoencoder is not None:
+        with torch.no_grad():
+            clips = autoencoder.encode(clips)  # [B, T, C, h, w] latents
+    return clips, actions
+
+
+def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast):
+    """One step on ``clips`` ``[B, T, C, H, W]`` (``actions`` ``[B, T]`` or ``None``): the diffusion loss
+    (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), the clipped gradient step, the
+    EMA. ``(loss, gradient norm)``."""
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
+    with autocast:
+        loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
+                              level_distribution=args.level_distribution, max_chunk=args.max_chunk,
+                              context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
+                              frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    optimizer.step()
+    if args.ema:
+        update_ema(ema, model, args.ema)
+    return loss, grad_norm
+
+
+def save_checkpoint(args, ckpt, kept, model, ema, optimizer, step: int, elapsed: float, log_path: str) -> None:
+    """The run's checkpoint and, with ``--keep-resumable``, its compact copy with the log (so that the run's history
+    survives a move to a new machine)."""
+    state = {"step": step, "elapsed": elapsed, "args": vars(args)}
+    ckpt.save(model, ema, optimizer, state)
+    if kept is not None:
+        kept.save(model, ema, optimizer, state)
+        shutil.copyfile(log_path, os.path.join(kept.dir, "log.jsonl"))
+
+
+def progress_bar(steps: int, start: int):
+    """A tqdm bar on stderr over the run's steps."""
+    from tqdm import tqdm
+
+    return tqdm(total=steps, initial=start, dynamic_ncols=True, file=sys.stderr)
+
+
+def start_process(args):
+    """``(distributed, rank, world size, device)``: one process of a ``torchrun`` launch (its process group
+    started) or the only one; CUDA when there is a GPU."""
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    use_cuda = torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes.")
+    return distributed, rank, world, device
+
+
+def train(args) -> dict:
+    """Train (or fine-tune, or resume) as ``args`` say (see :func:`parse_args`); returns the last step, the losses
+    and the wall time spent, earlier sessions included."""
+    distributed, rank, world, device = start_process(args)
+    use_cuda = device.type == "cuda"
+
+    autoencoder, config = model_config(args, device)
+    check_recipe(args, config)
+    torch.manual_seed(args.seed)
+    model = MSCModel(config).to(device)
+    ema = MSCModel(config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    ckpt, kept, source, start_step, elapsed_before = restore(args, model, ema, optimizer)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    dataset = make_dataset(args, config.image_size * (autoencoder.config.factor if autoencoder else 1))
+    if use_cuda or args.bf16:
+        autocast = torch.autocast("cuda" if use_cuda else "cpu", dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext()
+    log_path = open_log(args, rank, ckpt, source)
+    bar = progress_bar(args.steps, start_step) if rank == 0 and not args.no_progress else None
 
     t0 = time.time()
     last_log_time, last_log_step = t0, start_step
@@ -375,25 +471,8 @@ def train(args) -> dict:
         lr = learning_rate(step, args.lr, args.warmup, args.steps, budget_used())
         for group in optimizer.param_groups:
             group["lr"] = lr
-        clips, actions = batch_for_step(dataset, step, args.batch_size, rank, world), None
-        if isinstance(clips, tuple):  # world episodes: the action that led to each frame
-            clips, actions = clips[0], clips[1].to(device)
-        clips = clips.to(device)
-        if autoencoder is not None:
-            with torch.no_grad():
-                clips = autoencoder.encode(clips)  # [B, T, C, h, w] latents
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
-        with autocast:
-            loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
-                                  level_distribution=args.level_distribution, max_chunk=args.max_chunk,
-                                  context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
-                                  frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        optimizer.step()
-        if args.ema:
-            update_ema(ema, model, args.ema)
+        clips, actions = training_batch(dataset, step, args.batch_size, rank, world, device, autoencoder)
+        loss, grad_norm = optimisation_step(args, net, model, ema, optimizer, clips, actions, step, rank, autocast)
         step += 1
         loss_value = loss.detach()
         if distributed:
@@ -407,22 +486,14 @@ def train(args) -> dict:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             if step % args.log_every == 0 or step == args.steps or budget_used() >= 1.0:
                 now = time.time()
-                rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
-                record = dict(step=step, loss=losses[-1], loss_avg=sum(losses[-args.log_every:]) / len(losses[-args.log_every:]),
-                              lr=lr, grad_norm=float(grad_norm), steps_per_s=rate,
-                              clips_per_s=rate * args.batch_size, elapsed=elapsed_before + now - t0)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                write_log(log_path, step, losses, args, lr, grad_norm, (step - last_log_step) / max(now - last_log_time, 1e-9),
+                          elapsed_before + now - t0)
                 last_log_time, last_log_step = now, step
         out_of_time = args.max_minutes and (time.time() - t0) / 60 >= args.max_minutes
         finished = step == args.steps or budget_used() >= 1.0
         if step % args.ckpt_every == 0 or finished or out_of_time:
             if rank == 0:
-                state = {"step": step, "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}
-                ckpt.save(model, ema, optimizer, state)
-                if kept is not None:  # with the log, so that the run's history survives a move
-                    kept.save(model, ema, optimizer, state)
-                    shutil.copyfile(log_path, os.path.join(kept.dir, "log.jsonl"))
+                save_checkpoint(args, ckpt, kept, model, ema, optimizer, step, elapsed_before + time.time() - t0, log_path)
             if distributed:
                 dist.barrier()
         if rank == 0 and args.sample_every and step % args.sample_every == 0:
@@ -431,9 +502,8 @@ def train(args) -> dict:
             break
     if bar is not None:
         bar.close()
-    if rank == 0 and (step >= args.steps or budget_used() >= 1.0):
-        final = ema if args.ema else model
-        final.save_pretrained(os.path.join(args.out, "final"))
+    if rank == 0 and (step >= args.steps or budget_used() >= 1.0):  # the run is over: its weights in final/
+        (ema if args.ema else model).save_pretrained(os.path.join(args.out, "final"))
         if autoencoder is not None:
             autoencoder.save_pretrained(os.path.join(args.out, "final", "autoencoder"))
     if distributed:
