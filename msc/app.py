@@ -14,38 +14,34 @@ with a world model (``--world-weights``) the *Play* tab and ``/play_start`` / ``
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import replace
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import torch
 
-import argparse  # noqa: E402
-import atexit  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import uuid  # noqa: E402
-from collections import Counter  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-import gradio as gr  # noqa: E402
-import torch  # noqa: E402
-
-from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure  # noqa: E402
-from msc.model import MSCModel  # noqa: E402
-from msc.plots import gate_heatmap, gates_over_generation  # noqa: E402
-from msc.sampling import PRESETS, settings_fields, window_fields  # noqa: E402
-from msc.studio import (  # noqa: E402
+from msc.environment import go_offline
+from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure
+from msc.model import MSCModel
+from msc.plots import gate_heatmap, gates_over_generation
+from msc.sampling import PRESETS, settings_fields, window_fields
+from msc.studio import (
     CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, Session, SessionStore, Settings, UserError, control_range, frame_strip,
     decode_clip, live_frame, load_clip, model_frame_shape, prune_old_files, run_generation,
 )
-from msc.video import write_video  # noqa: E402
+from msc.video import write_video
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, when run from it
 
@@ -605,6 +601,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    go_offline()
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     try:

@@ -47,19 +47,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import torch
 
-import torch  # noqa: E402
-
-from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real  # noqa: E402
-from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites  # noqa: E402
-from msc.flow import flow_extrapolation  # noqa: E402
-from msc.fvd import FVD  # noqa: E402
-from msc.metrics import motion, psnr, sharpness, ssim, to_unit  # noqa: E402
-from msc.model import MSCModel  # noqa: E402
-from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args  # noqa: E402
-from msc.tracking import trajectory_error  # noqa: E402
+from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real
+from msc.environment import go_offline
+from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
+from msc.flow import flow_extrapolation
+from msc.fvd import FVD
+from msc.metrics import motion, psnr, sharpness, ssim, to_unit
+from msc.model import MSCModel
+from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args
+from msc.tracking import trajectory_error
 
 SETS = ("real", "camera", "procedural")
 COLOUR_TOLERANCE = 0.05  # per-channel mean colour of the rollout's last frames vs the context's, on [0, 1]
@@ -321,6 +319,7 @@ def _write_json(report: dict, path: Optional[str]) -> None:
 
 
 def main(argv=None) -> int:
+    go_offline()
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

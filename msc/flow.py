@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,8 @@ def _grey_uint8(frames: torch.Tensor) -> np.ndarray:
 def backward_flow(previous: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """Where each pixel of ``last`` was in ``previous``: ``[B, C, H, W]`` twice -> ``[B, 2, H, W]`` displacement
     ``(dx, dy)`` in pixels, ``last(x) ≈ previous(x + f(x))``."""
+    import cv2  # on use: importing OpenCV changes the process's LD_LIBRARY_PATH
+
     a, b = _grey_uint8(last), _grey_uint8(previous)
     flows = [cv2.calcOpticalFlowFarneback(a[i], b[i], None, **FARNEBACK) for i in range(a.shape[0])]  # [H, W, 2] each
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(last.device, torch.float32)

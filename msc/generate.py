@@ -12,17 +12,12 @@ frames of ``--input``) followed by the new ones.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-import torch  # noqa: E402
-
-from msc.model import MSCModel  # noqa: E402
-from msc.sampling import add_settings_arguments, sample_video, settings_from_args, settings_table  # noqa: E402
-from msc.video import VideoError, read_video, write_video  # noqa: E402
+from msc.environment import go_offline
+from msc.model import MSCModel
+from msc.sampling import add_settings_arguments, sample_video, settings_from_args, settings_table
+from msc.video import VideoError, read_video, write_video
 
 
 def parse_args(argv=None):
@@ -44,6 +39,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    go_offline()
     args = parse_args(argv)
     if args.settings_table:
         print(settings_table())

@@ -119,19 +119,9 @@ def _ffmpeg_frames(path: str, size: int, side: int, seconds_from_end: Optional[f
             proc.stdout.close()
 
 
-def decode_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
-                 last: int | None = None) -> Generator[int, None, torch.Tensor]:
-    """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1], yielding the number of source frames
-    decoded so far after each one: a caller that stops iterating (closes the generator) stops the
-    decode within one frame. The video is the generator's return value (:func:`read_video` runs it).
-
-    With ``fps``, frames are picked at that rate (nearest source frame). With ``last``, only the last
-    ``last`` frames are returned, and where the file has a known duration only those (and the frames
-    since the keyframe before them) are decoded. Work is bounded: at most :data:`MAX_INPUT_PIXELS` per
-    frame, :data:`MAX_DECODED_PIXELS` decoded in all. Raises :class:`VideoError` for anything unusable.
-    """
-    import imageio.v3 as iio
-
+def _inspect(path: str):
+    """``(file name, StreamInfo or None, is_gif)`` of a file that may be decoded, by its content (ffprobe's report);
+    :class:`VideoError` for a missing, empty or video-less file, or frames over :data:`MAX_INPUT_PIXELS`."""
     name = os.path.basename(str(path))
     if not os.path.isfile(path):
         raise VideoError(f"{name} does not exist.")
@@ -148,6 +138,34 @@ def decode_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, 
     if info is not None and info.width * info.height > MAX_INPUT_PIXELS:
         raise VideoError(f"{name} has frames of {info.width}×{info.height} pixels; the limit is {MAX_INPUT_PIXELS} pixels per frame.")
 
+    return name, info, is_gif
+
+
+def _gif_frames(path: str):
+    """``(frames per second or None, frame iterator)`` of a gif, decoded by Pillow."""
+    import imageio.v3 as iio
+
+    meta = {}
+    try:
+        meta = iio.immeta(path, extension=".gif")
+    except Exception:
+        pass
+    src_fps = 1000.0 / float(meta["duration"]) if meta.get("duration") else None  # ms per frame
+    return src_fps, iio.imiter(path, extension=".gif")
+
+
+def decode_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, fps: float | None = None,
+                 last: int | None = None) -> Generator[int, None, torch.Tensor]:
+    """Decode ``path`` into ``[T, 3, size, size]`` in [-1, 1], yielding the number of source frames
+    decoded so far after each one: a caller that stops iterating (closes the generator) stops the
+    decode within one frame. The video is the generator's return value (:func:`read_video` runs it).
+
+    With ``fps``, frames are picked at that rate (nearest source frame). With ``last``, only the last
+    ``last`` frames are returned, and where the file has a known duration only those (and the frames
+    since the keyframe before them) are decoded. Work is bounded: at most :data:`MAX_INPUT_PIXELS` per
+    frame, :data:`MAX_DECODED_PIXELS` decoded in all. Raises :class:`VideoError` for anything unusable.
+    """
+    name, info, is_gif = _inspect(path)
     decoded_pixels = 0
 
     def take(source, step: float, keep: Optional[int]):
@@ -183,13 +201,7 @@ def decode_video(path: str, size: int = 64, max_frames: int = MAX_INPUT_FRAMES, 
         return list(kept)
 
     if is_gif:
-        meta = {}
-        try:
-            meta = iio.immeta(path, extension=".gif")
-        except Exception:
-            pass
-        src_fps = 1000.0 / float(meta["duration"]) if meta.get("duration") else None  # ms per frame
-        source = iio.imiter(path, extension=".gif")
+        src_fps, source = _gif_frames(path)
     else:
         src_fps, side = info.fps, min(info.width, info.height)
         if last is not None and fps is None and info.fps and info.duration and info.duration * info.fps > 2 * last:

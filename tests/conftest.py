@@ -1,12 +1,11 @@
 """Test-wide settings: offline, no analytics, deterministic threads."""
 
 import os
+import warnings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from msc.environment import OFFLINE, go_offline
 
-import warnings  # noqa: E402
+go_offline()  # before any test imports gradio or huggingface_hub
 
 # NATTEN's CPU path runs flex attention unfused and says so on every call.
 warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
@@ -53,7 +52,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def free_port() -> int:

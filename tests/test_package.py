@@ -13,7 +13,7 @@ import venv
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["msc-app", "msc-generate", "msc-evaluate", "msc-train", "msc-prepare-data", "msc-model-card", "msc-i3d"]
+SCRIPTS = ["msc-app", "msc-generate", "msc-evaluate", "msc-train", "msc-prepare-data", "msc-i3d"]
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,13 @@ def test_the_installed_package_is_the_installed_copy(fresh_env, tmp_path):
     where = subprocess.run([str(fresh_env / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True,
                            check=True).stdout.strip()
     assert where.startswith(str(fresh_env)) and not where.startswith(ROOT)
+
+
+def test_importing_the_library_leaves_the_environment_alone():
+    """Only a program's ``main()`` sets the offline variables (msc.environment); importing any module changes nothing."""
+    code = ("import os; before = dict(os.environ); import msc.app, msc.evaluate, msc.generate, msc.train, msc.play_app, "
+            "msc.flow, msc.world; changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != "
+            "os.environ.get(k)); assert not changed, changed; from msc.environment import go_offline; go_offline(); "
+            "import huggingface_hub; assert huggingface_hub.constants.is_offline_mode()")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "GRADIO_ANALYTICS_ENABLED")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=300)
