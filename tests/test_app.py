@@ -485,24 +485,25 @@ def test_a_request_stopped_while_waiting_stays_stopped_across_a_sweep(tiny_model
 
     from msc.app import MSCApp
 
-    app = MSCApp(tiny_model)
+    generate = MSCApp(tiny_model).generate_tab
+    policy = generate.policy
     tab = SimpleNamespace(session_hash="tab-b")  # never generated: no session of its own
-    first, second = app.take_ticket(tab), app.take_ticket(tab)
-    assert app.stop(tab) == "Dropped 2 waiting request(s); nothing was running."
-    later = app.take_ticket(tab)  # made after Stop: runs
-    app.sweep()
-    assert app._stopped_while_waiting(first, tab)
-    app.sweep()
-    assert app._stopped_while_waiting(second, tab)
-    assert not app._stopped_while_waiting(later, tab)
-    assert app.stop(tab) == "Nothing is running."
-    app.sweep()  # nothing waits any more: the tab is forgotten
-    assert "tab-b" not in app.stops and "tab-b" not in app.queued
+    first, second = policy.take_ticket(tab), policy.take_ticket(tab)
+    assert policy.stop(tab) == "Dropped 2 waiting request(s); nothing was running."
+    later = policy.take_ticket(tab)  # made after Stop: runs
+    generate.sweep()
+    assert policy.stopped_while_waiting(first, tab)
+    generate.sweep()
+    assert policy.stopped_while_waiting(second, tab)
+    assert not policy.stopped_while_waiting(later, tab)
+    assert policy.stop(tab) == "Nothing is running."
+    generate.sweep()  # nothing waits any more: the tab is forgotten
+    assert "tab-b" not in policy.stops and "tab-b" not in policy.queued
     closing = SimpleNamespace(session_hash="tab-c")
-    app.take_ticket(closing)
-    app.close_tab(closing)  # Gradio drops a closed tab's queued requests: nothing keeps it
-    app.sweep()
-    assert "tab-c" not in app.stops and "tab-c" not in app.queued
+    policy.take_ticket(closing)
+    generate.close_tab(closing)  # Gradio drops a closed tab's queued requests: nothing keeps it
+    generate.sweep()
+    assert "tab-c" not in policy.stops and "tab-c" not in policy.queued
 
 
 @pytest.mark.browser

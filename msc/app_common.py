@@ -1,0 +1,121 @@
+"""What every part of the Gradio app (:mod:`msc.app`) shares: the model with its default settings and the folder of
+written videos (:class:`AppModel`), clip decoding that a request can stop, and how errors reach the user.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import replace
+
+import gradio as gr
+import torch
+
+from msc.model import MSCModel
+from msc.sampling import PRESETS
+from msc.studio import Settings, UserError, control_range, decode_clip, prune_old_files
+from msc.video import write_video
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, when run from it
+CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
+FPS, DISPLAY_SCALE = 8, 4
+DECODE_REPORT_SECONDS = 0.05  # while a clip decodes, a handler yields this often: where Gradio can cancel it
+CHECKED_KINDS = (gr.Slider, gr.Number, gr.Radio, gr.Dropdown)
+
+
+def bundled(folder: str) -> str:
+    """A folder the repository ships (``weights``, ``assets``): ``$MSC_WEIGHTS`` for the weights if set,
+    else the one in the current folder, else the one next to the ``msc`` package (a checkout or an
+    editable install). Absolute, so that ``from_pretrained`` reads it from disk."""
+    if folder == "weights" and os.environ.get("MSC_WEIGHTS"):
+        return os.path.abspath(os.environ["MSC_WEIGHTS"])
+    here = os.path.abspath(folder)
+    return here if os.path.isdir(here) else os.path.join(CHECKOUT, folder)
+
+
+def user_error(message: str) -> gr.Error:
+    """An error the user caused: shown to them, not logged as a traceback."""
+    return gr.Error(message, print_exception=False)
+
+
+def generation_failed(error: BaseException) -> gr.Error:
+    """A failure inside the sampler: one line for the user, the traceback once in the server log."""
+    traceback.print_exception(error)
+    return gr.Error(f"generation failed ({type(error).__name__}); the server log has the details.", print_exception=False)
+
+
+def report_refusals_as_user_errors(component) -> None:
+    """Gradio refuses a value outside a control's range or choices with a logged traceback; this makes
+    that refusal a user error naming the control. (A wrapper on the instance: subclassing a Gradio
+    component would make Gradio write a ``.pyi`` file next to this module at import.)"""
+    preprocess = component.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as err:
+            raise user_error(f"{component.label or 'a setting'}: {err.message}") from None
+
+    component.preprocess = checked
+
+
+def setting_control(f, value, grid: int):
+    """The control of one settings field (:class:`~msc.sampling.SamplerSettings` or a window), made
+    from its metadata: a radio for choices, a number box for the seed, else a slider over its range."""
+    label = f"{f.name}: {f.metadata['help']}"
+    if "choices" in f.metadata:
+        return gr.Radio(list(f.metadata["choices"]), value=value, label=label)
+    lo, hi, step = control_range(f.name, grid)
+    if f.name == "seed":
+        return gr.Number(value=value, precision=None, minimum=lo, maximum=hi, label=label)
+    return gr.Slider(lo, hi, value=value, step=step, label=label)
+
+
+class AppModel:
+    """The app's video model, its default request settings and the folder the app writes videos to."""
+
+    def __init__(self, model: MSCModel, out_dir: str | None = None):
+        self.model = model
+        self.config = model.config
+        self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (msc.app.main)
+        self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
+
+    def write(self, video: torch.Tensor, mark_from) -> str:
+        """``video`` ``[T, C, H, W]`` as an mp4 in the output folder (frames from ``mark_from`` on marked)."""
+        prune_old_files(self.out_dir)
+        path = os.path.join(self.out_dir, f"{uuid.uuid4().hex[:12]}.mp4")
+        return write_video(path, video, fps=FPS, scale=DISPLAY_SCALE, mark_from=mark_from)
+
+    def settings(self, values: dict, defaults: Settings | None = None) -> Settings:
+        """Checked settings from controls by name (the others keep ``defaults``, the app's unless given)."""
+        try:
+            return Settings.from_controls(values, defaults or self.defaults, self.config.grid)
+        except UserError as err:
+            raise user_error(str(err)) from None
+
+    def decoding(self, clip, context: int, cancel: threading.Event | None, reading):
+        """Decode ``clip``'s last ``context`` frames (:func:`msc.studio.decode_clip`), yielding the
+        outputs ``reading(frames decoded so far)`` every :data:`DECODE_REPORT_SECONDS`: the points where
+        Gradio can cancel (a closed tab, a client's ``job.cancel()``). Stop sets ``cancel``, looked at
+        after every decoded frame. Returns the frames ``[K, C, H, W]``, or ``None`` when stopped."""
+        steps = decode_clip(clip, self.config, context)
+        reported = time.monotonic()
+        try:
+            while True:
+                try:
+                    decoded = next(steps)
+                except StopIteration as done:
+                    return done.value
+                if cancel is not None and cancel.is_set():
+                    return None
+                if time.monotonic() - reported >= DECODE_REPORT_SECONDS:
+                    reported = time.monotonic()
+                    yield reading(decoded)
+        except UserError as err:
+            raise user_error(str(err)) from None
+        finally:
+            steps.close()  # stops ffmpeg at once
