@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from msc.evaluate import main as evaluate_main
 from release.model_card import readme_tables, write_card
