@@ -1,4 +1,4 @@
-"""Benchmarks and studies whose tables the README and the model card quote (results in ``bench/results/``)."""
+"""Benchmarks and studies whose tables the README, docs/ and the model card quote (results in ``bench/results/``)."""
 
 import json
 import os

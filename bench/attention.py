@@ -1,6 +1,6 @@
 """Neighborhood-attention benchmark: dense SDPA vs NATTEN (CPU) vs our `reference` and `torch`.
 
-    python -m bench.attention            # the README table (about 3 minutes on 2 cores)
+    python -m bench.attention            # the table in docs/implementation.md (about 3 minutes on 2 cores)
     python -m bench.attention --quick    # smaller grids, for a smoke run
 
 Every ratio compares timings measured side by side in this run (median of --repeats runs after one

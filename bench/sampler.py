@@ -2,7 +2,7 @@
 KV cache, MSC vs the dense-attention baseline (randomly initialised `small` models: speed does not
 depend on the weights).
 
-    python -m bench.sampler            # the README table
+    python -m bench.sampler            # the table in docs/implementation.md
     python -m bench.sampler --quick    # shorter videos
 
 For each video length L the model first commits L - 4 context frames, then the timed part generates

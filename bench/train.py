@@ -1,6 +1,6 @@
 """Training-step benchmark: MSC vs the frame-causal dense baseline with the same parameter count.
 
-    python -m bench.train              # the README table: 8, 16, 32 frames of the `small` model
+    python -m bench.train              # the table in docs/implementation.md: 8, 16, 32 frames of the `small` model
     python -m bench.train --quick      # 8 and 16 frames, fewer steps
 
 Each row times full training steps (forward, backward, AdamW) on a batch of 2 clips of 64 × 64

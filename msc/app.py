@@ -7,7 +7,7 @@
 
 Tabs: *Generate / Extend* (extend a clip chunk by chunk with the KV-cached sampler), *Branch
 weights* (the learned noise gates, paper §3), *Windows explained* (the keys one token attends to,
-and what the windows cost). Named API endpoints (see the README): ``/extend``, ``/stream``,
+and what the windows cost). Named API endpoints (see docs/app.md): ``/extend``, ``/stream``,
 ``/generate`` (returns the video's session id), ``/continue`` and ``/undo`` (take it), ``/stop``, ``/light_cone``;
 with a world model (``--world-weights``) the *Play* tab and ``/play_start`` / ``/play_step``.
 """

@@ -11,7 +11,7 @@ These are estimates, and their attention terms divide ``s²`` by the window size
 replacing one ``s`` by it, so they are not the cost of a windowed attention. The exact counts below
 are multiply-accumulates (MACs) and follow the real window of every query, the Low-Res branch
 pooling by ``r`` in both spatial axes, and what our tiled kernel actually scores (its halo of keys,
-masked entries included), so the app and the README can show all three side by side.
+masked entries included), so the app and the docs can show all three side by side.
 """
 
 from __future__ import annotations

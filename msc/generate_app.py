@@ -151,17 +151,17 @@ class GenerateTab:
         return (self.app.write(frames, None), f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, "
                 f"centre-cropped): **{GENERATE_LABELS[True]}** continues them.", gr.update(value=GENERATE_LABELS[True]))
 
-    # Gradio injects ``request`` and ``progress`` into the leading positional parameters; the
-    # controls follow as ``*values`` in the order of :data:`msc.studio.CONTROLS` and are read by name.
+    # Gradio injects ``request`` and ``progress``; the controls (:data:`msc.studio.CONTROLS`) arrive by name, so the
+    # API names every one of them and a new setting never moves a client's arguments.
 
-    def generate(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, clip=None, *values):
+    def generate(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, clip=None, **controls):
         """Start a video from ``clip`` (or from nothing without one) and extend it, showing every frame
         as it is finished. Outputs end with the video's session id (for /continue and /undo); a browser
         tab keeps one session, restarted by each Generate."""
         if self.policy.stopped_while_waiting(ticket, request):
             yield STOPPED_WHILE_WAITING
             return
-        settings = self.app.settings(dict(zip(CONTROLS, values)))
+        settings = self.app.settings(controls)
         with self.policy.generating_in(request) as cancel:
             context = torch.zeros(0, *model_frame_shape(self.app.model))
             if clip:
@@ -180,12 +180,12 @@ class GenerateTab:
             session.start(context)
             yield from self._extend(key, session, settings, "Generated", progress, cancel)
 
-    def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, session_id="", *values):
+    def continue_(self, request: gr.Request = None, progress=gr.Progress(), ticket=None, session_id="", **controls):
         """Extend the video of ``session_id`` (its last ``context`` frames condition the new ones)."""
         if self.policy.stopped_while_waiting(ticket, request):
             yield STOPPED_WHILE_WAITING
             return
-        settings = self.app.settings(dict(zip(CONTROLS, values)))
+        settings = self.app.settings(controls)
         if not session_id:
             raise user_error("nothing to continue yet: press Generate first (no session id: pass the one /generate returned).")
         session = self._session(session_id)
@@ -295,7 +295,7 @@ class GenerateTab:
                     status = gr.Markdown()
                     run_plot = gr.Plot(label="Gates while generating this video", show_label=False, format="png")  # has its title
         controls, clip, buttons = inputs["controls"], inputs["clip"], inputs["buttons"]
-        settings_inputs = [controls[name] for name in CONTROLS]
+        by_name = {name: controls[name] for name in CONTROLS}
         session_box = gr.Textbox(label="Session id (for /continue and /undo)", visible=False)
         shown = [output, strip, status, run_plot, live, session_box]
         sampler = dict(concurrency_limit=1, concurrency_id="sampler", show_progress_on=[output])
@@ -306,9 +306,9 @@ class GenerateTab:
             control.change(self.preview_clip, [clip, controls["context"]], [inputs["context_view"], inputs["context_info"],
                            buttons["generate"]], api_visibility="private", queue=False, trigger_mode="always_last")
         buttons["generate"].click(self.policy.take_ticket, None, ticket, queue=False, api_visibility="private").then(
-            self.generate, [ticket, clip, *settings_inputs], shown, api_name="generate", **sampler)
+            self.generate, [ticket, clip], shown, inputs_kwargs=by_name, api_name="generate", **sampler)
         buttons["continue"].click(self.policy.take_ticket, None, ticket, queue=False, api_visibility="private").then(
-            self.continue_, [ticket, session_box, *settings_inputs], shown, api_name="continue", **sampler)
+            self.continue_, [ticket, session_box], shown, inputs_kwargs=by_name, api_name="continue", **sampler)
         buttons["undo"].click(self.undo, [session_box, controls["mark"]], shown, api_name="undo", queue=False)
         buttons["stop"].click(self.policy.stop, None, [status], api_name="stop", queue=False)
         demo.unload(self.close_tab)

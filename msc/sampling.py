@@ -263,7 +263,7 @@ class _History:
 @dataclass(frozen=True)
 class SamplerSettings:
     """How to sample: the one home of every sampling-time setting, checked once on construction
-    (``ValueError`` naming the setting). The CLI flags, the README's settings table and the app's
+    (``ValueError`` naming the setting). The CLI flags, the settings table of docs/app.md and the app's
     controls are all made from these fields (:func:`settings_fields`): adding a setting is adding a field.
 
     Field metadata: ``help`` (flag help, table, control label), ``choices``, and ``range``
@@ -337,7 +337,7 @@ PRESETS = {
 
 
 def settings_table() -> str:
-    """The README's table of sampling settings, made from the fields (``python -m msc.generate --settings-table``)."""
+    """The table of sampling settings in docs/app.md, made from the fields (``python -m msc.generate --settings-table``)."""
     rows = ["| setting | flag | default | real-time | app offers | what it does |", "|---|---|---|---|---|---|"]
 
     def offers(meta):

@@ -148,8 +148,8 @@ def _comparison_table(report: dict, labels: dict, fvd: bool = False) -> str:
 
 def readme_tables(report: dict, fvd_report: Optional[dict] = None, equal_time: Optional[dict] = None,
                   equal_time_fvd: Optional[dict] = None) -> list:
-    """The README's tables of the bundled model (``python -m release.model_card --eval … --readme``; a test
-    keeps the README equal to them): PSNR / SSIM per held-out set for copy-last, the model (and a
+    """The tables of the bundled model in docs/results.md (``python -m release.model_card --eval … --readme``; a
+    test keeps the page equal to them): PSNR / SSIM per held-out set for copy-last, the model (and a
     baseline, where the report has one); with ``fvd_report``, PSNR / SSIM / FVD at that report's clip
     counts; with ``equal_time`` (and ``equal_time_fvd``), the same for MSC and dense attention trained
     for the same wall time."""
@@ -622,7 +622,7 @@ def main(argv=None) -> int:
                    help="the fine-tune studies that chose them (bench/results/finetune.json, finetune2.json)")
     p.add_argument("--settings", help="bench/results/settings.json: the study that chose the default sampler settings")
     p.add_argument("--from-nothing", help="bench/results/from_nothing.json: the study that chose the first frame's steps")
-    p.add_argument("--readme", action="store_true", help="print the README's tables from the evaluation files instead")
+    p.add_argument("--readme", action="store_true", help="print the tables of docs/results.md from the evaluation files instead")
     args = p.parse_args(argv)
     if args.readme:
         optional = [json.load(open(path)) if path else None for path in (args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval)]

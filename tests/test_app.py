@@ -562,3 +562,26 @@ def test_browser_stop_while_waiting_drops_the_request(server, browser):
     a.get_by_role("button", name="Stop").click()
     a.get_by_text("Stopped: kept the").wait_for(timeout=60_000)
     b.get_by_text("Stopped before it started").wait_for(timeout=60_000)
+
+
+def test_every_api_parameter_has_a_name(tiny_model):
+    """The API names every parameter (no ``param_N``): /generate and /continue take the controls by name, so a new
+    setting never moves a client's arguments."""
+    from msc.app import MSCApp
+    from msc.studio import CONTROLS
+
+    endpoints = MSCApp(tiny_model).build().get_api_info()["named_endpoints"]
+    names = {api: [p["parameter_name"] for p in info["parameters"]] for api, info in endpoints.items()}
+    assert not [(api, n) for api, ns in names.items() for n in ns if n.startswith("param_")], names
+    assert names["/generate"] == ["clip", *CONTROLS] and names["/continue"] == ["session_id", *CONTROLS]
+
+
+def test_the_readmes_api_example_runs_as_written(server):
+    """The README's gradio_client example, run as written against the app (its URL replaced by the test server's)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    start = readme.index("```python\n", readme.index("From `gradio_client`")) + len("```python\n")
+    code = readme[start:readme.index("```", start)].replace("http://127.0.0.1:7860", server)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Continued with 8 frames after 8 context frames" in proc.stdout

@@ -72,11 +72,11 @@ def test_missing_weights_folder(tmp_path):
 
 
 def test_readme_settings_table_is_made_from_the_settings():
-    """One home for the sampling settings: the README's table is the one the fields make."""
+    """One home for the sampling settings: the app documentation's table is the one the fields make."""
     from msc.sampling import settings_table
 
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert settings_table() in readme, "README is stale: paste `python -m msc.generate --settings-table`"
+    doc = open(os.path.join(ROOT, "docs", "app.md")).read()
+    assert settings_table() in doc, "docs/app.md is stale: paste `python -m msc.generate --settings-table`"
 
 
 def test_preset_flags_start_from_the_preset_and_explicit_flags_win():

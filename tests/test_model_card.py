@@ -123,16 +123,17 @@ def test_card_from_a_tiny_run(tmp_path):
                    finetune_runs=[tuned], finetune_study_paths=[study, study2])
 
 
-def test_the_readme_shows_the_bundled_models_measured_tables():
-    """The README's tables are what ``python -m release.model_card --readme`` prints from the shipped evaluation files."""
+def test_the_results_page_shows_the_bundled_models_measured_tables():
+    """docs/results.md's tables are what ``python -m release.model_card --readme`` prints from the shipped evaluation
+    files."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     weights = os.path.join(root, "weights")
     names = ("evaluation.json", "evaluation_fvd.json", "evaluation_equal_time.json", "evaluation_fvd_equal_time.json")
     reports = [json.load(open(os.path.join(weights, n))) if os.path.exists(os.path.join(weights, n)) else None for n in names]
     tables = readme_tables(*reports)
-    readme = open(os.path.join(root, "README.md")).read()
+    results = open(os.path.join(root, "docs", "results.md")).read()
     for table in tables:
-        assert table in readme, "README is stale: python -m release.model_card --eval weights/evaluation.json " \
+        assert table in results, "docs/results.md is stale: python -m release.model_card --eval weights/evaluation.json " \
                                 "--fvd-eval weights/evaluation_fvd.json --equal-time-eval weights/evaluation_equal_time.json " \
                                 "--equal-time-fvd-eval weights/evaluation_fvd_equal_time.json --readme"
 
