@@ -25,20 +25,14 @@ import argparse
 import io
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 
 import torch
 
-from bench import write_results
+from bench import ROOT, app_server, write_results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 FRAMES = 64
 
 
@@ -63,27 +57,11 @@ def quality(model, clips, settings) -> dict:
     return {"psnr": scores["psnr_mean"], "ssim": scores["ssim_mean"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def end_to_end(weights: str, clip: str, settings_list) -> list:
     """Frame arrival times through ``gradio_client`` for ``/stream`` at each (steps, chunk)."""
     from gradio_client import Client, handle_file
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--weights", weights], cwd=ROOT,
-                            env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with app_server("--weights", weights) as url:
         client = Client(url, verbose=False)
         client.predict(None, 4, 2, 0, api_name="/stream")  # warm-up
         rows = []
@@ -107,9 +85,6 @@ def end_to_end(weights: str, clip: str, settings_list) -> list:
                 print(f"  /stream steps {steps} chunk {chunk} from {source}: first frame {arrivals[0]:.2f} s, {seen / arrivals[-1]:.1f} frames/s",
                       flush=True)
         return rows
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def encoding_costs(model) -> dict:
