@@ -476,7 +476,6 @@ def _denoising_step(history: "_History", free_history: Optional["_History"], x: 
     return history.denoiser.step(x, v, t_now, t_next, anchor, anchored, s.eta, fresh), forwards
 
 
-@torch.no_grad()
 def _checked_inputs(model, context: Optional[torch.Tensor], frames: int, s: SamplerSettings, batch: int,
                     actions: Optional[torch.Tensor]):
     """``(context [B, K, C, H, W], actions [B, K + frames] or None, windows)`` checked against the model (``ValueError``
@@ -517,6 +516,7 @@ def _plan(s: SamplerSettings, context: int, frames: int):
     return plan, lambda j: first_levels if j == 0 else levels
 
 
+@torch.no_grad()
 def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
                   batch: int = 1, frame_offset: int = 0, use_cache: bool = True,
                   actions: Optional[torch.Tensor] = None) -> Iterator[Union[GatesEvent, StepEvent, FrameEvent]]:

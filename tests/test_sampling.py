@@ -53,6 +53,12 @@ def test_same_seed_same_video_other_seed_other_video(model):
     assert not torch.equal(a, sample_video(model, _context(), 4, steps=3, seed=6).video)
 
 
+def test_sampling_records_no_gradients(model):
+    """The sampler runs without autograd (a generator under ``torch.no_grad``), even where the caller records."""
+    with torch.enable_grad():
+        assert not sample_video(model, _context(), 2, steps=2).video.requires_grad
+
+
 @pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing"])
 def test_generated_frames_never_change_when_later_frames_are_generated(model, schedule):
     short = sample_video(model, _context(), 4, steps=3, chunk=2, schedule=schedule, seed=2).video
