@@ -16,7 +16,15 @@ the standard deviation of the noise (1 for frames without an anchor):
 * ``prior="flow"``: ``a`` is the classical prediction of the frame, the last finished frame carried
   along the optical flow of the last two finished frames at constant velocity (:mod:`msc.flow`; the
   last frame itself where only one is finished), so the model learns what constant motion does not
-  predict. Everything below holds for both anchors (:func:`anchor_frames` is the one place they differ). The network's output ``F`` is preconditioned as in EDM
+  predict;
+* ``prior="action_kernel"`` (a world model; Finn, Goodfellow & Levine 2016, CDNA): ``a`` is the last finished frame
+  convolved with a learned ``k × k`` kernel per action (:class:`ActionKernels`, a softmax over the window: each pixel a
+  convex combination of its neighbours), once per action since that frame. The kernels start as the identity and
+  learn from data what an action does to the picture (a camera step is a shifted delta); they are trained by their
+  own regression loss beside the diffusion loss (:func:`diffusion_loss`), the way residual video diffusion trains
+  its deterministic predictor, and the network learns the residual around them.
+
+  Everything below holds for every anchor (:func:`anchor_frames` is the one place they differ). The network's output ``F`` is preconditioned as in EDM
   (Karras et al. 2022) for the residual: ``ŷ = c_skip(t)·y_t + c_out(t)·F`` with
   ``c_skip = (1-t)σ² / ((1-t)²σ² + t²s²)``, ``c_out = tσs / √((1-t)²σ² + t²s²)`` and ``σ`` the standard
   deviation of the change between frames, so that an untrained network (``F = 0``) predicts the
@@ -50,7 +58,8 @@ import torch.nn as nn
 from msc.flow import extrapolate as flow_extrapolate
 
 SCHEDULES = ("cosine", "linear", "shifted")
-PRIORS = ("none", "previous_frame", "flow")
+PRIORS = ("none", "previous_frame", "flow", "action_kernel")
+KERNEL_PRIORS = ("action_kernel",)  # anchors made by the network's learned kernels, from the frames' actions
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
 # how each frame's error enters the training loss: its (weighted) mean squared error, or the logarithm of it, which
@@ -125,31 +134,86 @@ def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) ->
     return ((1 - t) ** 2 * sigma**2 + t**2 * noise_std**2) / (sigma**2 * noise_std**2)
 
 
-def anchor_frames(prior: str, previous: Optional[torch.Tensor], last: torch.Tensor, horizons) -> torch.Tensor:
+class ActionKernels(nn.Module):
+    """A learned ``size × size`` kernel per action, each a softmax over its window (a convex combination of a pixel's
+    neighbours), applied per channel to a frame; initialised close to the identity (the centre's logit
+    :data:`IDENTITY_LOGIT`). The logits are ``scale ×`` the parameters so that Adam, whose steps are about the learning
+    rate, moves a kernel's mass across the window in hundreds of steps rather than thousands."""
+
+    IDENTITY_LOGIT = 6.0
+    SCALE = 20.0
+
+    def __init__(self, actions: int, size: int):
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"the action kernel size must be odd and positive, got {size}.")
+        self.size = size
+        weight = torch.zeros(actions, size * size)
+        weight[:, size * size // 2] = self.IDENTITY_LOGIT / self.SCALE
+        self.weight = nn.Parameter(weight)
+
+    def kernels(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[N]`` long -> ``[N, size, size]`` kernels summing to 1."""
+        return torch.softmax(self.SCALE * self.weight[actions], dim=-1).view(-1, self.size, self.size)
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``frames`` ``[N, C, H, W]``, ``actions`` ``[N]`` -> each frame convolved with its action's kernel (edges
+        replicated), ``[N, C, H, W]``."""
+        n, c, h, w = frames.shape
+        k = self.kernels(actions).to(frames.dtype)  # [N, k, k]
+        pad = self.size // 2
+        padded = nn.functional.pad(frames.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
+        weight = k[:, None].expand(n, c, self.size, self.size).reshape(n * c, 1, self.size, self.size)
+        return nn.functional.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
+
+    def rollout(self, last: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``last`` ``[B, C, H, W]`` and the actions of the frames after it ``[B, n]`` -> ``[B, n, C, H, W]``: frame
+        ``h`` is ``last`` convolved with the kernels of actions 1 .. h in turn."""
+        out, frame = [], last
+        for i in range(actions.shape[1]):
+            frame = self(frame, actions[:, i])
+            out.append(frame)
+        return torch.stack(out, dim=1)
+
+
+def anchor_frames(prior: str, previous: Optional[torch.Tensor], last: torch.Tensor, horizons,
+                  actions: Optional[torch.Tensor] = None, kernels: Optional[ActionKernels] = None) -> torch.Tensor:
     """The anchors of the frames ``h`` after the last finished frame, for ``h`` in ``horizons``: ``last``
     ``[B, C, H, W]``, ``previous`` the finished frame before it (``None``: there is none) -> ``[B, n, C, H, W]``.
-    The one definition of an anchor, for training (:func:`chunk_anchors`) and sampling alike."""
+    The ``action_kernel`` prior needs the network's ``kernels`` and ``actions`` ``[B, max(horizons)]``, the actions of
+    the frames after ``last``. The one definition of an anchor, for training (:func:`chunk_anchors`) and sampling
+    alike."""
+    horizons = list(horizons)
     if prior == "flow":
         return flow_extrapolate(previous, last, horizons)
-    return last[:, None].expand(-1, len(list(horizons)), -1, -1, -1)
+    if prior in KERNEL_PRIORS:
+        if kernels is None or actions is None or actions.shape[1] < max(horizons):
+            raise ValueError("the action_kernel prior needs the network's kernels and the actions of the frames after "
+                             "the last finished one.")
+        return kernels.rollout(last, actions[:, : max(horizons)])[:, [h - 1 for h in horizons]]
+    return last[:, None].expand(-1, len(horizons), -1, -1, -1)
 
 
 def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
-                  prior: str = "previous_frame") -> Tuple[torch.Tensor, torch.Tensor]:
+                  prior: str = "previous_frame", actions: Optional[torch.Tensor] = None,
+                  kernels: Optional[ActionKernels] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training anchors as the chunk-by-chunk sampler makes them: each clip is cut into chunks of a
     random size ``1..max_chunk`` at a random offset, and every frame of a chunk is anchored on the
     frames finished before the chunk (:func:`anchor_frames`; frames before the first cut have none).
     ``x0`` ``[B, T, C, H, W]`` -> ``(anchor [B, T, C, H, W], anchored [B, T] bool)``; unanchored frames get
-    a zero anchor."""
+    a zero anchor. ``actions`` ``[B, T]`` and ``kernels``: the ``action_kernel`` prior's (its anchors keep their
+    gradient, for the kernels' own loss)."""
     b, frames = x0.shape[:2]
     chunk = torch.randint(1, max_chunk + 1, (b, 1), generator=generator)
     offset = (torch.rand(b, 1, generator=generator) * chunk).long()  # first cut in 0 .. chunk-1
     i = torch.arange(frames)[None]
     start = i - torch.remainder(i - offset, chunk)  # [B, T] first frame of each frame's chunk
     anchored = start >= 1
-    if prior == "previous_frame":  # the last frame before the chunk, gathered at once
+    if prior in ("previous_frame", *KERNEL_PRIORS):  # the last frame before the chunk, gathered at once
         source = (start - 1).clamp(min=0).to(x0.device)
         anchor = torch.gather(x0, 1, source[:, :, None, None, None].expand_as(x0))
+        if prior in KERNEL_PRIORS:  # then the kernels of the actions since, one horizon at a time
+            anchor = _kernel_anchors(anchor, (i - start + 1).clamp(min=1), source, actions, kernels)
     else:
         anchor = torch.zeros_like(x0)
         for clip in range(b):
@@ -158,6 +222,21 @@ def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
                 previous = x0[clip : clip + 1, s - 2] if s >= 2 else None
                 anchor[clip, members] = anchor_frames(prior, previous, x0[clip : clip + 1, s - 1], (members - s + 1).tolist())[0]
     return anchor * anchored.to(x0.device)[:, :, None, None, None].to(x0.dtype), anchored.to(x0.device)
+
+
+def _kernel_anchors(last: torch.Tensor, horizon: torch.Tensor, source: torch.Tensor, actions: torch.Tensor,
+                    kernels: ActionKernels) -> torch.Tensor:
+    """Every frame's ``last`` finished frame ``[B, T, C, H, W]`` convolved with the kernels of the ``horizon`` ``[B, T]``
+    actions after it (``source`` ``[B, T]``: its index), as :meth:`ActionKernels.rollout` does per chunk."""
+    if actions is None or kernels is None:
+        raise ValueError("the action_kernel prior needs the actions of the frames and the network's kernels.")
+    b, t = last.shape[:2]
+    actions = actions.to(last.device)
+    frame = last.flatten(0, 1)  # [B*T, C, H, W]
+    for step in range(1, int(horizon.max()) + 1):
+        moved = kernels(frame, torch.gather(actions, 1, (source + step).clamp(max=t - 1)).flatten())
+        frame = torch.where((horizon.to(last.device) >= step).flatten()[:, None, None, None], moved, frame)
+    return frame.view_as(last)
 
 
 def shift_levels(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -285,12 +364,17 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         return velocity_loss(denoiser, x0, levels, noise, frame_loss=frame_loss, actions=actions)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
-    anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior)
+    anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
-    return velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
-                         scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)
+    kernel_loss = 0.0
+    if denoiser.config.prior in KERNEL_PRIORS:  # the kernels' own regression onto the clean frames; the network
+        # learns the residual around their (detached) prediction
+        kernel_loss = (anchor - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else anchor.sum() * 0
+        anchor = anchor.detach()
+    return kernel_loss + velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
+                                       scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,9 +411,15 @@ class Denoiser(nn.Module):
         """``[B, T]`` standard deviation of each frame's noise (``None``: 1 everywhere, no prior)."""
         return None if anchored is None else frame_noise_std(anchored, self.config.noise_scale).to(anchored.device)
 
-    def anchors(self, previous: Optional[torch.Tensor], last: torch.Tensor, horizons) -> torch.Tensor:
-        """See :func:`anchor_frames`."""
-        return anchor_frames(self.prior, previous, last, horizons)
+    @property
+    def kernels(self) -> Optional["ActionKernels"]:
+        """The network's learned action kernels (the ``action_kernel`` prior), else ``None``."""
+        return getattr(getattr(self.network, "module", self.network), "action_kernels", None)
+
+    def anchors(self, previous: Optional[torch.Tensor], last: torch.Tensor, horizons,
+                actions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """See :func:`anchor_frames` (``actions``: of the frames after ``last``, for the ``action_kernel`` prior)."""
+        return anchor_frames(self.prior, previous, last, horizons, actions, self.kernels)
 
     def start(self, noise: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
         """A frame at level 1: its noise, centred on its anchor and scaled by its noise std."""

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from msc.attention import neighborhood_attention, to_heads_first
-from msc.diffusion import PRIORS
+from msc.diffusion import KERNEL_PRIORS, PRIORS, ActionKernels
 from msc.rotary import apply_rotary
 
 # --------------------------------------------------------------------------------------------------
@@ -89,8 +89,9 @@ class MSCConfig:
     upsample: str = "nearest"  # Low-Res back to the full grid: "nearest" or "bilinear"
     attention: str = "msc"  # "msc", or "dense" for the frame-causal dense baseline
     rope_base: float = 100.0
-    # what each frame's noise is centred on (msc.diffusion): "none" (plain rectified flow) or
-    # "previous_frame" (the last finished frame; the network learns the change, EDM-preconditioned)
+    # what each frame's noise is centred on (msc.diffusion, PRIORS): "none" (plain rectified flow), "previous_frame" (the
+    # last finished frame; the network learns the change, EDM-preconditioned), "flow" (its optical-flow extrapolation)
+    # or "action_kernel" (a world model: the last frame through a learned kernel per action)
     prior: str = "none"
     residual_std: float = 0.2  # std of a frame's change from its anchor in the training mixture
     frame_std: float = 0.5  # std of frames, for frames that have no anchor
@@ -102,6 +103,9 @@ class MSCConfig:
     # std of the action embedding at initialisation. world1's 0.02 (an embedding of norm ~0.2 beside noise
     # embeddings ~2 apart for levels 0.2 apart) left the actions unused after 600 steps: study world2 measures 0.2
     action_init_std: float = 0.02
+    # the action_kernel prior's learned kernels (msc.diffusion.ActionKernels): their side in pixels, odd; a camera
+    # step of up to (size - 1) / 2 pixels is one kernel
+    action_kernel_size: int = 7
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -117,6 +121,8 @@ class MSCConfig:
             raise ValueError("residual_std, frame_std and noise_scale must be positive.")
         if isinstance(self.actions, bool) or not isinstance(self.actions, int) or self.actions < 0:
             raise ValueError(f"actions must be a number of discrete actions >= 0, got {self.actions!r}.")
+        if self.prior in KERNEL_PRIORS and not self.actions:
+            raise ValueError(f"the {self.prior} prior learns a kernel per action: it needs actions > 0.")
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
         if len(self.low_res_factors) != self.depth:
@@ -392,6 +398,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         self.patch_embed = nn.Linear(config.channels * p * p, c)
         self.t_embed = TimestepEmbedder(c)
         self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
+        self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size)
+                               if config.prior in KERNEL_PRIORS else None)  # the anchor's learned predictor
         self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
         self.final = FinalLayer(config)
         self._init_weights()

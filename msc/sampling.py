@@ -214,7 +214,8 @@ class _History:
                 past = len(known) - new_frames.shape[1]  # finished frames before the first new one
                 anchor = torch.stack([torch.zeros_like(new_frames[:, 0]) if past + i == 0 else
                                       self.denoiser.anchors(known[past + i - 2] if past + i >= 2 else None,
-                                                            known[past + i - 1], [1])[:, 0] for i in range(new_frames.shape[1])], dim=1)
+                                                            known[past + i - 1], [1], self.actions_of(first + i, 1))[:, 0]
+                                      for i in range(new_frames.shape[1])], dim=1)
                 anchored = torch.ones(b, len(idx), dtype=torch.bool, device=self.device)
                 anchored[:, 0] = self.last is not None
             x = self.denoiser.add_noise(x, noise, torch.full((b, len(idx)), self.level, device=self.device), anchor, anchored)
@@ -238,7 +239,8 @@ class _History:
             return None
         horizon = frame - (len(self) - 1)
         if horizon not in self._next_anchors:
-            self._next_anchors[horizon] = self.denoiser.anchors(self.previous, self.last, [horizon])[:, 0]
+            self._next_anchors[horizon] = self.denoiser.anchors(self.previous, self.last, [horizon],
+                                                                self.actions_of(len(self), horizon))[:, 0]
         return self._next_anchors[horizon]
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, frames: Optional[List[int]] = None) -> torch.Tensor:

@@ -9,9 +9,11 @@ from msc.train import main as train_main
 from msc.world import ACTIONS
 
 
-@pytest.fixture(scope="module")
-def world_model():
-    return perturbed_tiny(prior="previous_frame", actions=len(ACTIONS))
+@pytest.fixture(scope="module", params=["previous_frame", "action_kernel"])
+def world_model(request):
+    """A world model anchored on the previous frame, or on it through learned per-action kernels (perturbed away
+    from the identity, so that every action moves the anchor its own way)."""
+    return perturbed_tiny(prior=request.param, actions=len(ACTIONS))
 
 
 def _actions(length: int, seed: int = 0) -> torch.Tensor:
@@ -87,3 +89,52 @@ def test_live_play_equals_sampling_the_whole_action_sequence(world_model, guidan
     assert (from_nothing.video() - again).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="action must be one of"):
         player.step("jump")
+
+
+def test_the_kernel_prior_anchors_chunks_of_any_size_and_trains(tmp_path):
+    """Training anchors (all chunks at once) are the sampler's (:func:`anchor_frames`, chunk by chunk); a model with
+    the action-kernel prior trains on world episodes and samples in chunks of several frames."""
+    from msc.diffusion import anchor_frames, chunk_anchors
+
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS))
+    x, actions = random_context(8, seed=1), _actions(8, seed=3)
+    x = x.expand(3, -1, -1, -1, -1).contiguous()
+    actions = actions.expand(3, -1).contiguous()
+    anchor, anchored = chunk_anchors(x, torch.Generator().manual_seed(0), 4, "action_kernel", actions, model.action_kernels)
+    copy, _ = chunk_anchors(x, torch.Generator().manual_seed(0), 4)  # the same cuts: the last frame before each chunk
+    for clip in range(3):
+        for i in range(8):
+            if not anchored[clip, i]:
+                continue
+            source = next(s for s in range(i - 1, -1, -1) if torch.equal(copy[clip, i], x[clip, s]))
+            expected = anchor_frames("action_kernel", None, x[clip : clip + 1, source], [i - source],
+                                     actions[clip : clip + 1, source + 1 :], model.action_kernels)[0, 0]
+            assert torch.allclose(anchor[clip, i], expected, atol=1e-5)
+    video = sample_video(model, random_context(2), 5, steps=2, chunk=3, seed=1, actions=_actions(7)).video
+    assert video.shape == (1, 7, 3, 16, 16) and torch.isfinite(video).all()
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
+                "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_action_kernels_learn_a_camera_step():
+    """A kernel starts as the identity, shifts a frame exactly when its mass sits off centre, and learns a 2-pixel
+    step from pairs of frames by its own regression loss."""
+    from msc.diffusion import ActionKernels
+
+    kernels = ActionKernels(2, 7)
+    frame = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert (kernels(frame, torch.zeros(4, dtype=torch.long)) - frame).abs().mean() < 0.15  # close to the identity
+    moved = torch.cat([frame[..., 2:], frame[..., -1:].expand(-1, -1, -1, 2)], dim=-1)  # 2 px left, edge replicated
+    with torch.no_grad():
+        kernels.weight[1] = 0
+        kernels.weight[1, 3 * 7 + 5] = 1.0  # all the mass 2 px to the right of centre: the picture moves left
+    assert torch.allclose(kernels(frame, torch.ones(4, dtype=torch.long)), moved, atol=1e-6)
+    learner = ActionKernels(1, 7)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss = (learner(frame, torch.zeros(4, dtype=torch.long)) - moved).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+    assert int(learner.kernels(torch.zeros(1, dtype=torch.long))[0].argmax()) == 3 * 7 + 5
