@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 
 import gradio as gr
@@ -25,6 +26,9 @@ CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv"]
 FPS, DISPLAY_SCALE = 8, 4
 DECODE_REPORT_SECONDS = 0.05  # while a clip decodes, a handler yields this often: where Gradio can cancel it
 CHECKED_KINDS = (gr.Slider, gr.Number, gr.Radio, gr.Dropdown)
+# handlers that run outside the generation queue but decode or draw: how many of each run at once, and how long a
+# request waits for its turn before it is told the server is busy (the queue bounds only generations)
+PREVIEW_SLOTS, CONE_SLOTS, SLOT_WAIT_S = 1, 2, 20.0
 
 
 def bundled(folder: str) -> str:
@@ -83,6 +87,19 @@ class AppModel:
         self.config = model.config
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (msc.app.main)
         self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
+        self.slots = {"preview": threading.BoundedSemaphore(PREVIEW_SLOTS), "cone": threading.BoundedSemaphore(CONE_SLOTS)}
+
+    @contextmanager
+    def limited(self, kind: str):
+        """Run the block in one of the ``kind`` slots (``"preview"``: a clip decoded for its preview, ``"cone"``: a light
+        cone drawn), waiting at most :data:`SLOT_WAIT_S`; a user error says the server is busy otherwise. The slots
+        are separate, so a flood of one kind never delays the other, and neither holds more cores than it has slots."""
+        if not self.slots[kind].acquire(timeout=SLOT_WAIT_S):
+            raise user_error(f"the server is busy with other {kind} requests; try again in a moment.")
+        try:
+            yield
+        finally:
+            self.slots[kind].release()
 
     def write(self, video: torch.Tensor, mark_from) -> str:
         """``video`` ``[T, C, H, W]`` as an mp4 in the output folder (frames from ``mark_from`` on marked)."""

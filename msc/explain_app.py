@@ -32,12 +32,13 @@ class ExplainTabs:
             raise user_error(f"layer must be one of 0 … {cfg.depth - 1}, got {layer!r}.")
         r = cfg.low_res_factors[index] if cfg.low_res_factors else 1
         grid = cfg.grid
-        try:
-            cone = light_cone(settings.sampler.windows, grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
-        except ValueError as err:
-            raise user_error(str(err)) from None
-        total = settings.context + settings.frames
-        return light_cone_figure(cone), cost_markdown(cost_table(cfg, settings.sampler.windows, total), total)
+        with self.app.limited("cone"):
+            try:
+                cone = light_cone(settings.sampler.windows, grid, int(frame), int(min(y, grid - 1)), int(min(x, grid - 1)), r)
+            except ValueError as err:
+                raise user_error(str(err)) from None
+            total = settings.context + settings.frames
+            return light_cone_figure(cone), cost_markdown(cost_table(cfg, settings.sampler.windows, total), total)
 
     def build(self, demo: gr.Blocks, controls: dict) -> None:
         """The two tabs (inside the app's ``gr.Blocks`` ``demo``); the light cone follows the Generate tab's

@@ -144,7 +144,8 @@ class GenerateTab:
         if not clip:
             return None, "No clip: **Generate** samples a video from nothing.", gr.update(value=GENERATE_LABELS[False])
         try:
-            frames = load_clip(clip, self.app.config, int(context or 1))
+            with self.app.limited("preview"):
+                frames = load_clip(clip, self.app.config, int(context or 1))
         except UserError as err:
             raise user_error(str(err)) from None
         size = self.app.config.image_size

@@ -585,3 +585,54 @@ def test_the_readmes_api_example_runs_as_written(server):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Continued with 8 frames after 8 context frames" in proc.stdout
+
+
+def test_a_flood_of_previews_never_delays_the_light_cone(tiny_model, huge_files):
+    """Six previews of a 4096² clip at once and ten light cones beside them (in process, through the handlers the
+    events call): the previews decode one at a time (the others wait for the slot or are told the server is busy),
+    and the light cones, with slots of their own, answer within seconds."""
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    import gradio as gr
+
+    from msc.app import MSCApp
+
+    app = MSCApp(tiny_model)
+    decoding, most = [0], [0]
+    original = app.slots["preview"]
+
+    class Counting:  # the preview slot, counting how many hold it
+        def acquire(self, timeout):
+            got = original.acquire(timeout=timeout)
+            if got:
+                decoding[0] += 1
+                most[0] = max(most[0], decoding[0])
+            return got
+
+        def release(self):
+            decoding[0] -= 1
+            original.release()
+
+    app.slots["preview"] = Counting()
+
+    def preview():
+        try:
+            app.generate_tab.preview_clip(huge_files["long-raw.mp4"], 8)
+        except gr.Error as err:
+            assert "busy" in err.message or "decoded" in err.message, err.message
+        return None
+
+    def cone():
+        start = time.time()
+        app.explain.cone(5, 3, 2, 4, 16, 8, 8, 2, 2, "0")
+        return time.time() - start
+
+    with ThreadPoolExecutor(16) as pool:
+        previews = [pool.submit(preview) for _ in range(6)]
+        cones = [pool.submit(cone) for _ in range(10)]
+        seconds = [c.result(timeout=300) for c in cones]
+        for p in previews:
+            p.result(timeout=300)
+    assert most[0] == 1
+    assert statistics.median(seconds) <= 3.0, seconds
