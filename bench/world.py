@@ -12,6 +12,12 @@ actions:
 
 The bar (the world-model issue): true actions at least 3 dB above other actions and above copy-last. With
 ``--json`` the table's numbers are written too.
+
+``--rollout N`` (256 for the issue's bar): videos from nothing under random actions, ``N`` frames each, played as
+the Play tab plays (:class:`msc.play.Player`, one frame per action): the colour drift of the last 32 frames
+against the first 8 (bar ≤ 0.05), their sharpness against the first 8's (bar 0.8–1.25×), and whether they still
+move (mean |Δframe| over the last 32 against the first 32's; bar ≥ half). ``--sheet PATH``: those videos as a
+contact sheet (every 8th of the first 64 frames, then every 32nd), for the card.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -30,6 +37,7 @@ from msc.sampling import SamplerSettings, sample_video
 from msc.world import random_actions
 
 ACTION_BAR_DB = 3.0
+STILL = 1e-3  # mean |frame - previous frame| on [0, 1] under which a video counts as not moving
 
 
 def held_out_episodes(count: int, frames: int, size: int, photos=()):
@@ -68,6 +76,41 @@ def action_following(model, episodes: int = 32, context: int = 8, frames: int = 
             "met": gap_actions >= ACTION_BAR_DB and gap_frozen >= ACTION_BAR_DB, "seconds": seconds}
 
 
+def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSettings = None) -> dict:
+    """Videos from nothing under random actions, ``frames`` long (see the module docstring); ``videos`` ``[N, T, 3, S, S]``
+    is returned for the sheet."""
+    from msc.evaluate import COLOUR_TOLERANCE, STABILITY_WINDOW, colour_means
+    from msc.metrics import sharpness
+    from msc.play import Player
+
+    sampler = sampler or SamplerSettings(steps=2, chunk=1)
+    videos = []
+    start = time.time()
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed + 4242)
+        player = Player(model, None, None, replace(sampler, seed=seed))  # its first frame: from nothing, the no-op
+        for action in random_actions(frames - 1, g).tolist():
+            player.step(action)
+        videos.append(player.video()[0].cpu())
+    video = torch.stack(videos)  # [N, T, 3, S, S]
+    first, last = video[:, :8], video[:, -STABILITY_WINDOW:]
+    drift = float((colour_means(last) - colour_means(first)).abs().max())
+    sharp = float(sharpness(last).mean()) / max(float(sharpness(first).mean()), 1e-8)
+    early = float(motion(video[:, :STABILITY_WINDOW]).mean())
+    moving = float(motion(last).mean()) / early if early > STILL else 0.0  # a still video from nothing does not move
+    return {"frames": frames, "seeds": seeds, "colour_drift": drift, "sharpness_ratio": sharp, "motion_kept": moving,
+            "met": drift <= COLOUR_TOLERANCE and 0.8 <= sharp <= 1.25 and moving >= 0.5, "seconds": time.time() - start,
+            "videos": video}
+
+
+def write_rollout_sheet(path: str, videos: torch.Tensor) -> str:
+    """The rollout videos as a contact sheet: every 8th of the first 64 frames, then every 32nd."""
+    from release.assets import write_contact_sheet
+
+    picked = list(range(0, min(64, videos.shape[1]), 8)) + list(range(64, videos.shape[1], 32))
+    return write_contact_sheet(path, [v[picked] for v in videos], 1)
+
+
 def format_table(report: dict) -> str:
     lines = [f"{report['episodes']} held-out episodes, {report['context']} context frames, {report['frames']} generated "
              f"({report['sampler']['steps']} steps, chunks of {report['sampler']['chunk']}); PSNR against the engine's rollout",
@@ -89,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--chunk", type=int, default=1)
+    p.add_argument("--rollout", type=int, default=0, help="frames of the videos from nothing (0: none; the bar: 256)")
+    p.add_argument("--sheet", help="with --rollout: a contact sheet of those videos (PNG)")
     p.add_argument("--json")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
@@ -103,9 +148,18 @@ def main(argv=None) -> int:
         from msc.data.mixture import PreparedData
 
         photos = PreparedData(args.data).photos("test")
-    report = action_following(model, args.episodes, args.context, args.frames, SamplerSettings(steps=args.steps, chunk=args.chunk),
-                              photos)
+    sampler = SamplerSettings(steps=args.steps, chunk=args.chunk)
+    report = action_following(model, args.episodes, args.context, args.frames, sampler, photos)
     print(format_table(report))
+    if args.rollout:
+        rollout = from_nothing_rollout(model, args.rollout, sampler=sampler)
+        videos = rollout.pop("videos")
+        if args.sheet:
+            rollout["sheet"] = write_rollout_sheet(args.sheet, videos)
+        report["from_nothing"] = rollout
+        print(f"from nothing, {args.rollout} frames under random actions ({rollout['seeds']} videos): colour drift "
+              f"{rollout['colour_drift']:.3f} (bar 0.05), sharpness {rollout['sharpness_ratio']:.2f}x the first frames' "
+              f"(bar 0.8-1.25), motion kept {rollout['motion_kept']:.2f} (bar 0.5): {'met' if rollout['met'] else 'not met'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -71,6 +71,19 @@ def test_the_action_following_bench_scores_true_other_and_frozen(world_model, tm
     assert "true actions - other actions" in format_table(report)
 
 
+def test_the_from_nothing_rollout_measures_drift_sharpness_and_motion(world_model, tmp_path):
+    from PIL import Image
+
+    from bench.world import from_nothing_rollout, write_rollout_sheet
+    from msc.sampling import SamplerSettings
+
+    report = from_nothing_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1))
+    assert report["videos"].shape == (2, 40, 3, 16, 16)
+    assert report["colour_drift"] >= 0 and report["sharpness_ratio"] > 0 and isinstance(report["met"], bool)
+    sheet = Image.open(write_rollout_sheet(str(tmp_path / "sheet.png"), report["videos"]))
+    assert sheet.size == (2 * 16 * 5, 2 * 16 * 2)  # frames 0, 8, ..., 32 of each video, pixels doubled
+
+
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_live_play_equals_sampling_the_whole_action_sequence(world_model, guidance):
     from msc.play import Player
