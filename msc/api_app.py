@@ -3,15 +3,14 @@ frame as a PNG as soon as it is finished, at the real-time preset)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 
 import gradio as gr
 
 from msc.app_common import CLIP_TYPES, DISPLAY_SCALE, AppModel, generation_failed
-from msc.sampling import PRESETS
-from msc.studio import live_frame, run_generation
+from msc.sampling import PRESETS, FrameEvent, StepEvent
+from msc.studio import DoneEvent, describe_step, generation, live_frame
 
 
 class ClipApi:
@@ -28,13 +27,11 @@ class ClipApi:
         ``job.cancel()``, or a client that went away)."""
         settings = self.app.settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed))
         context = yield from self.app.decoding(clip, settings.context, None, lambda n: gr.skip())
-        for update in run_generation(self.app.model, context, settings, threading.Event()):
-            if update.kind == "error":
-                raise generation_failed(update.error)
-            if update.kind == "done":
-                yield self.app.write(update.video, context.shape[0])
-            else:
-                yield gr.skip()
+        try:
+            for event in generation(self.app.model, context, settings):
+                yield self.app.write(event.result.video[0], context.shape[0]) if isinstance(event, DoneEvent) else gr.skip()
+        except Exception as err:
+            raise generation_failed(err) from None
 
     def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0, chunk=PRESETS["real-time"].chunk):
         """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
@@ -48,15 +45,16 @@ class ClipApi:
             context = yield from self.app.decoding(clip, settings.context, None,
                                                    lambda n: (gr.skip(), f"reading the clip: {n} frames decoded"))
         k, finished, start = 0 if context is None else context.shape[0], 0, time.perf_counter()
-        for update in run_generation(self.app.model, context, settings, threading.Event()):
-            if update.kind == "error":
-                raise generation_failed(update.error)
-            if update.kind == "step":
-                yield gr.skip(), f"{finished}/{settings.frames} frames · {update.describe(settings, k)}"
-            elif update.kind == "frame":
-                finished, elapsed = update.finished, time.perf_counter() - start
-                yield (live_frame(update.frame, DISPLAY_SCALE, settings.mark),
-                       f"frame {update.finished}/{settings.frames} · {update.finished / elapsed:.2f} frames/s")
+        try:
+            for event in generation(self.app.model, context, settings):
+                if isinstance(event, StepEvent):
+                    yield gr.skip(), f"{finished}/{settings.frames} frames · {describe_step(event, settings, k)}"
+                elif isinstance(event, FrameEvent):
+                    finished, elapsed = event.finished, time.perf_counter() - start
+                    yield (live_frame(event.frame[0], DISPLAY_SCALE, settings.mark),
+                           f"frame {event.finished}/{settings.frames} · {event.finished / elapsed:.2f} frames/s")
+        except Exception as err:
+            raise generation_failed(err) from None
 
     def build(self) -> None:
         """The hidden components behind the two endpoints (inside the app's ``gr.Blocks``)."""

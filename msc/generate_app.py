@@ -20,10 +20,10 @@ from msc.app_common import (
     CLIP_TYPES, DISPLAY_SCALE, AppModel, bundled, generation_failed, setting_control, user_error,
 )
 from msc.plots import gates_over_generation
-from msc.sampling import PRESETS, settings_fields, window_fields
+from msc.sampling import PRESETS, FrameEvent, StepEvent, settings_fields, window_fields
 from msc.studio import (
-    CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, Session, SessionStore, Settings, UserError, frame_strip, live_frame,
-    load_clip, model_frame_shape, run_generation,
+    CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, ChunkEvent, Session, SessionStore, Settings, UserError, describe_step,
+    frame_strip, generation, live_frame, load_clip, model_frame_shape,
 )
 
 ASSETS = bundled("assets")
@@ -232,34 +232,38 @@ class GenerateTab:
         k, before = context.shape[0], session.frames
         progress(0, desc="starting")
         start, first_frame_s = time.perf_counter(), None
-        for update in run_generation(self.app.model, context if k else None, settings, cancel, frame_offset=offset):
-            if update.kind == "step":
-                progress((update.call, update.calls), desc=update.describe(settings, k), unit="model calls")
-            elif update.kind == "frame":
-                elapsed = time.perf_counter() - start
-                first_frame_s = elapsed if first_frame_s is None else first_frame_s
-                status = (f"Live: frame {offset + update.index + 1} ({update.finished}/{settings.frames} new) · "
-                          f"{update.finished / elapsed:.1f} frames/s · first frame after {first_frame_s:.1f} s")
-                yield gr.skip(), gr.skip(), status, gr.skip(), live_frame(update.frame, DISPLAY_SCALE, settings.mark)
-            elif update.kind == "frames":
-                session.add_chunk(update.video[k + session.frames - before:])
-                strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
-                yield gr.skip(), strip, gr.skip(), gr.skip(), gr.skip()
-            elif update.kind == "error":
-                raise generation_failed(update.error)
-            else:
-                new = session.frames - before
-                if update.kind == "done":
-                    session.add_gates(update.result.gates, offset)
-                    status = (f"{verb} {new} frames after {k} context frames ({update.result.model_calls} model calls); "
-                              f"the video has {session.frames} frames.")
-                else:
-                    status = f"Stopped: kept the {new} frames finished before Stop."
-                if new:
+        result = None
+        try:
+            for event in generation(self.app.model, context if k else None, settings, frame_offset=offset):
+                if isinstance(event, StepEvent):
+                    progress((event.call, event.calls), desc=describe_step(event, settings, k), unit="model calls")
+                elif isinstance(event, FrameEvent):
                     elapsed = time.perf_counter() - start
-                    status += f" {new / elapsed:.1f} frames/s, first frame after {first_frame_s:.1f} s."
-                yield (*self._show(session, status, settings.mark), gr.skip())
-                return
+                    first_frame_s = elapsed if first_frame_s is None else first_frame_s
+                    status = (f"Live: frame {offset + event.index + 1} ({event.finished}/{settings.frames} new) · "
+                              f"{event.finished / elapsed:.1f} frames/s · first frame after {first_frame_s:.1f} s")
+                    yield gr.skip(), gr.skip(), status, gr.skip(), live_frame(event.frame[0], DISPLAY_SCALE, settings.mark)
+                elif isinstance(event, ChunkEvent):
+                    session.add_chunk(event.video[k + session.frames - before:])
+                    strip = frame_strip(session.video, session.first_generated, mark=settings.mark)
+                    yield gr.skip(), strip, gr.skip(), gr.skip(), gr.skip()
+                else:
+                    result = event.result
+                if cancel.is_set():  # Stop: no model call runs after this event
+                    break
+        except Exception as err:
+            raise generation_failed(err) from None
+        new = session.frames - before
+        if result is not None:
+            session.add_gates(result.gates, offset)
+            status = (f"{verb} {new} frames after {k} context frames ({result.model_calls} model calls); "
+                      f"the video has {session.frames} frames.")
+        else:
+            status = f"Stopped: kept the {new} frames finished before Stop."
+        if new:
+            elapsed = time.perf_counter() - start
+            status += f" {new / elapsed:.1f} frames/s, first frame after {first_frame_s:.1f} s."
+        yield (*self._show(session, status, settings.mark), gr.skip())
 
     def close_tab(self, request: gr.Request = None):
         """The tab closed (or its connection dropped): free its video unless it reconnects soon."""

@@ -46,6 +46,7 @@ frame never changes when later frames are generated.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterator, List, Optional, Union
 
@@ -57,14 +58,6 @@ from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
 MAX_FRAMES = 4096  # a single call never generates more frames than this
-
-
-class SamplingCancelled(Exception):
-    """Raised between steps when ``cancel()`` returns True; ``.video`` holds the finished frames."""
-
-    def __init__(self, video: torch.Tensor):
-        super().__init__("sampling was cancelled")
-        self.video = video
 
 
 @dataclass
@@ -605,7 +598,6 @@ def sample_video(
     use_cache: bool = True,
     batch: int = 1,
     callback: Optional[Callable[[dict], None]] = None,
-    cancel: Optional[Callable[[], bool]] = None,
     frame_offset: int = 0,
     actions: Optional[torch.Tensor] = None,
     **setting_values,
@@ -613,30 +605,20 @@ def sample_video(
     """Generate ``frames`` frames after ``context`` and collect them: a thin wrapper of
     :func:`sample_frames`. The settings come as a :class:`SamplerSettings` or as its fields by
     keyword (``steps=8, chunk=4, ...``). ``callback(info)`` is called after every model call (see the
-    module docstring); ``cancel()`` is asked before every model call and, when it returns True, ends
-    sampling with :class:`SamplingCancelled` holding the finished frames. ``actions``: see :func:`sample_frames`."""
+    module docstring). ``actions``: see :func:`sample_frames`. To stop part-way, iterate :func:`sample_frames`
+    instead and stop iterating: no model call runs after the last event taken."""
     settings = replace(settings, **setting_values) if settings is not None else SamplerSettings(**setting_values)
     cfg = model.config
     known = torch.zeros(batch, 0, cfg.channels, cfg.image_size, cfg.image_size) if context is None else context.float().cpu()
     recorder = SamplingRecorder(known)
 
-    def after_call(finished_some: bool) -> None:
-        step = recorder.step
-        if callback is not None:
-            callback({"call": step.call, "calls": step.calls, "frames": step.frames, "steps": step.steps, "t": step.t,
-                      "finished": step.finished, "total": step.total, "video": recorder.video() if finished_some else None})
-        if cancel is not None and cancel():
-            raise SamplingCancelled(recorder.video())
-
-    if cancel is not None and cancel():
-        raise SamplingCancelled(recorder.video())
-    events = sample_frames(model, context, frames, settings, batch, frame_offset, use_cache, actions)
-    try:
+    with closing(sample_frames(model, context, frames, settings, batch, frame_offset, use_cache, actions)) as events:
         for event in events:
-            if recorder.add(event):
-                after_call(isinstance(event, FrameEvent))
-    finally:
-        events.close()
+            if recorder.add(event) and callback is not None:
+                step = recorder.step
+                callback({"call": step.call, "calls": step.calls, "frames": step.frames, "steps": step.steps, "t": step.t,
+                          "finished": step.finished, "total": step.total,
+                          "video": recorder.video() if isinstance(event, FrameEvent) else None})
     return recorder.finish()
 
 

@@ -12,14 +12,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Generator, Iterator, List, Optional
+from typing import Generator, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 
 from msc.sampling import (
-    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, StepEvent, sample_frames, settings_fields, window_fields,
+    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, SamplingResult, StepEvent, sample_frames, settings_fields,
+    window_fields,
 )
 from msc.model import AttentionWindows
 from msc.video import VideoError, decode_video, finish, mark_frames
@@ -168,85 +170,66 @@ def load_clip(path: Optional[str], config, context: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# A sampler run in a worker thread
+# One generation as the sampler's events
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Update:
-    """One report of a running generation.
+class ChunkEvent:
+    """A model call finished its last frame: ``video`` ``[K + n, C, H, W]`` holds every frame so far (after the
+    call's :class:`~msc.sampling.FrameEvent` s)."""
 
-    ``kind``: ``"step"`` (a model call finished), ``"frame"`` (one frame finished: ``frame``
-    ``[C, H, W]``, its ``index`` in the video), ``"frames"`` (after the last frame a model call finished;
-    ``video`` holds all frames so far), ``"done"`` (``result``), ``"cancelled"`` (``video`` holds the
-    finished frames) or ``"error"`` (``error``).
-    """
-
-    kind: str
-    call: int = 0
-    calls: int = 0
-    finished: int = 0
-    total: int = 0
-    frames: List[int] = field(default_factory=list)
-    steps: List[int] = field(default_factory=list)
-    video: Optional[torch.Tensor] = None
-    result: object = None
-    error: Optional[BaseException] = None
-    frame: Optional[torch.Tensor] = None
-    index: int = 0
-
-    def describe(self, settings: "Settings", context: int) -> str:
-        """What this call did, e.g. ``"chunk 2/4 (frames 13-16) · step 5/16"``, frames counted from 1
-        over context + new (from nothing, the first frame is chunk 1 of its own: ``"first frame (from nothing) ·
-        step 3/16"``)."""
-        lo, hi = min(self.frames) + 1, max(self.frames) + 1
-        frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
-        s = settings.sampler
-        first_alone = s.first_frame_alone(context)
-        if first_alone and self.frames == [0]:
-            return f"first frame (from nothing) · step {max(self.steps)}/{s.first_frame_steps}"
-        if s.schedule == "diffusion-forcing":
-            return f"{frames} in flight at steps {min(self.steps)}-{max(self.steps)}/{s.steps} · {self.finished}/{self.total} new frames done"
-        start = int(first_alone)  # new frames before the chunks
-        chunk = settings.frames - start if s.schedule == "full-sequence" else s.chunk
-        index = (min(self.frames) - context - start) // chunk + 1 + start
-        count = -(-(settings.frames - start) // chunk) + start
-        return f"chunk {index}/{count} ({frames}) · step {max(self.steps)}/{s.steps}"
+    video: torch.Tensor
 
 
-def run_generation(model, context: Optional[torch.Tensor], settings: Settings, cancel: threading.Event,
-                   frame_offset: int = 0) -> Iterator[Update]:
-    """Run the sampler (:func:`msc.sampling.sample_frames`) and yield its progress as :class:`Update` s.
+@dataclass
+class DoneEvent:
+    """The generation finished: ``result`` (:class:`~msc.sampling.SamplingResult`, batch of one) holds every frame,
+    the gates of every call and the model calls."""
 
-    ``context`` ``[K, C, H, W]`` (or ``None``). The sampler runs in the caller's thread, one model call
-    per step of the iteration: setting ``cancel`` (or closing this generator) stops it before the next
-    model call; the frames finished by then arrive in a ``"cancelled"`` update.
+    result: SamplingResult
+
+
+def generation(model, context: Optional[torch.Tensor], settings: Settings,
+               frame_offset: int = 0) -> Iterator[Union[StepEvent, FrameEvent, ChunkEvent, DoneEvent]]:
+    """One video's generation as events: the sampler's own (:func:`msc.sampling.sample_frames`: a
+    :class:`~msc.sampling.StepEvent` per model call, a :class:`~msc.sampling.FrameEvent` per finished frame, batch of
+    one), a :class:`ChunkEvent` after a call's last frame, and a :class:`DoneEvent` at the end.
+
+    ``context`` ``[K, C, H, W]`` (or ``None``). The sampler runs in the caller's thread, one model call per event:
+    to cancel, stop iterating (the frames finished so far came in the events before); an error in the sampler is
+    raised to the caller.
     """
     known = torch.zeros(0, *model_frame_shape(model)) if context is None else context.float().cpu()
     recorder = SamplingRecorder(known[None])
-    events = sample_frames(model, None if context is None else context[None], settings.frames, settings.sampler,
-                           frame_offset=frame_offset)
-    try:
+    with closing(sample_frames(model, None if context is None else context[None], settings.frames, settings.sampler,
+                               frame_offset=frame_offset)) as events:
         for event in events:
             call_done = recorder.add(event)
-            step = recorder.step
-            if isinstance(event, StepEvent):
-                yield Update("step", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps))
-            elif isinstance(event, FrameEvent):
-                yield Update("frame", step.call, step.calls, event.finished, event.total, frame=event.frame[0], index=event.index)
-                if call_done:
-                    yield Update("frames", step.call, step.calls, step.finished, step.total, list(step.frames), list(step.steps),
-                                 video=recorder.video()[0])
-            if cancel.is_set():
-                yield Update("cancelled", video=recorder.video()[0])
-                return
-    except Exception as err:  # reported to the caller, who shows it
-        yield Update("error", error=err)
-        return
-    finally:
-        events.close()
-    result = recorder.finish()
-    yield Update("done", result=result, video=result.video[0])
+            if isinstance(event, (StepEvent, FrameEvent)):
+                yield event
+            if call_done and isinstance(event, FrameEvent):
+                yield ChunkEvent(recorder.video()[0])
+    yield DoneEvent(recorder.finish())
+
+
+def describe_step(step: StepEvent, settings: Settings, context: int) -> str:
+    """What a model call did, e.g. ``"chunk 2/4 (frames 13-16) · step 5/16"``, frames counted from 1
+    over context + new (from nothing, the first frame is chunk 1 of its own: ``"first frame (from nothing) ·
+    step 3/16"``)."""
+    lo, hi = min(step.frames) + 1, max(step.frames) + 1
+    frames = f"frame {lo}" if lo == hi else f"frames {lo}-{hi}"
+    s = settings.sampler
+    first_alone = s.first_frame_alone(context)
+    if first_alone and step.frames == [0]:
+        return f"first frame (from nothing) · step {max(step.steps)}/{s.first_frame_steps}"
+    if s.schedule == "diffusion-forcing":
+        return f"{frames} in flight at steps {min(step.steps)}-{max(step.steps)}/{s.steps} · {step.finished}/{step.total} new frames done"
+    start = int(first_alone)  # new frames before the chunks
+    chunk = settings.frames - start if s.schedule == "full-sequence" else s.chunk
+    index = (min(step.frames) - context - start) // chunk + 1 + start
+    count = -(-(settings.frames - start) // chunk) + start
+    return f"chunk {index}/{count} ({frames}) · step {max(step.steps)}/{s.steps}"
 
 
 def model_frame_shape(model) -> tuple:

@@ -6,7 +6,7 @@ from conftest import random_context
 
 from msc.diffusion import SCHEDULES, noise_levels
 from msc.model import AttentionWindows, KVCache, MSCModel, config_from_name
-from msc.sampling import SamplingCancelled, frame_schedule_plan, sample_video
+from msc.sampling import SamplerSettings, frame_schedule_plan, sample_video
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +109,23 @@ def test_from_nothing_the_first_frame_is_sampled_alone_with_its_own_steps(model,
         sample_video(m, None, 2, first_frame_steps=-1)
 
 
-def test_cancel_between_steps_returns_finished_frames(model):
+def test_stopping_the_iteration_stops_the_model_calls(model, monkeypatch):
+    """Cancelling is not asking for the next event: no model call runs after the last event taken."""
+    from msc.sampling import FrameEvent, sample_frames
+
     calls = []
-    with pytest.raises(SamplingCancelled) as err:
-        sample_video(model, _context(), 6, steps=2, chunk=2, callback=calls.append, cancel=lambda: len(calls) >= 3)
-    assert err.value.video.shape[1] == 3 + 2  # context + the first finished chunk
-    with pytest.raises(SamplingCancelled) as err:  # from nothing, before any frame: an empty video
-        sample_video(model, None, 2, steps=1, cancel=lambda: True)
-    assert err.value.video.shape == (1, 0, 3, 16, 16)
+    original = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    events = sample_frames(model, _context(), 6, SamplerSettings(steps=2, chunk=2))
+    frames = []
+    for event in events:
+        if isinstance(event, FrameEvent):
+            frames.append(event.frame)
+            if len(frames) == 2:  # the first chunk is finished
+                break
+    made = len(calls)
+    events.close()
+    assert len(frames) == 2 and len(calls) == made
 
 
 @pytest.mark.parametrize(

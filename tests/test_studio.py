@@ -1,6 +1,5 @@
 """The app's engine without a browser: settings checks, clip loading, the threaded sampler run, sessions."""
 
-import threading
 
 import numpy as np
 import pytest
@@ -9,7 +8,11 @@ import torch
 from msc.data import procedural_clip
 from msc.model import AttentionWindows, MSCModel, config_from_name
 from msc.sampling import SamplerSettings, sample_video
-from msc.studio import CONTROLS, Session, SessionStore, Settings, UserError, frame_strip, load_clip, run_generation
+from msc.sampling import FrameEvent, StepEvent
+from msc.studio import (
+    CONTROLS, ChunkEvent, DoneEvent, Session, SessionStore, Settings, UserError, describe_step, frame_strip, generation,
+    load_clip,
+)
 from msc.video import write_video
 
 TINY = config_from_name("tiny")  # 16 px, 8 × 8 tokens, k_s 3, k_t 2, d 2, k_lo 2
@@ -70,8 +73,8 @@ def test_a_window_is_checked_against_the_model_once_per_request(model, monkeypat
     monkeypatch.setattr(AttentionWindows, "check_fits", lambda self, grid: (checks.append(self), original(self, grid)))
     defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
     settings = Settings.from_controls({"frames": 4, "steps": 2, "k_t": 3}, defaults, TINY.grid)
-    updates = list(run_generation(model, procedural_clip(1, 4, 16), settings, threading.Event()))
-    assert updates[-1].kind == "done" and checks == [settings.sampler.windows]
+    events = list(generation(model, procedural_clip(1, 4, 16), settings))
+    assert isinstance(events[-1], DoneEvent) and checks == [settings.sampler.windows]
 
 
 def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):
@@ -87,25 +90,25 @@ def test_load_clip_takes_the_last_frames_and_explains_bad_files(tmp_path):
         load_clip(None, TINY, 4)
 
 
-def test_run_generation_reports_every_call_and_matches_the_sampler(model):
+def test_a_generation_reports_every_call_and_matches_the_sampler(model):
     context = procedural_clip(1, 4, 16)
     settings = Settings(frames=4, context=4, sampler=SamplerSettings(chunk=2, steps=3, windows=AttentionWindows(**TINY_WINDOWS)))
-    updates = list(run_generation(model, context, settings, threading.Event()))
-    kinds = [u.kind for u in updates]
-    assert kinds.count("step") == 6 and kinds.count("frames") == 2 and kinds[-1] == "done"
-    frames = [u for u in updates if u.kind == "frame"]  # one per frame, as soon as it is finished
-    assert [u.index for u in frames] == [4, 5, 6, 7] and frames[0].frame.shape == (3, 16, 16)
-    assert kinds.index("frame") < kinds.index("frames")
-    assert updates[0].describe(settings, 4) == "chunk 1/2 (frames 5-6) · step 1/3"
+    events = list(generation(model, context, settings))
+    kinds = [type(e) for e in events]
+    assert kinds.count(StepEvent) == 6 and kinds.count(ChunkEvent) == 2 and kinds[-1] is DoneEvent
+    frames = [e for e in events if isinstance(e, FrameEvent)]  # one per frame, as soon as it is finished
+    assert [e.index for e in frames] == [4, 5, 6, 7] and frames[0].frame.shape == (1, 3, 16, 16)
+    assert kinds.index(FrameEvent) < kinds.index(ChunkEvent)
+    assert describe_step(events[0], settings, 4) == "chunk 1/2 (frames 5-6) · step 1/3"
     direct = sample_video(model, context[None], 4, settings.sampler).video[0]
-    assert torch.equal(updates[-1].video, direct)
+    assert torch.equal(events[-1].result.video[0], direct)
 
 
 @pytest.mark.parametrize("schedule", ["autoregressive", "full-sequence"])
 def test_from_nothing_the_first_frame_is_its_own_chunk_in_the_progress(model, schedule):
     settings = Settings(frames=5, sampler=SamplerSettings(chunk=2, steps=2, first_frame_steps=3, schedule=schedule,
                                                           windows=AttentionWindows(**TINY_WINDOWS)))
-    steps = [u.describe(settings, 0) for u in run_generation(model, None, settings, threading.Event()) if u.kind == "step"]
+    steps = [describe_step(e, settings, 0) for e in generation(model, None, settings) if isinstance(e, StepEvent)]
     first = [f"first frame (from nothing) · step {i}/3" for i in (1, 2, 3)]
     if schedule == "autoregressive":
         assert steps == first + [f"chunk {c}/3 (frames {f}) · step {i}/2" for c, f in ((2, "2-3"), (3, "4-5")) for i in (1, 2)]
@@ -113,17 +116,15 @@ def test_from_nothing_the_first_frame_is_its_own_chunk_in_the_progress(model, sc
         assert steps == first + ["chunk 2/2 (frames 2-5) · step 1/2", "chunk 2/2 (frames 2-5) · step 2/2"]
 
 
-def test_cancel_keeps_the_finished_frames(model):
+def test_stopping_a_generation_keeps_the_finished_frames(model):
     context = procedural_clip(2, 4, 16)
     settings = Settings(frames=8, context=4, sampler=SamplerSettings(chunk=2, steps=2, windows=AttentionWindows(**TINY_WINDOWS)))
-    cancel = threading.Event()
     seen = []
-    for update in run_generation(model, context, settings, cancel):
-        seen.append(update)
-        if update.kind == "frames" and update.finished == 4:
-            cancel.set()
-    assert seen[-1].kind == "cancelled"
-    assert seen[-1].video.shape[0] == 4 + 4
+    for event in generation(model, context, settings):
+        seen.append(event)
+        if isinstance(event, ChunkEvent) and event.video.shape[0] == 4 + 4:
+            break  # Stop: the frames so far are the last chunk event's
+    assert not any(isinstance(e, DoneEvent) for e in seen) and sum(isinstance(e, FrameEvent) for e in seen) == 4
 
 
 def test_session_chunks_undo_and_context():
