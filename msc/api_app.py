@@ -9,7 +9,7 @@ from dataclasses import replace
 import gradio as gr
 
 from msc.app_common import CLIP_TYPES, DISPLAY_SCALE, AppModel, generation_failed
-from msc.sampling import PRESETS, FrameEvent, StepEvent
+from msc.sampling import FrameEvent, StepEvent
 from msc.studio import DoneEvent, describe_step, generation, live_frame
 
 
@@ -18,14 +18,15 @@ class ClipApi:
 
     def __init__(self, app: AppModel):
         self.app = app
-        self.real_time = replace(app.defaults, sampler=replace(PRESETS["real-time"], windows=app.config.windows))
+        self.real_time = replace(app.defaults, sampler=app.presets["real-time"])
 
-    def extend(self, clip, frames, steps=PRESETS["default"].steps, chunk=PRESETS["default"].chunk, seed=0):
+    def extend(self, clip, frames, steps=None, chunk=None, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
         A generator that reports nothing until the end (its intermediate outputs are updates without
         a value): between two decoded frames or two denoising steps Gradio can cancel it (a client's
-        ``job.cancel()``, or a client that went away)."""
-        settings = self.app.settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed))
+        ``job.cancel()``, or a client that went away). ``steps`` / ``chunk`` ``None``: the default preset's."""
+        given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
+        settings = self.app.settings(dict(frames=frames, seed=seed, **given))
         context = yield from self.app.decoding(clip, settings.context, None, lambda n: gr.skip())
         try:
             for event in generation(self.app.model, context, settings):
@@ -33,13 +34,14 @@ class ClipApi:
         except Exception as err:
             raise generation_failed(err) from None
 
-    def stream(self, clip, frames, steps=PRESETS["real-time"].steps, seed=0, chunk=PRESETS["real-time"].chunk):
+    def stream(self, clip, frames, steps=None, seed=0, chunk=None):
         """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
         preset (``steps`` and ``chunk`` override its own) and yield every finished frame as a PNG image with a
         status line, as soon as it is finished. In between, it yields the status alone (the image
         unchanged: an update without a value) while the clip decodes and after every denoising step:
         the points where a client's ``job.cancel()`` ends it."""
-        settings = self.app.settings(dict(frames=frames, steps=steps, chunk=chunk, seed=seed), self.real_time)
+        given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
+        settings = self.app.settings(dict(frames=frames, seed=seed, **given), self.real_time)
         context = None
         if clip:
             context = yield from self.app.decoding(clip, settings.context, None,
@@ -70,8 +72,8 @@ class ClipApi:
         button.click(self.extend, [clip, frames, steps, chunk, seed], [out], api_name="extend", concurrency_limit=1,
                      concurrency_id="sampler")
         with gr.Row(visible=False):  # the streaming API endpoint, no UI
-            stream_steps = gr.Number(label="steps", value=PRESETS["real-time"].steps, precision=None)
-            stream_chunk = gr.Number(label="chunk", value=PRESETS["real-time"].chunk, precision=None)
+            stream_steps = gr.Number(label="steps", value=self.real_time.sampler.steps, precision=None)
+            stream_chunk = gr.Number(label="chunk", value=self.real_time.sampler.chunk, precision=None)
             frame = gr.Image(type="filepath", format="png")
             status = gr.Textbox()
             stream_button = gr.Button()

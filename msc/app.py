@@ -32,6 +32,7 @@ from msc.environment import go_offline
 from msc.explain_app import ExplainTabs
 from msc.generate_app import SESSION_IDLE_SECONDS, GenerateTab
 from msc.model import MSCModel
+from msc.sampling import load_presets
 
 DEFAULT_WEIGHTS = bundled("weights")
 WORLD_WEIGHTS = os.path.join(DEFAULT_WEIGHTS, "world") if os.path.isdir(os.path.join(DEFAULT_WEIGHTS, "world")) else None
@@ -51,8 +52,9 @@ class MSCApp(AppModel):
     :class:`~msc.explain_app.ExplainTabs`, with a world model :class:`~msc.play_app.PlayTab`) and its plain API
     (:class:`~msc.api_app.ClipApi`)."""
 
-    def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS, world_model: MSCModel | None = None):
-        super().__init__(model)
+    def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS, world_model: MSCModel | None = None,
+                 presets: dict | None = None):
+        super().__init__(model, presets)
         self.generate_tab = GenerateTab(self, idle_seconds)
         self.explain = ExplainTabs(self)
         self.api = ClipApi(self)
@@ -123,7 +125,12 @@ def main(argv=None) -> int:
     if world_model is not None and not world_model.config.actions:
         print(f"error: {args.world_weights} is not a world model (its config has no actions).", file=sys.stderr)
         return 2
-    app = MSCApp(model, world_model=world_model)
+    try:
+        presets = load_presets(os.path.abspath(os.path.expanduser(args.weights)))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    app = MSCApp(model, world_model=world_model, presets=presets)
     app.start_sweeper()
     # the generated videos go when the server does: on Ctrl-C and on SIGTERM (which otherwise skips cleanup)
     atexit.register(shutil.rmtree, app.out_dir, ignore_errors=True)

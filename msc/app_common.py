@@ -80,13 +80,15 @@ def setting_control(f, value, grid: int):
 
 
 class AppModel:
-    """The app's video model, its default request settings and the folder the app writes videos to."""
+    """The app's video model, its sampler presets and default request settings, and the folder the app writes videos to."""
 
-    def __init__(self, model: MSCModel, out_dir: str | None = None):
+    def __init__(self, model: MSCModel, presets: dict | None = None, out_dir: str | None = None):
         self.model = model
         self.config = model.config
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-app-")  # removed at exit (msc.app.main)
-        self.defaults = Settings(sampler=replace(PRESETS["default"], windows=self.config.windows))
+        # the weights' own sampler presets (msc.sampling.load_presets), with the model's windows
+        self.presets = {name: replace(p, windows=self.config.windows) for name, p in (presets or PRESETS).items()}
+        self.defaults = Settings(sampler=self.presets["default"])
         self.slots = {"preview": threading.BoundedSemaphore(PREVIEW_SLOTS), "cone": threading.BoundedSemaphore(CONE_SLOTS)}
 
     @contextmanager

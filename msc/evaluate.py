@@ -56,7 +56,7 @@ from msc.flow import flow_extrapolation
 from msc.fvd import FVD
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit
 from msc.model import MSCModel
-from msc.sampling import SamplerSettings, add_settings_arguments, sample_video, settings_from_args
+from msc.sampling import SamplerSettings, add_settings_arguments, load_presets, sample_video, settings_from_args
 from msc.tracking import trajectory_error
 
 SETS = ("real", "camera", "procedural")
@@ -327,7 +327,8 @@ def main(argv=None) -> int:
     try:
         data = PreparedData(args.data) if args.data else None
         models = _load_models(args)
-        sampler = settings_from_args(args, next(iter(models.values())).config.windows)
+        sampler = settings_from_args(args, next(iter(models.values())).config.windows,
+                                     load_presets(args.weights if os.path.isdir(args.weights) else None))
         settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler, args.fvd)
         report = evaluate(models, settings, data, guidance=args.guidance, callback=lambda r: _write_json(r, args.json))
     except (FileNotFoundError, ValueError) as e:

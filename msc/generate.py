@@ -12,11 +12,12 @@ frames of ``--input``) followed by the new ones.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from msc.environment import go_offline
 from msc.model import MSCModel
-from msc.sampling import add_settings_arguments, sample_video, settings_from_args, settings_table
+from msc.sampling import add_settings_arguments, load_presets, sample_video, settings_from_args, settings_table
 from msc.video import VideoError, read_video, write_video
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     try:
         model = MSCModel.from_pretrained(args.weights).eval()
         cfg = model.config
-        settings = settings_from_args(args, cfg.windows)
+        settings = settings_from_args(args, cfg.windows, load_presets(args.weights if os.path.isdir(args.weights) else None))
         context = None
         if args.input:
             if args.context < 1:

@@ -20,7 +20,7 @@ from msc.app_common import (
     CLIP_TYPES, DISPLAY_SCALE, AppModel, bundled, generation_failed, setting_control, user_error,
 )
 from msc.plots import gates_over_generation
-from msc.sampling import PRESETS, FrameEvent, StepEvent, settings_fields, window_fields
+from msc.sampling import FrameEvent, StepEvent, settings_fields, window_fields
 from msc.studio import (
     CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, ChunkEvent, Session, SessionStore, Settings, UserError, describe_step,
     frame_strip, generation, live_frame, load_clip, model_frame_shape,
@@ -281,10 +281,9 @@ class GenerateTab:
         for tab in [t for t in self.tab_sessions if t not in kept]:
             self.tab_sessions.pop(tab, None)
 
-    @staticmethod
-    def apply_preset(name):
+    def apply_preset(self, name):
         """The sampler controls set to a preset (windows and the request's own controls stay)."""
-        return [getattr(PRESETS[name], f.name) for f in settings_fields()]
+        return [getattr(self.app.presets[name], f.name) for f in settings_fields()]
 
     def build(self, demo: gr.Blocks) -> dict:
         """The tab's components and events (inside the app's ``gr.Blocks`` ``demo``); returns its controls by name."""
@@ -336,7 +335,7 @@ class GenerateTab:
             buttons = dict(generate=gr.Button(GENERATE_LABELS[False], variant="primary"), stop=gr.Button("Stop", variant="stop"))
         with gr.Row():
             buttons.update({"continue": gr.Button("Continue"), "undo": gr.Button("Undo last chunk")})
-        preset = gr.Radio(list(PRESETS), value="default", label="Preset (sets the sampler controls below)")
+        preset = gr.Radio(list(self.app.presets), value="default", label="Preset (sets the sampler controls below)")
         with gr.Accordion("Sampler", open=False):
             for f in settings_fields():
                 controls[f.name] = setting_control(f, getattr(ds, f.name), grid)

@@ -46,9 +46,11 @@ frame never changes when later frames are generated.
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -328,7 +330,44 @@ PRESETS = {
     # frame within 1.5 s on a 2-core CPU; its quality beside the default's is in the model card
     "real-time": SamplerSettings(steps=2, chunk=2),
 }
-"""Named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app)."""
+"""The library's named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app),
+used for weights without their own :data:`SAMPLER_FILE`."""
+SAMPLER_FILE = "sampler.json"  # a model's own presets, beside its config.json (as diffusers ships a scheduler config)
+
+
+def load_presets(folder: Optional[str]) -> Dict[str, SamplerSettings]:
+    """The presets of the weights in ``folder``: its :data:`SAMPLER_FILE`, ``{"default": {field: value, ...},
+    "real-time": {...}}`` (fields left out keep :class:`SamplerSettings`' own; every name of :data:`PRESETS` present),
+    else :data:`PRESETS`. ``ValueError`` naming the file for an unknown preset, field or value."""
+    path = os.path.join(folder, SAMPLER_FILE) if folder else None
+    if path is None or not os.path.isfile(path):
+        return dict(PRESETS)
+    with open(path) as f:
+        given = json.load(f)
+    if not isinstance(given, dict) or set(given) != set(PRESETS):
+        raise ValueError(f"{path} must hold the presets {sorted(PRESETS)}, got {sorted(given) if isinstance(given, dict) else given!r}.")
+    fields = {f.name for f in settings_fields()}
+    presets = {}
+    for name, values in given.items():
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"{path}: preset {name!r} has unknown settings {sorted(unknown)}.")
+        try:
+            presets[name] = SamplerSettings(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: preset {name!r}: {err}") from None
+    return presets
+
+
+def write_presets(folder: str, presets: Dict[str, SamplerSettings]) -> str:
+    """``presets`` as ``folder``'s :data:`SAMPLER_FILE`, every setting written out (the windows stay the model's), so the
+    file says how these weights are sampled whatever the library's defaults become."""
+    out = {name: {f.name: getattr(p, f.name) for f in settings_fields()} for name, p in presets.items()}
+    path = os.path.join(folder, SAMPLER_FILE)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    return path
 
 
 def settings_table() -> str:
@@ -632,8 +671,8 @@ def add_settings_arguments(parser) -> None:
     (the windows: the model's)."""
     group = parser.add_argument_group("sampler settings (python -m msc.generate --settings-table lists them)")
     group.add_argument("--preset", choices=list(PRESETS), default="default",
-                       help="starting point for the settings below: " + ", ".join(
-                           f"{name} ({p.steps} steps, chunk {p.chunk})" for name, p in PRESETS.items()))
+                       help="starting point for the settings below: the weights' own (their sampler.json), else the "
+                            "library's " + ", ".join(f"{name} ({p.steps} steps, chunk {p.chunk})" for name, p in PRESETS.items()))
     for f in settings_fields():
         kwargs = {"default": None, "help": f"{f.metadata['help']} (default: {getattr(SamplerSettings(), f.name)})"}
         if "choices" in f.metadata:
@@ -645,8 +684,10 @@ def add_settings_arguments(parser) -> None:
         group.add_argument("--" + f.name.replace("_", "-"), type=int, default=None, help=f"override the {f.metadata['help']}")
 
 
-def settings_from_args(args, model_windows: AttentionWindows) -> SamplerSettings:
-    """The :class:`SamplerSettings` of parsed flags (see :func:`add_settings_arguments`)."""
+def settings_from_args(args, model_windows: AttentionWindows, presets: Optional[Dict[str, SamplerSettings]] = None
+                       ) -> SamplerSettings:
+    """The :class:`SamplerSettings` of parsed flags (see :func:`add_settings_arguments`), starting from ``presets``
+    (the weights' own, :func:`load_presets`; default the library's)."""
     windows = replace(model_windows, **{n: getattr(args, n) for n in WINDOW_FLAGS if getattr(args, n) is not None})
     given = {f.name: getattr(args, f.name) for f in settings_fields() if getattr(args, f.name) is not None}
-    return replace(PRESETS[args.preset], windows=windows, **given)
+    return replace((presets or PRESETS)[args.preset], windows=windows, **given)

@@ -92,3 +92,28 @@ def test_preset_flags_start_from_the_preset_and_explicit_flags_win():
     assert fast == PRESETS["real-time"].__class__(**{**vars(PRESETS["real-time"]), "windows": windows})
     assert settings_from_args(parser.parse_args(["--preset", "real-time", "--steps", "6", "--k-s", "5"]), windows).steps == 6
     assert settings_from_args(parser.parse_args([]), windows).steps == PRESETS["default"].steps
+
+
+def test_the_sampler_presets_live_with_the_weights(tmp_path, tiny_model):
+    """A weights folder's sampler.json holds its presets (as a diffusers scheduler config sits beside its model): the
+    CLIs and the app start from them; without the file, the library's; a bad file is refused naming it."""
+    import json
+    from dataclasses import replace
+
+    from msc.app import MSCApp
+    from msc.sampling import PRESETS, load_presets, write_presets
+
+    assert load_presets(str(tmp_path)) == PRESETS  # no file
+    own = {"default": replace(PRESETS["default"], steps=5, chunk=3), "real-time": replace(PRESETS["real-time"], steps=1)}
+    write_presets(str(tmp_path), own)
+    assert load_presets(str(tmp_path)) == own
+    app = MSCApp(tiny_model, presets=own)
+    assert (app.defaults.sampler.steps, app.defaults.sampler.chunk) == (5, 3) and app.api.real_time.sampler.steps == 1
+    assert app.defaults.sampler.windows == tiny_model.config.windows
+    json.dump({"default": {"steps": 0}, "real-time": {}}, open(tmp_path / "sampler.json", "w"))
+    with pytest.raises(ValueError, match="sampler.json: preset 'default'.*steps"):
+        load_presets(str(tmp_path))
+    json.dump({"default": {"speed": 1}, "real-time": {}}, open(tmp_path / "sampler.json", "w"))
+    with pytest.raises(ValueError, match="unknown settings"):
+        load_presets(str(tmp_path))
+    assert load_presets(os.path.join(ROOT, "weights")) == PRESETS  # the bundled model's presets are the measured ones
