@@ -364,14 +364,18 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         return velocity_loss(denoiser, x0, levels, noise, frame_loss=frame_loss, actions=actions)
     corrupted = context_corruption > 0
     seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
+    cuts = generator.get_state()  # the chunk cuts, drawn again below for the kernels' clean anchors
     anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
     kernel_loss = 0.0
-    if denoiser.config.prior in KERNEL_PRIORS:  # the kernels' own regression onto the clean frames; the network
-        # learns the residual around their (detached) prediction
-        kernel_loss = (anchor - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else anchor.sum() * 0
+    if denoiser.config.prior in KERNEL_PRIORS:  # the kernels' own regression, from clean frames onto clean frames (on
+        # the corrupted context the best kernel would blur, to denoise); the network learns the residual around their
+        # detached prediction from the frames it sees
+        same_cuts = torch.Generator().set_state(cuts)
+        clean, _ = chunk_anchors(x0, same_cuts, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
+        kernel_loss = (clean - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else clean.sum() * 0
         anchor = anchor.detach()
     return kernel_loss + velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
                                        scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)

@@ -125,6 +125,14 @@ def test_the_kernel_prior_anchors_chunks_of_any_size_and_trains(tmp_path):
             assert torch.allclose(anchor[clip, i], expected, atol=1e-5)
     video = sample_video(model, random_context(2), 5, steps=2, chunk=3, seed=1, actions=_actions(7)).video
     assert video.shape == (1, 7, 3, 16, 16) and torch.isfinite(video).all()
+    from msc.diffusion import diffusion_loss
+
+    model.train()
+    loss = diffusion_loss(model, x, torch.Generator().manual_seed(1), clean_prefix_prob=0.5, max_chunk=4,
+                          context_corruption=0.3, actions=actions)
+    loss.backward()  # the kernels learn by their own loss (from clean frames), the network by the diffusion loss
+    assert torch.isfinite(loss) and model.action_kernels.weight.grad.abs().sum() > 0
+    model.eval()
     train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
                 "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--out", str(tmp_path / "run")])
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
