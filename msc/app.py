@@ -53,7 +53,7 @@ class MSCApp(AppModel):
     (:class:`~msc.api_app.ClipApi`)."""
 
     def __init__(self, model: MSCModel, idle_seconds: float = SESSION_IDLE_SECONDS, world_model: MSCModel | None = None,
-                 presets: dict | None = None):
+                 presets: dict | None = None, world_presets: dict | None = None):
         super().__init__(model, presets)
         self.generate_tab = GenerateTab(self, idle_seconds)
         self.explain = ExplainTabs(self)
@@ -62,7 +62,8 @@ class MSCApp(AppModel):
         if world_model is not None:
             from msc.play_app import PlayTab
 
-            self.play = PlayTab(world_model, out_dir=os.path.join(self.out_dir, "play"))
+            play = {"settings": world_presets["real-time"]} if world_presets else {}  # the world weights' own, for play
+            self.play = PlayTab(world_model, out_dir=os.path.join(self.out_dir, "play"), **play)
 
     def start_sweeper(self, every_seconds: float = 30) -> threading.Thread:
         """Free idle sessions every ``every_seconds`` from now on (a daemon thread; :meth:`GenerateTab.sweep`)."""
@@ -127,10 +128,11 @@ def main(argv=None) -> int:
         return 2
     try:
         presets = load_presets(os.path.abspath(os.path.expanduser(args.weights)))
+        world_presets = load_presets(os.path.abspath(os.path.expanduser(args.world_weights))) if args.world_weights else None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    app = MSCApp(model, world_model=world_model, presets=presets)
+    app = MSCApp(model, world_model=world_model, presets=presets, world_presets=world_presets)
     app.start_sweeper()
     # the generated videos go when the server does: on Ctrl-C and on SIGTERM (which otherwise skips cleanup)
     atexit.register(shutil.rmtree, app.out_dir, ignore_errors=True)

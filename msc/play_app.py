@@ -32,6 +32,7 @@ PLAY_SETTINGS = SamplerSettings(steps=2, chunk=1)
 DISPLAY_SCALE = 4
 MAX_API_GAMES, API_IDLE_SECONDS = 16, 15 * 60
 MAX_GAME_FRAMES = 4096
+MAX_STREAM_ACTIONS = 256  # actions per /play_stream call
 KEYS = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown": "down", " ": "none"}
 
 # The arrow keys press the tab's buttons (when the Play tab is shown and no text field has the focus).
@@ -169,9 +170,7 @@ class PlayTab:
                 self.api_games.popitem(last=False)
         return (key, *self.view(game))
 
-    def api_step(self, session_id: str, action: str):
-        """API: the next frame of the game ``session_id`` after ``action`` (``none``, ``left``, ``right``, ``up``,
-        ``down``); returns the frame and the status line."""
+    def _api_game(self, session_id: str) -> Game:
         with self.lock:
             game = self.api_games.get(str(session_id))
             if game is not None:
@@ -179,11 +178,38 @@ class PlayTab:
         if game is None:
             raise gr.Error(f"no such game: {session_id!r} (unknown, or expired after {API_IDLE_SECONDS // 60} idle minutes "
                            f"or beyond the {MAX_API_GAMES} most recent); start one with /play_start.", print_exception=False)
+        return game
+
+    def api_step(self, session_id: str, action: str):
+        """API: the next frame of the game ``session_id`` after ``action`` (``none``, ``left``, ``right``, ``up``,
+        ``down``); returns the frame and the status line."""
+        game = self._api_game(session_id)
         try:
             frame = self.advance(game, action)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
         return self.view(game, frame)
+
+    def api_stream(self, session_id: str, actions: str):
+        """API (a generator): the game ``session_id`` under a sequence of ``actions`` (names separated by spaces or
+        commas, e.g. ``"right right up"``, at most :data:`MAX_STREAM_ACTIONS`), each frame yielded with its status line
+        as soon as it is made: a key held, without a round trip per frame. Every action is checked before the first
+        frame."""
+        game = self._api_game(session_id)
+        names = str(actions).replace(",", " ").split()
+        if not names or len(names) > MAX_STREAM_ACTIONS:
+            raise gr.Error(f"actions must name 1 to {MAX_STREAM_ACTIONS} actions separated by spaces, got {len(names)}.",
+                           print_exception=False)
+        try:
+            indices = [check_action(name) for name in names]
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        for action in indices:
+            try:
+                frame = self.advance(game, action)
+            except ValueError as err:
+                raise gr.Error(str(err), print_exception=False) from None
+            yield self.view(game, frame)
 
     # ------------------------------------------------------------------ layout
 
@@ -228,6 +254,11 @@ class PlayTab:
                             api_name="play_start", concurrency_limit=1, concurrency_id="sampler")
             api_step.click(self.api_step, [api_session, api_action], [api_frame, api_status], api_name="play_step",
                            concurrency_limit=1, concurrency_id="sampler")
+            with gr.Row(visible=False):
+                api_actions = gr.Textbox(label="actions", value="right")
+                api_stream = gr.Button()
+            api_stream.click(self.api_stream, [api_session, api_actions], [api_frame, api_status], api_name="play_stream",
+                             concurrency_limit=1, concurrency_id="sampler")
 
 
 def replace_seed(settings: SamplerSettings, seed: int) -> SamplerSettings:

@@ -33,6 +33,14 @@ def test_play_api_by_session_id(play_server):
         client.predict("expired", "left", api_name="/play_step")
     frame, status = client.predict(session, "right", api_name="/play_step")  # still serving after the refusals
     assert "frame 6" in status
+    job = client.submit(session, "right, left up", api_name="/play_stream")  # a held key: frame by frame
+    job.result(timeout=120)
+    outputs = job.outputs()
+    assert [status.split(" ·")[0] for _, status in outputs] == ["frame 7", "frame 8", "frame 9"]
+    with pytest.raises(Exception, match="action must be one of"):
+        client.predict(session, "right jump", api_name="/play_stream")  # checked before any frame
+    _, status = client.predict(session, "none", api_name="/play_step")
+    assert "frame 10" in status
 
 
 @pytest.mark.browser
