@@ -144,7 +144,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     weights = os.path.abspath(args.world_weights)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "weights": weights,
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+              "weights": os.path.relpath(weights, ROOT),
               "in process": in_process(weights)}
     with app_server("--world-weights", weights) as url:
         api = through_api(url)

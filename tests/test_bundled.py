@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -54,3 +56,24 @@ def test_loads_offline_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].split()[0] == "msc"
+
+
+def test_the_bundled_world_model_loads_and_its_card_is_its_measurements():
+    """weights/world: a world model by the issue's contract (MSCModel.from_pretrained of its absolute path), sampled
+    with its own presets, and a card that is what release.world_card writes from the measured files."""
+    from msc.sampling import load_presets
+    from msc.world import ACTIONS
+    from release.world_card import write_card
+
+    folder = os.path.join(WEIGHTS, "world")
+    model = MSCModel.from_pretrained(folder)
+    assert model.config.actions == len(ACTIONS) and model.config.prior == "action_kernel"
+    assert load_presets(folder)["real-time"].chunk == 1
+    card = open(os.path.join(folder, "README.md")).read()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("config.json", "sampler.json"):
+            shutil.copy(os.path.join(folder, name), tmp)
+        again = open(write_card(tmp, os.path.join(ROOT, "studies", "world3", "results.json"), "world32-kernel",
+                                os.path.join(ROOT, "bench", "results", "world.json"),
+                                os.path.join(ROOT, "bench", "results", "play.json"))).read()
+    assert card == again, "weights/world/README.md is stale: python -m release.world_card ... (its docstring)"
