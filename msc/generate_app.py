@@ -174,7 +174,10 @@ class GenerateTab:
             from_tab = ticket is not None
             key = self.tab_sessions.get(tab_key(request)) if from_tab else None
             if key not in self.sessions:
-                key = self.sessions.create("tab" if from_tab else "api")
+                try:
+                    key = self.sessions.create("tab" if from_tab else "api")
+                except UserError as err:
+                    raise user_error(str(err)) from None
                 if from_tab:
                     self.tab_sessions[tab_key(request)] = key
             session = self.sessions.get(key)

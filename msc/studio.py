@@ -298,12 +298,16 @@ class SessionStore:
     memory bounded three ways: a session is dropped ``close_grace_seconds`` after its tab closes
     (``close``; a reconnect within the grace keeps it, since clients also reconnect while alive), after
     ``idle_seconds`` without use, and, least recently used first, when its kind holds more than
-    ``max_sessions``: a burst of API calls never evicts a browser tab's video."""
+    ``max_sessions``: a burst of API calls never evicts a browser tab's video. A tab's session used in the last
+    ``protect_seconds`` and not closed is never evicted: when every tab session is in use, a new tab is refused
+    (a :class:`UserError`) instead, so a flood of new tabs cannot take a working tab's video."""
 
     KINDS = ("tab", "api")
 
-    def __init__(self, idle_seconds: float = 1800, max_sessions: int = 16, close_grace_seconds: float = 60):
+    def __init__(self, idle_seconds: float = 1800, max_sessions: int = 16, close_grace_seconds: float = 60,
+                 protect_seconds: float = 300):
         self.idle_seconds, self.max_sessions, self.close_grace_seconds = idle_seconds, max_sessions, close_grace_seconds
+        self.protect_seconds = protect_seconds
         self._sessions = {}  # id -> Session
         self._kinds = {}  # id -> kind
         self._closed_at = {}
@@ -332,13 +336,20 @@ class SessionStore:
         key, now = uuid.uuid4().hex, time.time()
         with self._lock:
             self._sweep_locked(now)
-            self._sessions[key], self._kinds[key] = Session(touched=now), kind
             same_kind = [k for k in self._sessions if self._kinds[k] == kind]
-            while len(same_kind) > self.max_sessions:
-                oldest = min(same_kind, key=lambda k: self._sessions[k].touched)
-                self._drop_locked(oldest)
-                same_kind.remove(oldest)
+            if len(same_kind) >= self.max_sessions:
+                evictable = [k for k in same_kind if not self._protected_locked(k, now)]
+                if not evictable:
+                    raise UserError(f"the server holds its {self.max_sessions} videos in use by open tabs; try again in a "
+                                    f"few minutes (a video idle for {self.protect_seconds / 60:.0f} minutes can make room).")
+                self._drop_locked(min(evictable, key=lambda k: self._sessions[k].touched))
+            self._sessions[key], self._kinds[key] = Session(touched=now), kind
         return key
+
+    def _protected_locked(self, key: str, now: float) -> bool:
+        """A browser tab's session used in the last ``protect_seconds`` whose tab has not closed."""
+        return (self._kinds[key] == "tab" and key not in self._closed_at
+                and now - self._sessions[key].touched <= self.protect_seconds)
 
     def get(self, key: Optional[str]) -> Session:
         """The session ``key`` (:class:`UserError` when it does not exist or has expired)."""

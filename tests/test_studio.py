@@ -151,7 +151,7 @@ def test_session_chunks_undo_and_context():
 def test_session_store_keeps_sessions_apart_and_memory_bounded(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr("msc.studio.time.time", lambda: now[0])
-    store = SessionStore(idle_seconds=100, max_sessions=2, close_grace_seconds=10)
+    store = SessionStore(idle_seconds=100, max_sessions=2, close_grace_seconds=10, protect_seconds=30)
     a, b = store.create("tab"), store.create("tab")
     assert a != b and store.get(a) is not store.get(b) and store.get(a) is store.get(a)
     now[0] += 50
@@ -172,6 +172,25 @@ def test_session_store_keeps_sessions_apart_and_memory_bounded(monkeypatch):
     now[0] += 11
     store.sweep()  # closed for longer than the grace period: dropped
     assert len(store) == 0
+
+
+def test_a_flood_of_new_tabs_never_evicts_a_tab_in_use(monkeypatch):
+    """16 fake tabs, then 16 more: the victim tab, in use, keeps its video; the flood is refused while every tab
+    session is in use, and takes the place of those idle for longer than the protection."""
+    now = [1000.0]
+    monkeypatch.setattr("msc.studio.time.time", lambda: now[0])
+    store = SessionStore(max_sessions=16, protect_seconds=300)
+    victim = store.create("tab")
+    fakes = [store.create("tab") for _ in range(15)]
+    now[0] += 200
+    store.get(victim)  # the victim keeps working
+    for _ in range(16):
+        with pytest.raises(UserError, match="in use by open tabs"):
+            store.create("tab")
+    now[0] += 150  # the fakes are idle for 350 s, the victim for 150 s: fakes make room, the victim stays
+    late = [store.create("tab") for _ in range(15)]
+    assert victim in store and store.get(victim) is not None and all(f not in store for f in fakes)
+    assert all(k in store for k in late)
 
 
 def test_a_burst_of_api_sessions_never_evicts_a_browser_tab():
