@@ -1,5 +1,7 @@
 """Benchmarks and studies whose tables the README, docs/ and the model card quote (results in ``bench/results/``)."""
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -22,6 +24,11 @@ def write_results(out: str, report: dict, lines: list) -> None:
     print("\n".join(lines))
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; driven by Playwright (the browser tests and bench.play)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,14 +36,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(*args: str, wait_s: float = 180):
-    """``python app.py --port P *args`` (offline, output discarded) until the block ends: yields its URL once it
-    answers."""
+def app_server(*args: str, wait_s: float = 180, log_path: str | None = None):
+    """``python app.py --port P *args`` (offline; its output in ``log_path``, else discarded) until the block ends:
+    yields its URL once it answers; ``RuntimeError`` with the log's end when it does not within ``wait_s``."""
     from msc.environment import OFFLINE
 
     port = free_port()
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env={**os.environ, **OFFLINE},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + wait_s
@@ -46,9 +54,16 @@ def app_server(*args: str, wait_s: float = 180):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the app did not start (python app.py {' '.join(args)})") from None
-                time.sleep(0.5)
+                    proc.kill()
+                    tail = open(log_path).read()[-2000:] if log_path else ""
+                    raise RuntimeError(f"app.py did not come up on {url} (exit code {proc.poll()}): {tail}") from None
+                time.sleep(0.5)  # polling a starting server
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log_path:
+            log.close()

@@ -26,14 +26,11 @@ import time
 
 import torch
 
-from bench import ROOT, app_server, write_results
+from bench import CHROMIUM, CHROMIUM_FLAGS, ROOT, app_server, write_results
 
 FRAMES = 64
 PRESSES = 16
 MIN_FPS, MAX_LATENCY_S = 10.0, 0.3
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def summary(seconds_per_frame: list, total_s: float) -> dict:

@@ -20,13 +20,17 @@ class ClipApi:
         self.app = app
         self.real_time = replace(app.defaults, sampler=app.presets["real-time"])
 
+    def _settings(self, frames, seed, steps, chunk, preset):
+        """The request's checked settings: ``preset``'s, with ``frames``, ``seed`` and any ``steps`` / ``chunk`` given."""
+        given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
+        return self.app.settings(dict(frames=frames, seed=seed, **given), preset)
+
     def extend(self, clip, frames, steps=None, chunk=None, seed=0):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
         A generator that reports nothing until the end (its intermediate outputs are updates without
         a value): between two decoded frames or two denoising steps Gradio can cancel it (a client's
         ``job.cancel()``, or a client that went away). ``steps`` / ``chunk`` ``None``: the default preset's."""
-        given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
-        settings = self.app.settings(dict(frames=frames, seed=seed, **given))
+        settings = self._settings(frames, seed, steps, chunk, self.app.defaults)
         context = yield from self.app.decoding(clip, settings.context, None, lambda n: gr.skip())
         try:
             for event in generation(self.app.model, context, settings):
@@ -40,8 +44,7 @@ class ClipApi:
         status line, as soon as it is finished. In between, it yields the status alone (the image
         unchanged: an update without a value) while the clip decodes and after every denoising step:
         the points where a client's ``job.cancel()`` ends it."""
-        given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
-        settings = self.app.settings(dict(frames=frames, seed=seed, **given), self.real_time)
+        settings = self._settings(frames, seed, steps, chunk, self.real_time)
         context = None
         if clip:
             context = yield from self.app.decoding(clip, settings.context, None,

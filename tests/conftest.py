@@ -3,7 +3,8 @@
 import os
 import warnings
 
-from msc.environment import OFFLINE, go_offline
+from bench import CHROMIUM, CHROMIUM_FLAGS, app_server
+from msc.environment import OFFLINE, go_offline  # noqa: F401  (OFFLINE: for the tests' own subprocesses)
 
 go_offline()  # before any test imports gradio or huggingface_hub
 
@@ -48,53 +49,15 @@ def random_context(frames: int = 3, seed: int = 0) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the app as a server (end-to-end tests)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def running_app(log_path: str, *args: str):
-    """``python app.py --port P *args`` until the generator is closed: yields its URL once it answers (90 s at most;
-    the test fails with the server's log otherwise), then stops it."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env={**os.environ, **OFFLINE},
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app.py did not come up on {url} (exit code {proc.poll()}): {open(log_path).read()[-2000:]}")
-            time.sleep(0.5)  # polling a starting server, not synchronising a test
+    """``python app.py --port P *args`` until the generator is closed (:func:`bench.app_server`): yields its URL once
+    it answers (90 s at most; the test fails with the server's log otherwise), then stops it."""
     try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
+        with app_server(*args, wait_s=90, log_path=log_path) as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture
