@@ -182,12 +182,14 @@ def _dense_bias(spec: WindowSpec, dtype, device) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))[None, None].to(device)
 
 
-def _reference(q, k, v, spec: WindowSpec, scale: float) -> torch.Tensor:
+def _reference(q, k, v, spec: WindowSpec, scale: float, query_start: int = 0) -> torch.Tensor:
+    """Dense attention under the window mask; only the queries of frames ``query_start ..`` (their rows of the mask)."""
     b, t, h, w, nh, _ = q.shape
+    bias = _dense_bias(spec, q.dtype, q.device)[:, :, query_start * h * w:]  # [1, 1, N_new, N]
     out = F.scaled_dot_product_attention(
-        to_heads_first(q), to_heads_first(k), to_heads_first(v), attn_mask=_dense_bias(spec, q.dtype, q.device), scale=scale
-    )  # [B, heads, N, Dv]
-    return out.transpose(1, 2).reshape(b, t, h, w, nh, v.shape[-1])
+        to_heads_first(q[:, query_start:]), to_heads_first(k), to_heads_first(v), attn_mask=bias, scale=scale
+    )  # [B, heads, N_new, Dv]
+    return out.transpose(1, 2).reshape(b, t - query_start, h, w, nh, v.shape[-1])
 
 
 @dataclass(frozen=True, eq=False)  # identity hash: instances come from a cache
@@ -407,7 +409,7 @@ def neighborhood_attention(
         backend: ``"auto"``, ``"torch"``, ``"reference"`` or ``"natten"`` (see the module docstring).
         scale: softmax scale, ``D ** -0.5`` by default.
         query_start: only the outputs of frames ``query_start ..`` are wanted (earlier frames only lend keys and
-            values, as cached frames do in sampling); the ``torch`` backend skips their queries' work.
+            values, as cached frames do in sampling); the ``torch`` and ``reference`` backends skip their queries' work.
 
     Returns:
         ``[B, T - query_start, H, W, heads, Dv]``.
@@ -421,7 +423,7 @@ def neighborhood_attention(
     if not (isinstance(query_start, int) and 0 <= query_start < q.shape[1]):
         raise ValueError(f"query_start must be a frame index in 0..{q.shape[1] - 1}, got {query_start!r}.")
     if backend == "reference":
-        return _reference(q, k, v, spec, scale)[:, query_start:]
+        return _reference(q, k, v, spec, scale, query_start)
     if backend == "torch":
         return _tiled(q, k, v, spec, scale, query_start=query_start)
     if not _natten_available(q):

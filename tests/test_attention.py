@@ -198,15 +198,17 @@ def test_causal_kernel_longer_than_video_is_cut_not_rejected():
 @pytest.mark.parametrize("kernel_size,dilation", [((3, 5, 5), (1, 1, 1)), ((4, 4, 4), (2, 1, 1)), ((2, 3, 3), (3, 1, 1))])
 @pytest.mark.parametrize("query_start", [1, 4, 6])
 def test_query_start_computes_only_the_later_frames_exactly(kernel_size, dilation, query_start):
-    """Cached frames lend keys and values only: the torch kernel skips their queries' work, and the later frames'
+    """Cached frames lend keys and values only: both CPU kernels skip their queries' work, and the later frames'
     outputs are those of the whole problem (the reference backend's, sliced)."""
     from msc.attention import neighborhood_attention
 
     g = torch.Generator().manual_seed(query_start)
     q, k, v = (torch.randn(2, 7, 8, 8, 2, 8, generator=g) for _ in range(3))
     full = neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), backend="reference")
-    part = neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), backend="torch", query_start=query_start)
-    assert part.shape == (2, 7 - query_start, 8, 8, 2, 8)
-    assert torch.allclose(part, full[:, query_start:], atol=1e-5)
+    for backend in ("torch", "reference"):
+        part = neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), backend=backend,
+                                      query_start=query_start)
+        assert part.shape == (2, 7 - query_start, 8, 8, 2, 8)
+        assert torch.allclose(part, full[:, query_start:], atol=1e-5), backend
     with pytest.raises(ValueError, match="query_start"):
         neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), query_start=7)
