@@ -550,6 +550,27 @@ def _plan(s: SamplerSettings, context: int, frames: int):
     return plan, lambda j: first_levels if j == 0 else levels
 
 
+@dataclass(frozen=True)
+class SamplingWork:
+    """What a generation costs the network (:func:`sampling_work`): ``calls`` forward calls, and ``frame_passes``
+    frames run through it over those calls (a frame pass is ``grid²`` tokens). With the windows bounded neither
+    depends on how long the video already is, so a request's time is close to ``a·calls + b·frame_passes``."""
+
+    calls: int
+    frame_passes: int
+
+
+def sampling_work(s: SamplerSettings, context: int, frames: int) -> SamplingWork:
+    """The :class:`SamplingWork` of generating ``frames`` after ``context`` frames: every model call of the plan with
+    its frames, the commit of the context and of the frames each call finishes to the KV cache, times the passes (two
+    with history guidance), counted without running anything."""
+    plan, levels_of = _plan(s, context, frames)
+    finishing = sum(any(st == len(levels_of(j)) - 2 for j, st in call) for call in plan)  # calls followed by a commit
+    passes = 2 if s.guided else 1
+    calls = len(plan) + finishing + (1 if context else 0)
+    return SamplingWork(passes * calls, passes * (sum(len(call) for call in plan) + context + frames))
+
+
 @torch.no_grad()
 def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings: SamplerSettings = SamplerSettings(),
                   batch: int = 1, frame_offset: int = 0, use_cache: bool = True,

@@ -20,14 +20,24 @@ import numpy as np
 import torch
 
 from msc.sampling import (
-    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, SamplingResult, StepEvent, sample_frames, settings_fields,
-    window_fields,
+    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, SamplingResult, SamplingWork, StepEvent, sample_frames,
+    sampling_work, settings_fields, window_fields,
 )
 from msc.model import AttentionWindows
 from msc.video import VideoError, decode_video, finish, mark_frames
 
 MAX_SESSION_FRAMES = 1024  # ~50 MB of float frames per tab at 64 × 64
-MAX_FRAME_STEPS = 8192  # frames × steps × forwards per step, per request: at most ~3 minutes on 2 cores
+# The work bound of one request, in model calls, tokens and frames (msc.sampling.SamplingWork). On the reference machine
+# (2 CPU cores, the bundled model's size) the sampler takes close to CALL_SECONDS per forward call, plus per token run
+# TOKEN_SECONDS and KEY_SECONDS for every key its attention scores (k_t frames of the token grid, k_lo of the pooled
+# grid); the app adds SHOWN_CALL_SECONDS per call (its progress) and SHOWN_FRAME_SECONDS per new frame (shown live, the
+# strip, the video file). Both fitted by bench.work_bound, which also times the worst accepted requests end to end.
+CALL_SECONDS = 5.2e-3
+TOKEN_SECONDS = 2.24e-5  # a 64 × 64 frame is 256 tokens
+KEY_SECONDS = 2.0e-8
+SHOWN_CALL_SECONDS = 5e-3
+SHOWN_FRAME_SECONDS = 0.055
+MAX_REQUEST_SECONDS = 50  # estimated; the worst accepted request measured end to end must stay within 60 s
 REQUEST_RANGES = {"frames": (1, 256, 1), "context": (1, 64, 1)}
 """The app's own settings, ``(low, high, step)``: new frames per request (Continue extends further)
 and context frames; the sampler's come from the metadata of its fields."""
@@ -122,15 +132,34 @@ class Settings:
             sampler = replace(defaults.sampler, windows=replace(defaults.sampler.windows, **windows), **changes)
         except ValueError as err:
             raise UserError(str(err)) from None
-        first_extra = max(0, sampler.first_frame_steps - sampler.steps)  # a first frame from nothing takes its own steps
-        work = (frames * sampler.steps + first_extra) * (2 if sampler.guided else 1)
-        if work > MAX_FRAME_STEPS:
-            raise UserError(f"this request needs {work} frame-steps (frames × steps"
-                            f"{f', + {first_extra} for a first frame from nothing' if first_extra else ''}"
-                            f"{', × 2 for history guidance' if sampler.guided else ''}); "
-                            f"one request may do at most {MAX_FRAME_STEPS} (a few minutes here): fewer frames or steps, "
-                            "then Continue for more.")
+        check_work(sampler, context, frames, grid)
         return cls(frames=frames, context=context, mark=mark, sampler=sampler)
+
+
+def model_seconds(work: SamplingWork, grid: int, windows: AttentionWindows) -> float:
+    """The sampler's time for a :class:`~msc.sampling.SamplingWork` on the reference machine (2 CPU cores), for a
+    ``grid`` × ``grid`` token frame attending with ``windows``."""
+    keys = windows.k_t * grid * grid + windows.k_lo * (grid // 2) ** 2  # per query, both branches (an upper bound)
+    return work.calls * CALL_SECONDS + work.frame_passes * grid * grid * (TOKEN_SECONDS + keys * KEY_SECONDS)
+
+
+def request_seconds(work: SamplingWork, frames: int, grid: int, windows: AttentionWindows) -> float:
+    """A request's time in the app: the sampler's, its progress per call and ``frames`` new frames shown."""
+    return model_seconds(work, grid, windows) + work.calls * SHOWN_CALL_SECONDS + frames * SHOWN_FRAME_SECONDS
+
+
+def check_work(sampler: SamplerSettings, context: int, frames: int, grid: int) -> None:
+    """:class:`UserError` when generating ``frames`` after ``context`` frames would hold the worker longer than
+    :data:`MAX_REQUEST_SECONDS` (chunking, the schedule and guidance counted: :func:`msc.sampling.sampling_work`)."""
+    work = sampling_work(sampler, context, frames)
+    seconds = request_seconds(work, frames, grid, sampler.windows or AttentionWindows())
+    if seconds > MAX_REQUEST_SECONDS:
+        raise UserError(f"this request is too much work for one go: {frames} frames at {sampler.steps} steps"
+                        f"{', chunks of ' + str(sampler.chunk) if sampler.schedule == 'autoregressive' else ', ' + sampler.schedule}"
+                        f"{' with history guidance (two passes)' if sampler.guided else ''} take {work.calls} model calls over "
+                        f"{work.frame_passes} frame passes, about {seconds:.0f} s here; one request may take at most "
+                        f"{MAX_REQUEST_SECONDS} s. Ask for fewer frames or steps, larger chunks or no guidance, then "
+                        "Continue for more.")
 
 
 _decoded_clips: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()  # the last few decodes: the preview's is reused

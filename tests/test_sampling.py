@@ -128,6 +128,29 @@ def test_stopping_the_iteration_stops_the_model_calls(model, monkeypatch):
     assert len(frames) == 2 and len(calls) == made
 
 
+@pytest.mark.parametrize("context", [0, 3])
+@pytest.mark.parametrize("settings", [
+    dict(steps=2, chunk=1), dict(steps=3, chunk=2), dict(steps=4, schedule="diffusion-forcing", ar_step=1),
+    dict(steps=2, schedule="full-sequence"), dict(steps=2, chunk=2, history_guidance=2.0), dict(steps=2, first_frame_steps=5),
+])
+def test_sampling_work_counts_the_calls_and_frames_the_sampler_runs(tiny_prior_model, monkeypatch, context, settings):
+    """The app bounds a request by :func:`sampling_work` before running it: the count is what the sampler does (an upper
+    bound with guidance: the history-free pass is skipped while there is no history yet)."""
+    from msc.sampling import sample_frames, sampling_work
+
+    model, runs = tiny_prior_model, []
+    original = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, x, *a, **k: (runs.append(x.shape[1]), original(self, x, *a, **k))[1])
+    s = SamplerSettings(**settings)
+    for _ in sample_frames(model, _context(context) if context else None, 7, s):
+        pass
+    work = sampling_work(s, context, 7)
+    if s.guided and not context:
+        assert len(runs) <= work.calls and sum(runs) <= work.frame_passes
+    else:
+        assert (work.calls, work.frame_passes) == (len(runs), sum(runs))
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

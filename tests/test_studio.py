@@ -55,14 +55,17 @@ def test_settings_from_controls_by_name_and_their_checks():
         "guidance_mode must be one of": dict(guidance_mode="loud"),
         "steps must be a number": dict(steps="many"),
         "unknown setting": dict(colour="red"),
-        "needs 25600 frame-steps": dict(frames=256, steps=100),
-        "needs 9216 frame-steps .* × 2 for history guidance": dict(frames=256, steps=18, history_guidance=2.0),
-        "needs 8260 frame-steps .*\\+ 68 for a first frame from nothing": dict(frames=256, steps=32, first_frame_steps=100),
+        "too much work for one go: 256 frames at 100 steps, chunks of 2 take 12929 model calls": dict(frames=256, steps=100),
+        "with history guidance \\(two passes\\) take 4354 model calls": dict(frames=256, steps=16, history_guidance=2.0),
+        "256 frames at 24 steps, chunks of 1 take 6401 model calls over 6404 frame passes, about 90 s": dict(frames=256, steps=24, chunk=1),
         "first_frame_steps must be between 0 and 100": dict(first_frame_steps=101),
     }
     for message, change in bad.items():
         with pytest.raises(UserError, match=message):
             Settings.from_controls({**values, **change}, defaults, TINY.grid)
+    # the bound counts what a request costs: the same frames and steps pass without guidance, or in larger chunks
+    for fits in (dict(frames=256, steps=16), dict(frames=256, steps=24, chunk=8)):
+        Settings.from_controls({**values, **fits}, defaults, TINY.grid)
 
 
 def test_a_window_is_checked_against_the_model_once_per_request(model, monkeypatch):
