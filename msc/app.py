@@ -27,7 +27,9 @@ import gradio as gr
 import torch
 
 from msc.api_app import ClipApi
-from msc.app_common import CHECKED_KINDS, AppModel, bundled, report_refusals_as_user_errors
+from msc.app_common import (
+    CHECKED_KINDS, AppModel, bundled, refuse_bad_requests_in_one_line, report_refusals_as_user_errors,
+)
 from msc.environment import go_offline
 from msc.explain_app import ExplainTabs
 from msc.generate_app import SESSION_IDLE_SECONDS, GenerateTab
@@ -96,6 +98,7 @@ class MSCApp(AppModel):
         for block in demo.blocks.values():
             if isinstance(block, CHECKED_KINDS):
                 report_refusals_as_user_errors(block)
+        refuse_bad_requests_in_one_line(demo)
         return demo
 
 

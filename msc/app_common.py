@@ -67,6 +67,42 @@ def report_refusals_as_user_errors(component) -> None:
     component.preprocess = checked
 
 
+def refuse_bad_requests_in_one_line(demo: gr.Blocks) -> None:
+    """Gradio checks a request's inputs (how many, uploaded files, their types) before any handler runs, and refuses a
+    bad one with a traceback in the server log and a message that can name server folders or show Python object
+    addresses. This makes each such refusal a user error that says what to send instead, and one line in the log.
+    (A wrapper on the instance, as :func:`report_refusals_as_user_errors`.)"""
+    preprocess = demo.preprocess_data
+
+    async def checked(block_fn, inputs, *args, **kwargs):
+        try:
+            return await preprocess(block_fn, inputs, *args, **kwargs)
+        except Exception as err:  # anything Gradio refuses before the handler is the request's fault
+            message = err.message if isinstance(err, gr.Error) else bad_request_message(block_fn, inputs, err)
+            print(f"refused a request to {getattr(block_fn, 'api_name', None) or 'an event'}: {message}", flush=True)
+            raise user_error(message) from None
+
+    demo.preprocess_data = checked
+
+
+def bad_request_message(block_fn, inputs, error: Exception) -> str:
+    """What a refused request should have sent: the endpoint's inputs by name, or an uploaded file."""
+    from gradio.exceptions import InvalidPathError
+
+    name = f"/{block_fn.api_name}" if getattr(block_fn, "api_name", None) else "this event"
+    expected = [getattr(c, "label", None) or type(c).__name__.lower() for c in block_fn.inputs]
+    if not isinstance(inputs, list) or len(inputs) != len(expected):
+        got = len(inputs) if isinstance(inputs, list) else "no list of"
+        return (f"{name} takes {len(expected)} inputs ({', '.join(expected)}), got {got}; "
+                "gradio_client's Client(url).view_api() lists every endpoint's inputs.")
+    url = any(isinstance(v, dict) and "://" in str(v.get("path", "")) for v in inputs)
+    if isinstance(error, InvalidPathError) or url:
+        return (f"{name} reads files uploaded to this server only (gradio_client's handle_file uploads one); "
+                "a path on the server or a URL is not accepted.")
+    return (f"{name} could not read its inputs ({type(error).__name__}): send them as Client(url).view_api() "
+            "describes them, files through handle_file.")
+
+
 def setting_control(f, value, grid: int):
     """The control of one settings field (:class:`~msc.sampling.SamplerSettings` or a window), made
     from its metadata: a radio for choices, a number box for the seed, else a slider over its range."""

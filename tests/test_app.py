@@ -166,6 +166,33 @@ def test_user_errors_name_no_server_path_and_leave_no_traceback(server, client, 
     assert "Traceback" not in log, log[-3000:]
 
 
+def test_malformed_requests_are_refused_in_one_line(server):
+    """Requests Gradio refuses before any handler runs (wrong number of inputs, a file that was not uploaded, a server
+    path, a URL, a file without its metadata, wrong types) are user errors that say what to send, with no server
+    folder or object address in them, and one line each in the server log, never a traceback."""
+    def fd(path):
+        return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+    cases = {
+        "takes 5 inputs \\(file, frames, steps, chunk, seed\\), got 0": [],
+        "takes 5 inputs .*, got 9": [fd("x.mp4"), 4, 4, 4, 4, 4, 4, 4, 4],
+        "reads files uploaded to this server only": [fd("/etc/hostname"), 4, 2, 8, 0],
+        "uploaded to this server only.*handle_file": [fd("clip.mp4"), 4, 2, 8, 0],  # relative: the server's folder
+        "a path on the server or a URL is not accepted": [fd("file:///etc/passwd"), 4, 2, 8, 0],
+        "or a URL": [fd("http://example.com/a.mp4"), 4, 2, 8, 0],
+        "could not read its inputs \\(ValidationError\\)": [{"path": "/etc/hostname"}, 4, 2, 8, 0],
+        "could not read its inputs": ["abc", "def", "x", "y", "z"],
+    }
+    for message, data in cases.items():
+        answer = _http_call(server, "extend", json.dumps({"data": data}))
+        assert re.search(message, answer), (message, answer)
+        assert ROOT not in answer and "object at 0x" not in answer and "@ 0x" not in answer, answer
+    with open(SERVER_LOGS[server]) as f:
+        log = f.read()
+    assert "Traceback" not in log and "object at 0x" not in log, log[-3000:]
+    assert log.count("refused a request to extend:") >= len(cases)
+
+
 def test_extend_endpoint_checks_what_the_controls_cannot(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
