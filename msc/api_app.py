@@ -25,11 +25,12 @@ class ClipApi:
         given = {k: v for k, v in dict(steps=steps, chunk=chunk).items() if v is not None}
         return self.app.settings(dict(frames=frames, seed=seed, **given), preset)
 
-    def extend(self, clip, frames, steps=None, chunk=None, seed=0):
+    def extend(self, clip, frames, steps=None, chunk=None, seed=0, request: gr.Request = None):
         """API: extend a clip by ``frames`` frames with the default settings; returns the mp4 (context + new).
         A generator that reports nothing until the end (its intermediate outputs are updates without
         a value): between two decoded frames or two denoising steps Gradio can cancel it (a client's
         ``job.cancel()``, or a client that went away). ``steps`` / ``chunk`` ``None``: the default preset's."""
+        self.app.drop_unread(request)
         settings = self._settings(frames, seed, steps, chunk, self.app.defaults)
         context = yield from self.app.decoding(clip, settings.context, None, lambda n: gr.skip())
         try:
@@ -38,12 +39,13 @@ class ClipApi:
         except Exception as err:
             raise generation_failed(err) from None
 
-    def stream(self, clip, frames, steps=None, seed=0, chunk=None):
+    def stream(self, clip, frames, steps=None, seed=0, chunk=None, request: gr.Request = None):
         """API (a generator): extend ``clip`` (or generate from nothing when it is None) at the real-time
         preset (``steps`` and ``chunk`` override its own) and yield every finished frame as a PNG image with a
         status line, as soon as it is finished. In between, it yields the status alone (the image
         unchanged: an update without a value) while the clip decodes and after every denoising step:
         the points where a client's ``job.cancel()`` ends it."""
+        self.app.drop_unread(request)
         settings = self._settings(frames, seed, steps, chunk, self.real_time)
         context = None
         if clip:

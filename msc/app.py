@@ -28,7 +28,7 @@ import torch
 
 from msc.api_app import ClipApi
 from msc.app_common import (
-    CHECKED_KINDS, AppModel, bundled, refuse_bad_requests_in_one_line, report_refusals_as_user_errors,
+    CHECKED_KINDS, AppModel, bundled, evict_unread_when_full, refuse_bad_requests_in_one_line, report_refusals_as_user_errors,
 )
 from msc.environment import go_offline
 from msc.explain_app import ExplainTabs
@@ -99,6 +99,7 @@ class MSCApp(AppModel):
             if isinstance(block, CHECKED_KINDS):
                 report_refusals_as_user_errors(block)
         refuse_bad_requests_in_one_line(demo)
+        self.blocks = demo
         return demo
 
 
@@ -143,6 +144,7 @@ def main(argv=None) -> int:
     print(f"outputs in {app.out_dir} (removed at exit)", flush=True)
     demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
+    evict_unread_when_full(demo)
     from msc.play_app import KEYBOARD_HEAD
 
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,

@@ -29,6 +29,11 @@ CHECKED_KINDS = (gr.Slider, gr.Number, gr.Radio, gr.Dropdown)
 # handlers that run outside the generation queue but decode or draw: how many of each run at once, and how long a
 # request waits for its turn before it is told the server is busy (the queue bounds only generations)
 PREVIEW_SLOTS, CONE_SLOTS, SLOT_WAIT_S = 1, 2, 20.0
+# a client has READ_GRACE_S from sending a generation to reading what the server sends back (its event stream: the
+# browser and gradio_client open it within milliseconds, or a second under a burst); a generation nobody reads by then
+# is dropped when its turn comes, and when the queue is full, the queued ones nobody has read for FULL_QUEUE_GRACE_S
+# leave it for a new request (evict_unread_when_full)
+READ_GRACE_S, FULL_QUEUE_GRACE_S = 2.0, 1.0
 
 
 def bundled(folder: str) -> str:
@@ -103,6 +108,36 @@ def bad_request_message(block_fn, inputs, error: Exception) -> str:
             "describes them, files through handle_file.")
 
 
+def unread(queue, session: str) -> bool:
+    """Whether the messages Gradio's ``queue`` sent ``session`` are waiting with nobody waiting for them (no event
+    stream open). ``False`` where the queue does not say (another Gradio version: nothing is dropped)."""
+    messages = getattr(queue, "pending_messages_per_session", {}).get(session)
+    if messages is None or not hasattr(messages, "_getters"):
+        return False
+    return messages.qsize() > 0 and not messages._getters
+
+
+def evict_unread_when_full(demo: gr.Blocks) -> None:
+    """When a request finds the queue full, the queued requests nobody has read (:func:`unread`) for
+    :data:`FULL_QUEUE_GRACE_S` leave it first, one line in the log each, so a client that posts without reading cannot
+    keep others out for longer than that. (A wrapper on the queue's ``push``; call it after ``demo.queue(...)``.)"""
+    queue = demo._queue
+    push = queue.push
+
+    async def push_evicting(body, request, username):
+        if queue.max_size is not None and len(queue) >= queue.max_size:
+            now = time.monotonic()
+            waiting = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
+            for event in waiting:
+                if now - event.enqueue_time > FULL_QUEUE_GRACE_S and unread(queue, event.session_hash):
+                    await queue.clean_events(session_hash=event.session_hash)
+                    queue.pending_messages_per_session.pop(event.session_hash, None)
+                    print("evicted a queued generation nobody read, for a new request", flush=True)
+        return await push(body=body, request=request, username=username)
+
+    queue.push = push_evicting
+
+
 def setting_control(f, value, grid: int):
     """The control of one settings field (:class:`~msc.sampling.SamplerSettings` or a window), made
     from its metadata: a radio for choices, a number box for the seed, else a slider over its range."""
@@ -126,6 +161,24 @@ class AppModel:
         self.presets = {name: replace(p, windows=self.config.windows) for name, p in (presets or PRESETS).items()}
         self.defaults = Settings(sampler=self.presets["default"])
         self.slots = {"preview": threading.BoundedSemaphore(PREVIEW_SLOTS), "cone": threading.BoundedSemaphore(CONE_SLOTS)}
+        self.blocks: gr.Blocks | None = None  # the app's Blocks, once built (its queue tells who reads their results)
+
+    def drop_unread(self, request: gr.Request | None) -> None:
+        """Refuse a generation whose client is not reading its results (:func:`unread`) :data:`READ_GRACE_S` after it
+        was queued (``POST /gradio_api/call/...`` whose event stream is never opened): twenty such posts cost the worker
+        one grace period, not twenty generations. Where Gradio's queue cannot tell, the request runs."""
+        queue = getattr(self.blocks, "_queue", None)
+        session = getattr(request, "session_hash", None)
+        if queue is None or session is None:
+            return
+        events = [e for e in list(queue.event_ids_to_events.values()) if e.session_hash == session]
+        queued_at = min((e.enqueue_time for e in events), default=time.monotonic())
+        while unread(queue, session):
+            if time.monotonic() - queued_at > READ_GRACE_S:
+                print(f"dropped a generation nobody read for {READ_GRACE_S:.0f} s", flush=True)
+                raise user_error(f"this request's results were not read within {READ_GRACE_S:.0f} s of sending it, so it "
+                                 "did not run: read each result (its event stream; gradio_client does) before sending more.")
+            time.sleep(0.02)  # the reader's task runs on the server's event loop
 
     @contextmanager
     def limited(self, kind: str):

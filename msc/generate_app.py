@@ -162,6 +162,7 @@ class GenerateTab:
         if self.policy.stopped_while_waiting(ticket, request):
             yield STOPPED_WHILE_WAITING
             return
+        self.app.drop_unread(request)
         settings = self.app.settings(controls)
         with self.policy.generating_in(request) as cancel:
             context = torch.zeros(0, *model_frame_shape(self.app.model))
@@ -189,6 +190,7 @@ class GenerateTab:
         if self.policy.stopped_while_waiting(ticket, request):
             yield STOPPED_WHILE_WAITING
             return
+        self.app.drop_unread(request)
         settings = self.app.settings(controls)
         if not session_id:
             raise user_error("nothing to continue yet: press Generate first (no session id: pass the one /generate returned).")

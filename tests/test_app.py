@@ -193,6 +193,47 @@ def test_malformed_requests_are_refused_in_one_line(server):
     assert log.count("refused a request to extend:") >= len(cases)
 
 
+def test_posts_nobody_reads_do_not_keep_the_next_client_waiting(server):
+    """Twenty ``POST /gradio_api/call/extend`` whose results are never read (the queue takes 16): none of them
+    runs (each is evicted from the full queue once unread for a second, or dropped when its turn comes, one log line
+    each) and the next client is served (refused as "queue full" only within that second: it retries)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import QueueError
+
+    client = Client(server, verbose=False)
+    boundary, data = "msc-test-boundary", open(ASSET, "rb").read()  # the clip uploaded over plain HTTP, once
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    post = urllib.request.Request(f"{server}/gradio_api/upload", data=body,
+                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    uploaded = json.loads(urllib.request.urlopen(post, timeout=30).read())[0]
+    with open(SERVER_LOGS[server]) as f:
+        before = f.read()
+    accepted = 0
+    for seed in range(20):
+        body = json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, 16, 2, 8, seed]}).encode()
+        post = urllib.request.Request(f"{server}/gradio_api/call/extend", data=body, headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(post, timeout=30).read()  # the event id, never read
+            accepted += 1
+        except urllib.error.HTTPError as err:  # "queue full" (503) once 16 wait, unread for less than a second
+            assert err.code == 503
+    start = time.time()
+    while True:
+        try:
+            video = client.predict(handle_file(ASSET), 1, api_name="/extend")
+            break
+        except QueueError:  # the unread posts hold the queue for their first second
+            assert time.time() - start < 30, "the unread posts kept the queue full"
+            time.sleep(0.2)  # a client's retry pause
+    assert _frames(video) == 8 + 1
+    assert time.time() - start < 120  # catches a hang, not a timing
+    with open(SERVER_LOGS[server]) as f:
+        log = f.read()[len(before):]
+    assert accepted >= 16
+    assert log.count("evicted a queued generation nobody read") + log.count("dropped a generation nobody read") == accepted, log
+
+
 def test_extend_endpoint_checks_what_the_controls_cannot(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
