@@ -26,6 +26,14 @@ MAX_DECODED_PIXELS = MAX_INPUT_FRAMES * 1920 * 1088  # per decode: 2000 frames o
 T = TypeVar("T")
 
 
+def ffmpeg_reason(log: str, path: str) -> str:
+    """The last line of ffmpeg's log, fit to show a user: no server path (the file's name instead), no
+    ``[decoder @ 0x…]`` pointer, at most 200 characters."""
+    lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", line).strip() for line in log.replace(path, os.path.basename(path)).splitlines()]
+    lines = [line for line in lines if line]
+    return (lines or ["ffmpeg failed"])[-1][:200]
+
+
 class VideoError(ValueError):
     """A video that cannot be used, with a message for the user."""
 
@@ -110,8 +118,8 @@ def _ffmpeg_frames(path: str, size: int, side: int, seconds_from_end: Optional[f
                 yield np.frombuffer(data, np.uint8).reshape(size, size, 3).copy()
             if proc.wait() != 0 and not given:
                 log.seek(0)
-                lines = log.read().decode("utf-8", "replace").replace(path, os.path.basename(path)).strip().splitlines()
-                raise VideoError(f"{os.path.basename(path)} could not be decoded as a video ({(lines or ['ffmpeg failed'])[-1][:200]}).")
+                reason = ffmpeg_reason(log.read().decode("utf-8", "replace"), path)
+                raise VideoError(f"{os.path.basename(path)} could not be decoded as a video ({reason}).")
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -44,8 +44,17 @@ def test_corrupt_file(tmp_path):
     path = tmp_path / "corrupt.mp4"
     good = write_video(str(tmp_path / "good.mp4"), procedural_clip(1, 8, 32))
     path.write_bytes(open(good, "rb").read()[:200] + b"\x00garbage" * 50)
-    with pytest.raises(VideoError, match="corrupt.mp4"):
+    with pytest.raises(VideoError, match="corrupt.mp4") as err:
         read_video(str(path))
+    assert str(tmp_path) not in str(err.value) and "@ 0x" not in str(err.value), str(err.value)
+
+
+def test_ffmpeg_reasons_name_the_file_without_paths_or_pointers():
+    from msc.video import ffmpeg_reason
+
+    log = "[h264 @ 0x5571b0451bc0] error while decoding MB 3 4\n[in#0/mov,mp4 @ 0x55aa] /srv/up/clip.mp4: Invalid data\n\n"
+    assert ffmpeg_reason(log, "/srv/up/clip.mp4") == "clip.mp4: Invalid data"
+    assert ffmpeg_reason("", "/srv/up/clip.mp4") == "ffmpeg failed"
 
 
 def test_not_a_video(tmp_path):
