@@ -1,9 +1,10 @@
 """Write the world model's card, ``weights/world/README.md``, from measured files only:
 
     python -m release.world_card --weights weights/world --study studies/world3/results.json --arm world32-kernel \
-        --world bench/results/world.json --play bench/results/play.json
+        --continued studies/world-long/shipped_checkpoint.json --world bench/results/world.json --play bench/results/play.json
 
-``--study``: the study that trained the weights (its steps and minutes); ``--world``: ``python -m bench.world
+``--study``: the study that trained the weights (its steps and minutes); ``--continued``: the run that continued them
+(the shipped checkpoint's record); ``--world``: ``python -m bench.world
 --rollout 256 --sheet weights/world/from_nothing.png --json …`` (action following and the from-nothing rollout);
 ``--play``: ``python -m bench.play`` (live play).
 """
@@ -16,6 +17,7 @@ import os
 import sys
 
 ACTION_BAR_DB, MIN_FPS, MAX_LATENCY_S = 3.0, 10.0, 0.3
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where --continued is relative to
 
 
 def _load(path: str) -> dict:
@@ -27,7 +29,20 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def header(config: dict, sampler: dict, study: dict, arm: str) -> list:
+def continued_sentence(run: dict | None, record: str = "") -> str:
+    """The run that continued the study arm (``run``: its checkpoint's step, elapsed seconds and arguments, kept in the
+    file ``record``), or nothing."""
+    if run is None:
+        return ""
+    args = run["args"]
+    nothing = args.get("from_nothing_prob", 0)
+    return (f" Then continued from those weights for **{run['elapsed'] / 60:.0f} more minutes** ({run['step']} steps, "
+            f"learning rate {args['lr']:g}, EMA {args['ema']}"
+            + (f", {nothing:.0%} of the clips trained as videos from nothing" if nothing else "")
+            + f"; the checkpoint shipped: `{record}`, the run resumable from `{args['keep_resumable']}/`).")
+
+
+def header(config: dict, sampler: dict, study: dict, arm: str, continued: dict | None = None, record: str = "") -> list:
     trained = study["trained"][arm]
     return [
         "# MSC world model (action-conditioned)", "",
@@ -40,8 +55,8 @@ def header(config: dict, sampler: dict, study: dict, arm: str) -> list:
         "network draws the residual, the action also added to its noise embedding.", "",
         f"Trained here from scratch for **{trained['elapsed'] / 60:.0f} minutes on one CPU thread** ({trained['step']} "
         f"steps of 4 clips of 12 frames, another training run sharing the 2-core machine): the `{arm}` arm of study "
-        f"`{study['study']['name']}` (`studies/`, `docs/world.md`). Sampled at {sampler['real-time']['steps']} denoising steps, "
-        f"one frame at a time (`sampler.json`).", "",
+        f"`{study['study']['name']}` (`studies/`, `docs/world.md`).{continued_sentence(continued, record)} Sampled at "
+        f"{sampler['real-time']['steps']} denoising steps, one frame at a time (`sampler.json`).", "",
         "```bash",
         "python app.py                          # the Play tab appears: weights/world is found next to weights/",
         "python -m bench.world --weights weights/world --data data --rollout 256 --sheet weights/world/from_nothing.png",
@@ -89,22 +104,26 @@ def play_section(play: dict) -> list:
     return rows
 
 
-def limits_section() -> list:
+def limits_section(minutes: float) -> list:
     return ["## What it does not do", "",
             "* It knows only this world: a camera over a picture, bouncing sprites, the player's marker. It is not a "
             "general video model (that is `weights/`).",
             "* From nothing it draws no world: its first frame is a mosaic of noise and the picture then washes out to "
             "one colour (the sheet above). Start from an example world or a photo: then it follows the keys.",
-            "* Trained for half an hour: it moves at about half the truth's speed (motion ratio above), its frames lose "
+            f"* Trained for {minutes:.0f} minutes on one CPU thread: it moves slower than the truth (motion ratio above), its frames lose "
             "detail as they go (the PSNR per frame above), sprites are smudges more than shapes, and what enters at the "
-            "edge of the view is guessed, not remembered. The long run that continues it is in `docs/world.md`.", ""]
+            "edge of the view is guessed, not remembered. Its training runs are in `docs/world.md`.", ""]
 
 
-def write_card(weights: str, study_path: str, arm: str, world_path: str, play_path: str) -> str:
+def write_card(weights: str, study_path: str, arm: str, world_path: str, play_path: str, continued: str | None = None) -> str:
+    """``continued``: the record of the run that continued the arm (a JSON of the shipped checkpoint's ``step``,
+    ``elapsed`` seconds and ``args``, as in its ``state.json``), relative to the repository."""
     config, sampler = _load(os.path.join(weights, "config.json")), _load(os.path.join(weights, "sampler.json"))
     world, play, study = _load(world_path), _load(play_path), _load(study_path)
-    lines = (header(config, sampler, study, arm) + action_section(world) + from_nothing_section(world) + play_section(play)
-             + limits_section())
+    run = _load(os.path.join(REPOSITORY, continued)) if continued else None
+    minutes = (study["trained"][arm]["elapsed"] + (run["elapsed"] if run else 0)) / 60
+    lines = (header(config, sampler, study, arm, run, continued or "") + action_section(world) + from_nothing_section(world) + play_section(play)
+             + limits_section(minutes))
     path = os.path.join(weights, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -118,8 +137,10 @@ def main(argv=None) -> int:
     p.add_argument("--arm", required=True, help="the study arm these weights are")
     p.add_argument("--world", required=True, help="bench.world's JSON, with --rollout")
     p.add_argument("--play", required=True, help="bench.play's JSON")
+    p.add_argument("--continued", help="the record of the run that continued the arm: its shipped checkpoint's step, "
+                                       "elapsed and args (studies/world-long/shipped_checkpoint.json)")
     args = p.parse_args(argv)
-    print(write_card(args.weights, args.study, args.arm, args.world, args.play))
+    print(write_card(args.weights, args.study, args.arm, args.world, args.play, args.continued))
     return 0
 
 
