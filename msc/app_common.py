@@ -30,10 +30,10 @@ CHECKED_KINDS = (gr.Slider, gr.Number, gr.Radio, gr.Dropdown)
 # request waits for its turn before it is told the server is busy (the queue bounds only generations)
 PREVIEW_SLOTS, CONE_SLOTS, SLOT_WAIT_S = 1, 2, 20.0
 # a client has READ_GRACE_S from sending a generation to reading what the server sends back (its event stream: the
-# browser and gradio_client open it within milliseconds, or a second under a burst); a generation nobody reads by then
-# is dropped when its turn comes, and when the queue is full, the queued ones nobody has read for FULL_QUEUE_GRACE_S
-# leave it for a new request (evict_unread_when_full)
-READ_GRACE_S, FULL_QUEUE_GRACE_S = 2.0, 1.0
+# browser and gradio_client open it within milliseconds, within a second or two under a burst of clients on a busy
+# machine); a generation nobody reads by then is dropped when its turn comes, and when the queue is full, the queued
+# ones nobody has read for as long leave it for a new request (evict_unread_when_full)
+READ_GRACE_S = 3.0
 
 
 def bundled(folder: str) -> str:
@@ -119,7 +119,7 @@ def unread(queue, session: str) -> bool:
 
 def evict_unread_when_full(demo: gr.Blocks) -> None:
     """When a request finds the queue full, the queued requests nobody has read (:func:`unread`) for
-    :data:`FULL_QUEUE_GRACE_S` leave it first, one line in the log each, so a client that posts without reading cannot
+    :data:`READ_GRACE_S` leave it first, one line in the log each, so a client that posts without reading cannot
     keep others out for longer than that. (A wrapper on the queue's ``push``; call it after ``demo.queue(...)``.)"""
     queue = demo._queue
     push = queue.push
@@ -129,7 +129,7 @@ def evict_unread_when_full(demo: gr.Blocks) -> None:
             now = time.monotonic()
             waiting = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
             for event in waiting:
-                if now - event.enqueue_time > FULL_QUEUE_GRACE_S and unread(queue, event.session_hash):
+                if now - event.enqueue_time > READ_GRACE_S and unread(queue, event.session_hash):
                     await queue.clean_events(session_hash=event.session_hash)
                     queue.pending_messages_per_session.pop(event.session_hash, None)
                     print("evicted a queued generation nobody read, for a new request", flush=True)
