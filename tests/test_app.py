@@ -659,8 +659,8 @@ def test_a_flood_of_previews_never_delays_the_light_cone(tiny_model, huge_files)
     """Six previews of a 4096² clip at once and ten light cones beside them (in process, through the handlers the
     events call): the previews decode one at a time (the others wait for the slot or are told the server is busy),
     and the light cones, with slots of their own, answer within seconds: within 3 s at the median (the issue's bar, on
-    an idle machine) or, on a machine busy with other work, within 2.5× their median without the previews, measured
-    just before."""
+    an idle machine) or, on a machine busy with other work, within 4× their median without the previews, measured just
+    before (one decode holds one of the two cores; six at once, as without the slot, would hold both)."""
     import statistics
     from concurrent.futures import ThreadPoolExecutor
 
@@ -707,4 +707,4 @@ def test_a_flood_of_previews_never_delays_the_light_cone(tiny_model, huge_files)
         for p in previews:
             p.result(timeout=300)
     assert most[0] == 1
-    assert statistics.median(seconds) <= max(3.0, 2.5 * alone), (seconds, alone)
+    assert statistics.median(seconds) <= max(3.0, 4 * alone), (seconds, alone)
