@@ -54,17 +54,10 @@ def _sampler(base, changes: dict):
     return replace(base, windows=windows, **changes)
 
 
-def features(work, grid: int, windows) -> list:
-    """The estimate's terms, so that ``estimate = features · (CALL_SECONDS, TOKEN_SECONDS, KEY_SECONDS)``."""
-    keys = windows.k_t * grid * grid + windows.k_lo * (grid // 2) ** 2
-    tokens = work.frame_passes * grid * grid
-    return [work.calls, tokens, tokens * keys]
-
-
 def fit(model, base) -> dict:
     """Time every shape in process; the app's estimate beside it, and the least-squares constants."""
     from msc.sampling import sample_frames, sampling_work
-    from msc.studio import model_seconds
+    from msc.studio import model_seconds, work_terms
 
     grid, rows = model.config.grid, []
     clip = torch.rand(1, 16, model.config.channels, model.config.image_size, model.config.image_size,
@@ -77,7 +70,7 @@ def fit(model, base) -> dict:
         seconds = time.perf_counter() - start
         work = sampling_work(s, context, frames)
         rows.append({"shape": name, "calls": work.calls, "frame_passes": work.frame_passes, "seconds": seconds,
-                     "estimate": model_seconds(work, grid, s.windows), "features": features(work, grid, s.windows)})
+                     "estimate": model_seconds(work, grid, s.windows), "features": list(work_terms(work, grid, s.windows))})
         print(f"{name}: {seconds:.2f} s, estimate {rows[-1]['estimate']:.2f} s", flush=True)
     a = np.array([r["features"] for r in rows])
     y = np.array([r["seconds"] for r in rows])

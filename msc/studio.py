@@ -136,11 +136,18 @@ class Settings:
         return cls(frames=frames, context=context, mark=mark, sampler=sampler)
 
 
-def model_seconds(work: SamplingWork, grid: int, windows: AttentionWindows) -> float:
-    """The sampler's time for a :class:`~msc.sampling.SamplingWork` on the reference machine (2 CPU cores), for a
-    ``grid`` × ``grid`` token frame attending with ``windows``."""
+def work_terms(work: SamplingWork, grid: int, windows: AttentionWindows) -> tuple:
+    """``(calls, tokens, token-keys)`` of a :class:`~msc.sampling.SamplingWork` for a ``grid`` × ``grid`` token frame
+    attending with ``windows``: what ``CALL_SECONDS``, ``TOKEN_SECONDS`` and ``KEY_SECONDS`` multiply."""
     keys = windows.k_t * grid * grid + windows.k_lo * (grid // 2) ** 2  # per query, both branches (an upper bound)
-    return work.calls * CALL_SECONDS + work.frame_passes * grid * grid * (TOKEN_SECONDS + keys * KEY_SECONDS)
+    tokens = work.frame_passes * grid * grid
+    return work.calls, tokens, tokens * keys
+
+
+def model_seconds(work: SamplingWork, grid: int, windows: AttentionWindows) -> float:
+    """The sampler's time for a :class:`~msc.sampling.SamplingWork` on the reference machine (2 CPU cores)."""
+    calls, tokens, token_keys = work_terms(work, grid, windows)
+    return calls * CALL_SECONDS + tokens * TOKEN_SECONDS + token_keys * KEY_SECONDS
 
 
 def request_seconds(work: SamplingWork, frames: int, grid: int, windows: AttentionWindows) -> float:
