@@ -37,7 +37,7 @@ import subprocess
 import sys
 
 from bench import write_results
-from msc.evaluate import COLOUR_TOLERANCE
+from msc.evaluate import COLOUR_TOLERANCE, model_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = ((1, 4), (1, 8), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8), (16, 4), (16, 8))
@@ -113,7 +113,7 @@ def _wait(process: subprocess.Popen) -> None:
 
 def _model_fvd(report: dict) -> float:
     real = next(iter(report["sets"].values()))
-    return real["methods"][[m for m in real["methods"] if m != "copy-last"][0]]["fvd"]
+    return real["methods"][model_names(real["methods"])[0]]["fvd"]
 
 
 def summarise(runs: str, grid) -> tuple:
@@ -125,7 +125,7 @@ def summarise(runs: str, grid) -> tuple:
         with open(report_path(runs, steps, chunk)) as f:
             report = json.load(f)
         real = next(iter(report["sets"].values()))  # the one set scored: the held-out real windows
-        model = [m for m in real["methods"] if m != "copy-last"][0]
+        model = model_names(real["methods"])[0]
         m, r = real["methods"][model], report["rollout"]
         rows.append({"steps": steps, "chunk": chunk, "clips": real["clips"], "psnr": m["psnr_mean"], "ssim": m["ssim_mean"],
                      "motion": m["motion"], "motion_truth": m["motion_truth"], "fvd": m["fvd"],

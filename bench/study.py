@@ -118,6 +118,8 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
 
 def results_table(study: dict, scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> str:
     """Per held-out set: the baselines, then every arm at every sampler setting."""
+    from msc.evaluate import BASELINES, model_names
+
     if study["evaluate"]["module"] == "bench.world":
         return world_table(scored, logs)
     lines = []
@@ -132,11 +134,13 @@ def results_table(study: dict, scored: Dict[str, Dict[str, dict]], logs: Dict[st
             return (f"| {name} | {sampler} | {steps} | {m['psnr_mean']:.2f} | {m['ssim_mean']:.3f} | {m['motion_ratio']:.2f} |"
                     + (f" {m['trajectory_error']:.2f} |" if tracked else ""))
 
-        for baseline in ("copy-last", "flow-extrapolation"):
-            lines.append(row(baseline, "–", "–", entry["methods"][baseline]))
+        for baseline, _ in BASELINES:
+            if baseline in entry["methods"]:  # records older than a baseline lack it
+                lines.append(row(baseline, "–", "–", entry["methods"][baseline]))
         for arm, reports in scored.items():
             for slug, report in reports.items():
-                method = next(m for n, m in report["sets"][set_name]["methods"].items() if n not in ("copy-last", "flow-extrapolation"))
+                methods = report["sets"][set_name]["methods"]
+                method = methods[model_names(methods)[0]]
                 lines.append(row(arm, slug.replace("_", " "), logs[arm]["step"], method))
         if tracked:
             lines.append(f"\nsprite err floor (the locator on the true frames): {entry['trajectory_error_floor']:.2f} px")

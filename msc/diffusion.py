@@ -16,7 +16,8 @@ the standard deviation of the noise (1 for frames without an anchor):
 * ``prior="flow"``: ``a`` is the classical prediction of the frame, the last finished frame carried
   along the optical flow of the last two finished frames at constant velocity (:mod:`msc.flow`; the
   last frame itself where only one is finished), so the model learns what constant motion does not
-  predict;
+  predict; ``prior="flow_splat"``: the same with the stronger extrapolator that pushes each pixel forward along its
+  own velocity (:data:`msc.flow.METHODS` ``"splat"``: moving objects arrive where they go instead of smearing);
 * ``prior="action_kernel"`` (a world model; Finn, Goodfellow & Levine 2016, CDNA): ``a`` is the last finished frame
   convolved with a learned ``k × k`` kernel per action (:class:`ActionKernels`, a softmax over the window: each pixel a
   convex combination of its neighbours), once per action since that frame. The kernels start as the identity and
@@ -58,7 +59,8 @@ import torch.nn as nn
 from msc.flow import extrapolate as flow_extrapolate
 
 SCHEDULES = ("cosine", "linear", "shifted")
-PRIORS = ("none", "previous_frame", "flow", "action_kernel")
+PRIORS = ("none", "previous_frame", "flow", "flow_splat", "action_kernel")
+FLOW_PRIORS = {"flow": "warp", "flow_splat": "splat"}  # prior -> its extrapolation method in msc.flow.METHODS
 KERNEL_PRIORS = ("action_kernel",)  # anchors made by the network's learned kernels, from the frames' actions
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
@@ -184,8 +186,8 @@ def anchor_frames(prior: str, previous: Optional[torch.Tensor], last: torch.Tens
     the frames after ``last``. The one definition of an anchor, for training (:func:`chunk_anchors`) and sampling
     alike."""
     horizons = list(horizons)
-    if prior == "flow":
-        return flow_extrapolate(previous, last, horizons)
+    if prior in FLOW_PRIORS:
+        return flow_extrapolate(previous, last, horizons, method=FLOW_PRIORS[prior])
     if prior in KERNEL_PRIORS:
         if kernels is None or actions is None or actions.shape[1] < max(horizons):
             raise ValueError("the action_kernel prior needs the network's kernels and the actions of the frames after "

@@ -16,6 +16,8 @@ horizon (1 = the first new frame): PSNR and SSIM against the ground truth (:mod:
 * ``copy-last``: the last context frame repeated — the score of predicting no motion at all;
 * ``flow-extrapolation``: the classical predictor, the last frame warped along the optical flow of the
   last two context frames at constant velocity (:mod:`msc.flow`): a model of motion must beat it;
+* ``flow-splatting``: the stronger classical predictor, every pixel of the last frame pushed forward along
+  its own velocity (DIS flow, forward splatting: :data:`msc.flow.METHODS` ``"splat"``);
 * ``--baseline``: any other weights folder, e.g. the dense-attention model of the same budget;
 
 and measures that standing still cannot win: the **motion ratio** (mean absolute frame difference of the
@@ -52,7 +54,7 @@ import torch
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real
 from msc.environment import go_offline
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
-from msc.flow import flow_extrapolation
+from msc.flow import flow_extrapolation, flow_splatting
 from msc.fvd import FVD
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit
 from msc.model import MSCModel
@@ -92,6 +94,16 @@ def held_out_set(name: str, count: int, frames: int, size: int, data: Optional[P
 def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
     """The no-motion prediction: ``[N, K, C, H, W]`` -> ``[N, horizon, C, H, W]``."""
     return context[:, -1:].expand(-1, horizon, -1, -1, -1)
+
+
+# the predictors every model is scored beside: no motion, and the two classical ones (msc.flow)
+BASELINES = (("copy-last", copy_last), ("flow-extrapolation", flow_extrapolation), ("flow-splatting", flow_splatting))
+
+
+def model_names(methods: dict) -> list:
+    """The names in a set's ``methods`` (of a report) that are models, not :data:`BASELINES`, in their order."""
+    baselines = {name for name, _ in BASELINES}
+    return [name for name in methods if name not in baselines]
 
 
 def continuation_scores(pred: torch.Tensor, truth: torch.Tensor, sprites=None, first_frame: int = 0) -> dict:
@@ -207,7 +219,7 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
             return continuation_scores(pred, truth, sprites, settings.context)
 
         methods = {}
-        for name, baseline in (("copy-last", copy_last), ("flow-extrapolation", flow_extrapolation)):
+        for name, baseline in BASELINES:
             predicted = baseline(context, settings.horizon)
             methods[name] = scores(predicted)
             if fvd:

@@ -10,11 +10,24 @@ velocity, frame ``h`` after the last one is the last frame warped back by ``h`` 
 It is the predictor that a model of motion must beat (a pan is predicted almost exactly; an object that
 stops or turns is not), and with the ``flow`` prior (:mod:`msc.diffusion`) it is the anchor whose
 residual the diffusion model learns (residual video diffusion, Yang, Srivastava & Mandt 2022).
+
+Warping *back* reads the flow at the pixel where the frame is drawn, not where the content came from: a
+sprite that moves over a still background is read from the background's flow (zero) once it has moved
+further than its own size, so it smears and stays put. The **splatting** extrapolator (``METHODS["splat"]``)
+pushes every pixel of the last frame *forward* instead, to ``x + h · v(x)`` with ``v = −f`` its velocity, and
+averages what lands on a pixel (bilinear weights; "summation splatting", Niklaus & Liu 2020, "Softmax
+Splatting for Video Frame Interpolation", without the softmax); pixels nothing lands on (what the motion
+uncovers) keep the backward warp. Its flow is OpenCV's DIS (Kroeger et al. 2016, "Fast Optical Flow using
+Dense Inverse Search"; the ultrafast preset and one variational refinement iteration), which at 64 × 64
+tracks both the camera and the sprites better than Farnebäck. Measured on 32 held-out clips a set, 8
+generated frames (PSNR / motion ratio / sprite error in pixels): Farnebäck warped back 24.10 dB / 0.72 (camera),
+22.18 / 0.70 / 7.66 px (procedural), 32.21 / 0.74 (real); DIS splatted 25.71 / 0.79, 25.11 / 0.99 / 6.20 px,
+33.02 / 0.72. Copy-last: 18.91, 18.90 / 8.22 px, 31.73.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -22,6 +35,7 @@ import torch.nn.functional as F
 
 # OpenCV's tutorial parameters (pyramid scale, levels, window, iterations, polynomial size and sigma)
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+DIS_REFINEMENT_ITERATIONS = 1  # on top of OpenCV's ultrafast preset (0 and 5 measured: within 0.1-0.3 dB, a little worse)
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
@@ -32,13 +46,20 @@ def _grey_uint8(frames: torch.Tensor) -> np.ndarray:
     return (grey * 255).round().to(torch.uint8).numpy()
 
 
-def backward_flow(previous: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+def backward_flow(previous: torch.Tensor, last: torch.Tensor, estimator: str = "farneback") -> torch.Tensor:
     """Where each pixel of ``last`` was in ``previous``: ``[B, C, H, W]`` twice -> ``[B, 2, H, W]`` displacement
-    ``(dx, dy)`` in pixels, ``last(x) ≈ previous(x + f(x))``."""
+    ``(dx, dy)`` in pixels, ``last(x) ≈ previous(x + f(x))``. ``estimator``: ``"farneback"`` or ``"dis"``."""
     import cv2  # on use: importing OpenCV changes the process's LD_LIBRARY_PATH
 
     a, b = _grey_uint8(last), _grey_uint8(previous)
-    flows = [cv2.calcOpticalFlowFarneback(a[i], b[i], None, **FARNEBACK) for i in range(a.shape[0])]  # [H, W, 2] each
+    if estimator == "farneback":
+        flows = [cv2.calcOpticalFlowFarneback(a[i], b[i], None, **FARNEBACK) for i in range(a.shape[0])]  # [H, W, 2] each
+    elif estimator == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        dis.setVariationalRefinementIterations(DIS_REFINEMENT_ITERATIONS)
+        flows = [dis.calc(a[i], b[i], None) for i in range(a.shape[0])]
+    else:
+        raise ValueError(f"flow estimator must be 'farneback' or 'dis', got {estimator!r}.")
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(last.device, torch.float32)
 
 
@@ -54,19 +75,67 @@ def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(frames.dtype)
 
 
-def extrapolate(previous: Optional[torch.Tensor], last: torch.Tensor, horizons, flow: Optional[torch.Tensor] = None) -> torch.Tensor:
+def splat(frames: torch.Tensor, velocity: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Forward warp: every pixel ``x`` of ``frames`` ``[B, C, H, W]`` moved to ``x + velocity(x)`` (``[B, 2, H, W]``
+    pixels), spread over the four pixels around it with bilinear weights; a pixel gets the weighted mean of what lands
+    on it, blended with ``fill`` ``[B, C, H, W]`` where less than one pixel's weight lands (nothing: ``fill`` alone)."""
+    b, c, h, w = frames.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=frames.device, dtype=torch.float32),
+                            torch.arange(w, device=frames.device, dtype=torch.float32), indexing="ij")
+    x, y = xs + velocity[:, 0], ys + velocity[:, 1]  # [B, H, W] where each pixel lands
+    x0, y0 = x.floor(), y.floor()
+    source = torch.cat([frames.float(), torch.ones_like(frames[:, :1], dtype=torch.float32)], 1).flatten(2)  # [B, C+1, HW]
+    landed = torch.zeros_like(source)  # [B, C+1, HW]: weighted colour sums, then the weight itself
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            weight = ((1 - (x - xi).abs()) * (1 - (y - yi).abs()) * inside).flatten(1)  # [B, HW]
+            target = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().flatten(1)
+            landed.scatter_add_(2, target[:, None].expand(-1, c + 1, -1), source * weight[:, None])
+    landed = landed.view(b, c + 1, h, w)
+    weight = landed[:, -1:]
+    cover = weight.clamp(max=1)
+    return (cover * landed[:, :-1] / weight.clamp(min=1e-6) + (1 - cover) * fill.float()).to(frames.dtype)
+
+
+def _warped_back(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Tensor:
+    return warp(last, h * flow)
+
+
+def _splatted(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Tensor:
+    return splat(last, -h * flow, warp(last, h * flow))
+
+
+# name -> (flow estimator, how frame h is drawn from the last frame and its backward flow)
+METHODS: Dict[str, tuple] = {
+    "warp": ("farneback", _warped_back),  # the issue's classical predictor and the ``flow`` prior's anchor
+    "splat": ("dis", _splatted),  # the stronger one, and the ``flow_splat`` prior's anchor
+}
+
+
+def extrapolate(previous: Optional[torch.Tensor], last: torch.Tensor, horizons, flow: Optional[torch.Tensor] = None,
+                method: str = "warp") -> torch.Tensor:
     """Frames ``h`` after ``last`` for every ``h`` in ``horizons`` (ints >= 1): ``[B, C, H, W]`` -> ``[B, n, C, H, W]``.
     ``previous`` ``None`` (no frame before the last): the last frame repeated. ``flow``: the backward flow of the
-    pair, if it is known already."""
+    pair, if it is known already. ``method``: a name of :data:`METHODS`."""
+    if method not in METHODS:
+        raise ValueError(f"extrapolation method must be one of {tuple(METHODS)}, got {method!r}.")
     horizons = [int(h) for h in horizons]
     if previous is None and flow is None:
         return last[:, None].expand(-1, len(horizons), -1, -1, -1)
-    flow = backward_flow(previous, last) if flow is None else flow  # [B, 2, H, W]
-    return torch.stack([warp(last, h * flow) for h in horizons], dim=1)
+    estimator, draw = METHODS[method]
+    flow = backward_flow(previous, last, estimator) if flow is None else flow  # [B, 2, H, W]
+    return torch.stack([draw(last, flow, h) for h in horizons], dim=1)
 
 
-def flow_extrapolation(context: torch.Tensor, horizon: int) -> torch.Tensor:
-    """The classical baseline of :mod:`msc.evaluate`: ``[N, K, C, H, W]`` context -> ``[N, horizon, C, H, W]``
+def flow_extrapolation(context: torch.Tensor, horizon: int, method: str = "warp") -> torch.Tensor:
+    """The classical baselines of :mod:`msc.evaluate`: ``[N, K, C, H, W]`` context -> ``[N, horizon, C, H, W]``
     (copy-last when ``K = 1``)."""
     previous = context[:, -2] if context.shape[1] >= 2 else None
-    return extrapolate(previous, context[:, -1], range(1, horizon + 1))
+    return extrapolate(previous, context[:, -1], range(1, horizon + 1), method=method)
+
+
+def flow_splatting(context: torch.Tensor, horizon: int) -> torch.Tensor:
+    """:func:`flow_extrapolation` by the ``splat`` method."""
+    return flow_extrapolation(context, horizon, "splat")
