@@ -1,10 +1,10 @@
-"""The classical predictor (constant-velocity Farnebäck extrapolation) and the sprite locator, on motion
+"""The classical predictors (constant-velocity extrapolation, warped back or splatted forward) and the sprite locator, on motion
 whose truth is known: a photograph panned by whole pixels, and the procedural generator's own sprites."""
 
 import torch
 
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_clip, procedural_sprites
-from msc.flow import backward_flow, extrapolate, flow_extrapolation, warp
+from msc.flow import backward_flow, extrapolate, flow_extrapolation, splat, warp
 from msc.metrics import psnr
 from msc.tracking import locate_sprites, trajectory_error
 
@@ -49,3 +49,51 @@ def test_the_locator_finds_the_generators_sprites():
     floor = trajectory_error(clips[:, 6:], sprites, 6)
     frozen = trajectory_error(clips[:, 5:6].expand(-1, 6, -1, -1, -1), sprites, 6)
     assert floor < 2.0 and frozen > 2 * floor  # the truth is found; a frozen frame's sprites are not where they go
+
+
+def _disc_clip(frames: int, speed: float, size: int = 48, radius: float = 4.0) -> tuple:
+    """``[1, frames, 3, S, S]``: a red disc moving ``speed`` pixels a frame to the right over a still grey gradient,
+    and its true centres ``[frames]`` (column)."""
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    background = torch.stack([xs / size - 0.5, ys / size - 0.5, (xs + ys) / (2 * size) - 0.5])  # [3, S, S] in [-0.5, 0.5]
+    red = torch.tensor([0.9, -0.9, -0.9])[:, None, None]
+    centres = torch.tensor([10.0 + speed * i for i in range(frames)])
+    clip = [torch.where(((xs - c) ** 2 + (ys - size / 2) ** 2 <= radius ** 2)[None], red, background) for c in centres]
+    return torch.stack(clip)[None], centres
+
+
+def _red_centre(frame: torch.Tensor) -> float:
+    """Column of the centroid of the red pixels of ``[3, S, S]``."""
+    mask = (frame[0] > 0.5) & (frame[1] < -0.5)
+    return float(mask.nonzero()[:, 1].float().mean()) if mask.any() else float("nan")
+
+
+def test_splatting_moves_every_pixel_by_its_velocity_and_warping_back_reads_the_flow_where_it_draws():
+    """A uniform whole-pixel velocity moves the frame exactly, the strip it uncovers taken from ``fill``. With only a
+    disc's pixels given its motion (the background still), reading that flow back at the pixel being drawn draws no
+    disc where it goes once it has moved further than its radius; pushing the pixels forward carries its colour there
+    (summation splatting blends what lands on one pixel: the disc with the still background it arrives over)."""
+    clip, centres = _disc_clip(8, 3.0)
+    last, fill = clip[:, 3], torch.zeros_like(clip[:, 3])
+    shifted = splat(last, torch.tensor([2.0, -1.0])[None, :, None, None].expand(1, 2, 48, 48), fill)[0]  # [3, S, S]
+    assert torch.equal(shifted[:, :47, 2:], last[0, :, 1:, :46]) and torch.equal(shifted[:, :, :2], fill[0, :, :, :2])
+    on_disc = ((last[:, 0] > 0.5) & (last[:, 1] < -0.5)).float()  # [1, S, S]
+    velocity = torch.stack([3.0 * on_disc, torch.zeros_like(on_disc)], dim=1)  # [1, 2, S, S]
+    for h in (3, 4):
+        read_back = warp(last, -h * velocity)[0]
+        assert float(read_back[0, 24, int(centres[3 + h])]) < 0.5  # no disc where it goes: its pixels read the background
+        pushed = splat(last, h * velocity, fill=clip[:, 3 + h])[0]
+        arrived = (pushed - clip[0, 3 + h]).abs().sum(0) > 1e-3  # [S, S]: where it differs from the true frame
+        assert not arrived[:, : int(centres[3 + h]) - 4].any()  # nothing left behind the disc's new place
+        front = int(centres[3 + h]) + 3  # the disc's leading edge: its red and the background still there, half each
+        assert abs(float(pushed[0, 24, front]) - 0.5 * (0.9 + float(last[0, 0, 24, front]))) < 1e-5
+
+
+def test_splatting_predicts_a_pan_and_the_uncovered_border_keeps_the_backward_warp():
+    clip = _panned(6, 2)
+    pred = flow_extrapolation(clip[:, :3], 3, method="splat")
+    truth = clip[:, 3:]
+    inner = (..., slice(10, -10), slice(10, -10))
+    assert float(psnr(pred[inner], truth[inner]).min()) > 30
+    assert torch.isfinite(pred).all() and pred.abs().max() <= 1.0 + 1e-5  # no hole left empty: all of it is a picture
+    assert torch.allclose(splat(clip[:, 0], torch.zeros(1, 2, 48, 48), clip[:, 1]), clip[:, 0], atol=1e-6)  # still: itself

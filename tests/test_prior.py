@@ -258,13 +258,14 @@ def test_flow_training_anchors_extrapolate_the_two_frames_before_each_chunk():
             assert torch.allclose(flow_anchor[clip, s], expected, atol=1e-6)
 
 
-def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation():
+@pytest.mark.parametrize("prior, method", [("flow", "warp"), ("flow_splat", "splat")])
+def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation(prior, method):
     from msc.flow import flow_extrapolation
 
-    model = MSCModel(config_from_name("tiny", prior="flow")).eval()  # zero output: the anchor itself
+    model = MSCModel(config_from_name("tiny", prior=prior)).eval()  # zero output: the anchor itself
     context = _panned_context(3)
     video = sample_video(model, context, 4, steps=1, chunk=4).video
-    assert torch.allclose(video[:, 3:], flow_extrapolation(context, 4).clamp(-1, 1), atol=1e-5)
+    assert torch.allclose(video[:, 3:], flow_extrapolation(context, 4, method).clamp(-1, 1), atol=1e-5)
 
 
 def test_flow_prior_sampling_cache_continuation_and_loss():
