@@ -37,7 +37,6 @@ from msc.fvd import FVD
 from msc.i3d import load_i3d
 from msc.metrics import sharpness
 from msc.model import MSCModel
-from release.model_card import from_nothing_table
 from msc.sampling import SamplerSettings, sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +51,27 @@ def from_nothing(model, settings: SamplerSettings, count: int) -> dict:
     start = time.perf_counter()
     video = sample_video(model, None, FRAMES, settings, batch=count, callback=lambda info: calls.append(info)).video
     return {"videos": video, "calls": len(calls), "seconds": time.perf_counter() - start}
+
+
+
+def from_nothing_table(report: dict) -> str:
+    """The first-frame study (``python -m bench.from_nothing``, its JSON): one row per ``first_frame_steps`` with
+    the FVD of videos from nothing against held-out clips, their sharpness against the clips' and their model calls, the
+    rule's choice and the shipped default marked, then the rule in words."""
+    n = report["count_per_set"] * len(report["sets"])
+    lines = [f"{n} videos of {report['frames']} frames from nothing per value ({report['sampler']['steps']} steps, chunks of "
+             f"{report['sampler']['chunk']} after the first frame), FVD against {n} held-out clips ({report['count_per_set']} "
+             f"from each of the {', '.join(report['sets'])} sets).", "",
+             "| first frame's steps | FVD | sharpness vs held-out | model calls per video |", "|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        first = r["first_frame_steps"]
+        marks = [name for name, hit in (("chosen", first == report["chosen"]), ("the default", first == report["default"])) if hit]
+        name = (str(first) if first else f"0 (in the first chunk: {report['sampler']['steps']})") + (
+            f" **({', '.join(marks)})**" if marks else "")
+        lines.append(f"| {name} | {r['fvd']:.1f} | {r['sharpness_ratio']:.2f}× | {r['calls']} |")
+    lines += ["", f"Rule: {report['rule']} → {report['chosen']}; the default: {report['default']}. The first video of each "
+              f"value, every other frame, one row per value in this order: `{report['sheet']}`."]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import NamedTuple, Optional
 
-from release.model_card import recipes_table, state_path_of_log
+from msc.evaluate import model_names
 
 COMMON = ["--config", "small", "--data", "data", "--frames", "8", "--batch-size", "4", "--lr", "4e-4", "--warmup", "100",
           "--ema", "0.995", "--clean-prefix-prob", "0.5", "--steps", "1000000", "--threads", "1", "--no-progress",
@@ -60,6 +60,66 @@ RECIPES = {
 # Fine-tunes of the bundled long run (compact model, previous-frame prior with σ = 0.1)
 FINETUNE_COMMON = [*COMMON, "--config", "compact", "--lr", "3e-4", "--warmup", "50", "--init-from", "resume/msc-compact"]
 BUNDLED = ["prior=previous_frame", "residual_std=0.1"]
+
+
+
+def state_path_of_log(log_path: str) -> str:
+    """Where the card keeps a copied training log's steps, wall time and arguments: ``X.jsonl`` -> ``X.state.json``."""
+    return log_path[: -len(".jsonl")] + ".state.json"
+
+
+def run_summary(run: str) -> dict:
+    """Steps, wall time, arguments and log of a training run: a run folder (``checkpoint/state.json`` +
+    ``log.jsonl``), or a training log alone (a ``.jsonl`` file, e.g. the copy beside a card or a study's kept record
+    in ``bench/results``, with its ``.state.json`` when one was written; else steps and time from its last record, no
+    arguments). A run whose per-step log was lost keeps only its ``.state.json``, which then says so (``log_lost``:
+    why) and carries the run's ``final_loss``."""
+    log_path = run if run.endswith(".jsonl") else os.path.join(run, "log.jsonl")
+    log = []
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            log = [json.loads(line) for line in f if line.strip()]
+    last = log[-1] if log else {}
+    # a run folder keeps its state in checkpoint/; a kept resumable copy (--keep-resumable) at its top
+    candidates = ([state_path_of_log(run)] if run.endswith(".jsonl") else
+                  [os.path.join(run, "checkpoint", "state.json"), os.path.join(run, "state.json")])
+    state_path = next((p for p in candidates if os.path.isfile(p)), None)
+    if state_path:
+        with open(state_path) as f:
+            state = json.load(f)
+    else:
+        state = {"step": last.get("step", 0), "elapsed": last.get("elapsed", 0.0)}
+    if not log and not state.get("log_lost"):
+        raise FileNotFoundError(f"no training log at {log_path} (a run whose log was lost says so in its state file's "
+                                "'log_lost', with its 'final_loss')")
+    tail = log[-10:]
+    final_loss = sum(r["loss_avg"] for r in tail) / len(tail) if tail else state["final_loss"]
+    return {
+        "steps": state["step"], "elapsed_s": state.get("elapsed", 0.0), "args": state.get("args", {}),
+        "final_loss": final_loss, "steps_per_s": state["step"] / max(1.0, state.get("elapsed", 1.0)),
+        "last": last, "log": log, "log_lost": state.get("log_lost"),
+    }
+
+
+def recipes_table(results: dict) -> str:
+    """A recipe study's runs (``bench.recipes``' ``results``): one row per recipe with PSNR / SSIM per held-out set,
+    copy-last's first, and where the study scored them, the FVD of videos from nothing (their sharpness against
+    the held-out clips')."""
+    sets = list(next(iter(results.values()))["sets"])
+    nothing = all("from_nothing" in r for r in results.values())
+    rows = ["| recipe | steps | " + " | ".join(f"{s}: PSNR / SSIM" for s in sets) + (" | from nothing: FVD (sharpness) |" if nothing else " |"),
+            "|---|---:|" + "---:|" * (len(sets) + nothing)]
+    copy = next(iter(results.values()))["sets"]
+    rows.append("| copy the last frame | – | " + " | ".join(
+        f"{copy[s]['methods']['copy-last']['psnr_mean']:.2f} / {copy[s]['methods']['copy-last']['ssim_mean']:.3f}" for s in sets)
+        + (" | – |" if nothing else " |"))
+    for name, r in results.items():
+        model = model_names(r["sets"][sets[0]]["methods"])[0]
+        cells = [f"{r['sets'][s]['methods'][model]['psnr_mean']:.2f} / {r['sets'][s]['methods'][model]['ssim_mean']:.3f}" for s in sets]
+        if nothing:
+            cells.append(f"{r['from_nothing']['fvd']:.0f} ({r['from_nothing']['sharpness_ratio']:.2f}×)")
+        rows.append(f"| `{name}`: {r['changes']} | {r['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def fine_tunes_of(weights: str) -> list:
@@ -264,7 +324,7 @@ def train_pairs(names, minutes: float, runs: str, study: str = "recipes") -> Non
 def keep_run_record(run: str, kept_log: str) -> None:
     """Copy a run's training log to ``kept_log`` (a ``.jsonl`` in the results, which the repository keeps) and its
     steps, wall time and arguments to the ``.state.json`` beside it: what the model card needs of a fine-tune
-    (``python -m release.model_card --finetune-run KEPT_LOG``) once the run folder is gone with its machine."""
+    (``run_summary(KEPT_LOG)``) once the run folder is gone with its machine."""
     shutil.copyfile(os.path.join(run, "log.jsonl"), kept_log)
     with open(os.path.join(run, "checkpoint", "state.json")) as f:
         state = json.load(f)
