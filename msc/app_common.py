@@ -29,6 +29,9 @@ CHECKED_KINDS = (gr.Slider, gr.Number, gr.Radio, gr.Dropdown)
 # handlers that run outside the generation queue but decode or draw: how many of each run at once, and how long a
 # request waits for its turn before it is told the server is busy (the queue bounds only generations)
 PREVIEW_SLOTS, CONE_SLOTS, SLOT_WAIT_S = 1, 2, 20.0
+# and how many may start a second: a client in a loop is paced, so a flood of cheap requests cannot take the CPU (and
+# the interpreter) from a generation (bench.abuse measures it)
+PREVIEW_RATE, CONE_RATE = 0.5, 4.0
 # a client has READ_GRACE_S from sending a generation to reading what the server sends back (its event stream: the
 # browser and gradio_client open it within milliseconds, within a second or two under a burst of clients on a busy
 # machine); a generation nobody reads by then is dropped when its turn comes, and when the queue is full, the queued
@@ -150,6 +153,30 @@ def setting_control(f, value, grid: int):
     return gr.Slider(lo, hi, value=value, step=step, label=label)
 
 
+class PacedSlots:
+    """``size`` slots of which at most ``rate`` are taken a second: :meth:`acquire` waits for a free slot and then for
+    its start time, each start at least ``1 / rate`` s after the one before (the pacing is the server's own schedule;
+    a client looping on cheap requests gets one turn per interval, whatever it sends)."""
+
+    def __init__(self, size: int, rate: float):
+        self._free = threading.BoundedSemaphore(size)
+        self._interval = 1.0 / rate
+        self._next_start = 0.0  # time.monotonic() of the earliest next start
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> bool:
+        if not self._free.acquire(timeout=timeout):
+            return False
+        with self._lock:
+            start = max(time.monotonic(), self._next_start)
+            self._next_start = start + self._interval
+        time.sleep(max(0.0, start - time.monotonic()))  # this request's turn: pacing, not synchronisation
+        return True
+
+    def release(self) -> None:
+        self._free.release()
+
+
 class AppModel:
     """The app's video model, its sampler presets and default request settings, and the folder the app writes videos to."""
 
@@ -160,7 +187,7 @@ class AppModel:
         # the weights' own sampler presets (msc.sampling.load_presets), with the model's windows
         self.presets = {name: replace(p, windows=self.config.windows) for name, p in (presets or PRESETS).items()}
         self.defaults = Settings(sampler=self.presets["default"])
-        self.slots = {"preview": threading.BoundedSemaphore(PREVIEW_SLOTS), "cone": threading.BoundedSemaphore(CONE_SLOTS)}
+        self.slots = {"preview": PacedSlots(PREVIEW_SLOTS, PREVIEW_RATE), "cone": PacedSlots(CONE_SLOTS, CONE_RATE)}
         self.blocks: gr.Blocks | None = None  # the app's Blocks, once built (its queue tells who reads their results)
 
     def drop_unread(self, request: gr.Request | None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from msc.app_common import AppModel, user_error
-from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_figure
+from msc.lightcone import cost_markdown, cost_table, light_cone, light_cone_image
 from msc.plots import gate_heatmap
 
 WINDOW_CONTROLS = ("k_s", "k_t", "d", "k_lo")
@@ -38,7 +38,7 @@ class ExplainTabs:
             except ValueError as err:
                 raise user_error(str(err)) from None
             total = settings.context + settings.frames
-            return light_cone_figure(cone), cost_markdown(cost_table(cfg, settings.sampler.windows, total), total)
+            return light_cone_image(cone), cost_markdown(cost_table(cfg, settings.sampler.windows, total), total)
 
     def build(self, demo: gr.Blocks, controls: dict) -> None:
         """The two tabs (inside the app's ``gr.Blocks`` ``demo``); the light cone follows the Generate tab's
@@ -63,7 +63,7 @@ class ExplainTabs:
                 q_x = gr.Slider(0, grid - 1, value=grid // 2, step=1, label="Query column")
                 layer = gr.Dropdown([(f"layer {i} (r={r})", str(i)) for i, r in enumerate(cfg.low_res_factors)], value="0",
                                     label="Layer (Low-Res factor)", allow_custom_value=True)  # checked in cone()
-            cone_plot = gr.Plot(label="Light cone", show_label=False, format="png")
+            cone_plot = gr.Image(label="Light cone", show_label=False, type="numpy", format="png", interactive=False)
             cost = gr.Markdown()
         cone_inputs = [*(controls[n] for n in WINDOW_CONTROLS), controls["frames"], controls["context"], q_frame, q_y, q_x,
                        layer]

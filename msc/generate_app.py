@@ -144,12 +144,13 @@ class GenerateTab:
         if not clip:
             return None, "No clip: **Generate** samples a video from nothing.", gr.update(value=GENERATE_LABELS[False])
         try:
-            with self.app.limited("preview"):
+            with self.app.limited("preview"):  # the decode and the preview's own mp4: a flood holds one slot, not the cores
                 frames = load_clip(clip, self.app.config, int(context or 1))
+                path = self.app.write(frames, None)
         except UserError as err:
             raise user_error(str(err)) from None
         size = self.app.config.image_size
-        return (self.app.write(frames, None), f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, "
+        return (path, f"{frames.shape[0]} context frames at {size}×{size} (the clip's last ones, "
                 f"centre-cropped): **{GENERATE_LABELS[True]}** continues them.", gr.update(value=GENERATE_LABELS[True]))
 
     # Gradio injects ``request`` and ``progress``; the controls (:data:`msc.studio.CONTROLS`) arrive by name, so the

@@ -24,6 +24,18 @@ MAX_INPUT_PIXELS = 4096 * 4096  # larger frames are refused before decoding
 MAX_INPUT_FRAMES = 2000
 MAX_DECODED_PIXELS = MAX_INPUT_FRAMES * 1920 * 1088  # per decode: 2000 frames of 1080p, or as many pixels
 T = TypeVar("T")
+FFMPEG_NICENESS = 19  # ffmpeg yields the CPU to the sampler: a flood of uploads slows previews, not generations
+
+
+def _ffmpeg(*args: str) -> list:
+    """An ffmpeg command line: run at :data:`FFMPEG_NICENESS` (where ``nice`` exists) and with one thread, so that no
+    decode or encode holds more than one core or outranks the sampler."""
+    import shutil
+
+    import imageio_ffmpeg
+
+    nice = shutil.which("nice")
+    return [*([nice, "-n", str(FFMPEG_NICENESS)] if nice else []), imageio_ffmpeg.get_ffmpeg_exe(), *args]
 
 
 def ffmpeg_reason(log: str, path: str) -> str:
@@ -59,9 +71,7 @@ def _probe(path: str) -> str:
     """What ffmpeg says about a file's container and streams (its ``-i`` report)."""
     import subprocess
 
-    import imageio_ffmpeg
-
-    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
+    proc = subprocess.run(_ffmpeg("-hide_banner", "-nostdin", "-i", path), capture_output=True, timeout=60)
     return proc.stderr.decode("utf-8", "replace")
 
 
@@ -96,15 +106,15 @@ def _ffmpeg_frames(path: str, size: int, side: int, seconds_from_end: Optional[f
     import subprocess
     import tempfile
 
-    import imageio_ffmpeg
-
     scale = f"scale={size}:{size}:flags={'area' if side >= size else 'bilinear'}+accurate_rnd+full_chroma_int"
     # -noaccurate_seek: ffmpeg hands over every frame from the keyframe before the seek point (which it
     # decodes anyway), so the caller sees, counts and can stop each of them
     seek = [] if seconds_from_end is None else ["-sseof", f"-{seconds_from_end:.3f}", "-noaccurate_seek"]
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", *seek, "-i", path, "-map", "0:v:0",
-           "-vf", f"crop='min(iw,ih)':'min(iw,ih)',{scale}", "-fps_mode", "passthrough",
-           "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
+    # one decoding thread and one filter thread: ffmpeg's default (a thread per core) would let one upload hold every
+    # core, where the app's decode slot means to hold one
+    cmd = _ffmpeg("-v", "error", "-nostdin", "-threads", "1", "-filter_threads", "1", *seek, "-i", path, "-map", "0:v:0",
+                  "-vf", f"crop='min(iw,ih)':'min(iw,ih)',{scale}", "-fps_mode", "passthrough", "-pix_fmt", "rgb24",
+                  "-f", "rawvideo", "-")
     frame_bytes = size * size * 3
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on its own log
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
@@ -258,7 +268,7 @@ def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1
     """Write ``[T, 3, H, W]`` in [-1, 1] as H.264 yuv420p mp4, each pixel enlarged ``scale`` times
     (nearest) for display. ``mark_from``: frames from this index on (the generated ones) get a thin
     coloured border. Returns ``path``."""
-    import imageio_ffmpeg
+    import subprocess
 
     if video.dim() != 4 or video.shape[1] != 3:
         raise ValueError(f"video must be [T, 3, H, W], got {tuple(video.shape)}.")
@@ -273,12 +283,10 @@ def write_video(path: str, video: torch.Tensor, fps: float = 8.0, scale: int = 1
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         h, w = frames.shape[1:3]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(
-        path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-        output_params=["-crf", "18", "-movflags", "+faststart"], macro_block_size=1,
-    )
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
+    cmd = _ffmpeg("-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
+                  "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-threads", "1",
+                  "-movflags", "+faststart", path)
+    proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, timeout=300)
+    if proc.returncode != 0:
+        raise VideoError(f"ffmpeg could not write {os.path.basename(path)} ({ffmpeg_reason(proc.stderr.decode('utf-8', 'replace'), path)}).")
     return path

@@ -1,0 +1,189 @@
+"""A generation under a flood of expensive cheap calls, through the server: ``python -m bench.abuse`` (about 3 minutes,
+on an idle machine).
+
+The reliability bar: with **six concurrent previews** of a clip that is expensive to decode and **ten parallel light
+cones**, a light cone answers within 3 s at the median and a queued 16-frame generation takes at most 1.5× its time
+on an idle server. Everything goes through ``python app.py`` on loopback, as an outside client would send it:
+
+* the clip: 240 frames of 4096² H.264 with no container (so no duration: the decoder must read it frame by frame until
+  the app's decode budget stops it), uploaded once through ``/gradio_api/upload``;
+* the previews: the clip-preview handler, which the UI calls when a clip is dropped, called by its ``fn_index``
+  through ``/gradio_api/run/predict`` (it is private: not in the API, but reachable as the browser reaches it), six
+  clients in a loop for the whole measurement;
+* the light cones: ``/light_cone`` through ``gradio_client``, ten clients in a loop;
+* the generation: ``/generate`` through ``gradio_client``, 16 frames after the 8 context frames of
+  ``assets/heldout_0.mp4`` at the default settings; three times on the idle server, then three times under the flood.
+
+The table goes to ``bench/results/abuse.md`` (and ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from bench import ROOT, app_server, write_results
+
+CLIP = os.path.join(ROOT, "assets", "heldout_0.mp4")
+PREVIEWS, CONES, RUNS = 6, 10, 3
+MAX_CONE_MEDIAN_S, MAX_SLOWDOWN = 3.0, 1.5
+
+
+def expensive_clip(folder: str) -> str:
+    """240 frames of 4096² grey as a raw H.264 stream (no container, so no duration)."""
+    ffmpeg = shutil.which("ffmpeg") or __import__("imageio_ffmpeg").get_ffmpeg_exe()
+
+    def run(*args):
+        subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True)
+
+    short, path = os.path.join(folder, "short.mp4"), os.path.join(folder, "long-raw.mp4")
+    run("-f", "lavfi", "-i", "color=c=gray:size=4096x4096:rate=8", "-frames:v", "16", "-c:v", "libx264", "-preset",
+        "ultrafast", "-pix_fmt", "yuv420p", short)
+    run("-stream_loop", "-1", "-i", short, "-frames:v", "240", "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", path)
+    return path
+
+
+def upload(url: str, path: str) -> str:
+    """The server-side path of ``path`` uploaded through ``/gradio_api/upload`` (multipart, as a browser sends it)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{os.path.basename(path)}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + open(path, "rb").read() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return json.load(urllib.request.urlopen(request, timeout=60))[0]
+
+
+def preview_index(url: str) -> int:
+    """The ``fn_index`` of the clip-preview handler, from the app's ``/config`` (what a browser reads)."""
+    config = json.load(urllib.request.urlopen(f"{url}/config", timeout=30))
+    return next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "preview_clip")
+
+
+def preview(url: str, index: int, server_path: str) -> float:
+    """One preview call through ``/gradio_api/run/predict``; its seconds (an error answer counts: it was answered)."""
+    data = {"fn_index": index, "session_hash": uuid.uuid4().hex[:11],
+            "data": [{"path": server_path, "orig_name": "long-raw.mp4", "meta": {"_type": "gradio.FileData"}}, 8]}
+    request = urllib.request.Request(f"{url}/gradio_api/run/predict", data=json.dumps(data).encode(),
+                                     headers={"Content-Type": "application/json"})
+    start = time.time()
+    try:
+        urllib.request.urlopen(request, timeout=300).read()
+    except urllib.error.HTTPError as err:  # "busy" / "decode budget": an answer
+        err.read()
+    except OSError:  # the server is going away at the end
+        pass
+    return time.time() - start
+
+
+def generation_seconds(client) -> float:
+    from gradio_client import handle_file
+
+    start = time.time()
+    client.predict(clip=handle_file(CLIP), frames=16, api_name="/generate")
+    return time.time() - start
+
+
+def flood(url: str, index: int, server_path: str, stop: threading.Event, cone_times: list, preview_times: list,
+          previews_n: int = PREVIEWS, cones_n: int = CONES) -> list:
+    """Start the preview loops and the light-cone loops; they run until ``stop`` is set."""
+    from gradio_client import Client
+
+    def previews():
+        while not stop.is_set():
+            preview_times.append(preview(url, index, server_path))
+
+    def cones():
+        client = Client(url, verbose=False)
+        while not stop.is_set():
+            start = time.time()
+            try:
+                client.predict(api_name="/light_cone")
+            except Exception:  # the server said busy, or is going away at the end: only answers are timed
+                continue
+            cone_times.append(time.time() - start)
+
+    threads = [threading.Thread(target=previews, daemon=True) for _ in range(previews_n)]
+    threads += [threading.Thread(target=cones, daemon=True) for _ in range(cones_n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def measure(log_path: str, previews_n: int = PREVIEWS, cones_n: int = CONES) -> dict:
+    from gradio_client import Client
+
+    with tempfile.TemporaryDirectory() as folder, app_server(log_path=log_path) as url:
+        clip = expensive_clip(folder)
+        client = Client(url, verbose=False)
+        generation_seconds(client)  # warm-up: the first request loads what it needs
+        idle = [generation_seconds(client) for _ in range(RUNS)]
+        cone_client = Client(url, verbose=False)
+        cones_alone = []
+        for _ in range(CONES):
+            start = time.time()
+            cone_client.predict(api_name="/light_cone")
+            cones_alone.append(time.time() - start)
+        index, server_path = preview_index(url), upload(url, clip)
+        stop, cone_times, preview_times = threading.Event(), [], []
+        threads = flood(url, index, server_path, stop, cone_times, preview_times, previews_n, cones_n)
+        time.sleep(5)  # the flood under way before the generations are queued behind it
+        flooded = [generation_seconds(client) for _ in range(RUNS)]
+        stop.set()
+        for t in threads:
+            t.join(timeout=300)
+    return {"idle_generation_s": idle, "flooded_generation_s": flooded, "cone_alone_s": cones_alone,
+            "cone_flooded_s": cone_times, "preview_s": preview_times}
+
+
+def summary(raw: dict) -> dict:
+    idle, flooded = statistics.median(raw["idle_generation_s"]), statistics.median(raw["flooded_generation_s"])
+    cone = statistics.median(raw["cone_flooded_s"] or [0.0])
+    return {"idle_generation_median_s": idle, "flooded_generation_median_s": flooded, "slowdown": flooded / idle,
+            "cone_alone_median_s": statistics.median(raw["cone_alone_s"]), "cone_flooded_median_s": cone,
+            "cone_flooded_max_s": max(raw["cone_flooded_s"] or [0.0]), "cones_answered": len(raw["cone_flooded_s"]),
+            "previews_answered": len(raw["preview_s"]),
+            "met": flooded / idle <= MAX_SLOWDOWN and cone <= MAX_CONE_MEDIAN_S}
+
+
+def table(s: dict) -> list:
+    met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    return ["| measure | idle server | under the flood | bar |", "|---|---:|---:|---|",
+            f"| 16-frame generation, median of {RUNS} (s) | {s['idle_generation_median_s']:.2f} | "
+            f"{s['flooded_generation_median_s']:.2f} ({s['slowdown']:.2f}×) | ≤ {MAX_SLOWDOWN}×: {met(s['slowdown'] <= MAX_SLOWDOWN)} |",
+            f"| light cone, median (s) | {s['cone_alone_median_s']:.2f} | {s['cone_flooded_median_s']:.2f} (worst "
+            f"{s['cone_flooded_max_s']:.2f}) | ≤ {MAX_CONE_MEDIAN_S:.0f} s: {met(s['cone_flooded_median_s'] <= MAX_CONE_MEDIAN_S)} |",
+            "", f"Answered during the flood: {s['cones_answered']} light cones, {s['previews_answered']} previews "
+            "(a preview refused as busy or over the decode budget counts as answered)."]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "abuse"))
+    p.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "bench_abuse_app.log"))
+    p.add_argument("--previews", type=int, default=PREVIEWS, help="preview clients (the bar: 6)")
+    p.add_argument("--cones", type=int, default=CONES, help="light-cone clients (the bar: 10)")
+    args = p.parse_args(argv)
+    raw = measure(args.log, args.previews, args.cones)
+    s = summary(raw)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    lines = [f"`python -m bench.abuse` on {machine}, nothing else running; `python app.py` with the bundled weights, "
+             f"{PREVIEWS} clients previewing 240 frames of 4096² H.264 without a container through the private preview "
+             f"handler and {CONES} clients asking for light cones, all in loops, while 16-frame generations are queued.",
+             "", *table(s)]
+    write_results(args.out, {"machine": machine, **s, "raw": raw}, lines)
+    return 0 if s["met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
