@@ -37,7 +37,7 @@ from msc.fvd import FVD
 from msc.i3d import load_i3d
 from msc.metrics import sharpness
 from msc.model import MSCModel
-from msc.sampling import SamplerSettings, sample_video
+from msc.sampling import SamplerSettings, load_presets, sample_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 16  # the usual FVD clip length
@@ -92,8 +92,9 @@ def main(argv=None) -> int:
     sharp_reference = float(sharpness(reference).mean())
     n = reference.shape[0]
     rows, sheet = [], []
+    defaults = load_presets(os.path.abspath(args.weights))["default"]  # the weights' own default settings
     for first in args.first_steps:
-        made = from_nothing(model, replace(SamplerSettings(), first_frame_steps=first), n)
+        made = from_nothing(model, replace(defaults, first_frame_steps=first), n)
         videos = made["videos"]
         rows.append({"first_frame_steps": first, "fvd": fvd(videos), "sharpness_ratio": float(sharpness(videos).mean()) / sharp_reference,
                      "calls": made["calls"], "seconds_per_video": made["seconds"] / n})
@@ -101,7 +102,6 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     best = min(rows, key=lambda r: r["fvd"])
     write_contact_sheet(args.out + ".png", sheet, every=2)
-    defaults = SamplerSettings()
     report = {"rule": RULE, "count_per_set": args.count, "sets": list(SETS), "frames": FRAMES,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
               "weights": os.path.relpath(os.path.abspath(args.weights), ROOT), "sampler": {"steps": defaults.steps, "chunk": defaults.chunk},

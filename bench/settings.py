@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     grid = [tuple(int(v) for v in pair.split("x")) for pair in args.grid]
 
-    from msc.sampling import SamplerSettings
+    from msc.sampling import load_presets
 
     evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs)
     rows, _ = summarise(args.runs, grid)
@@ -192,7 +192,7 @@ def main(argv=None) -> None:
     evaluate_settings(args.weights, args.data, kept, args.runs, args.jobs, seeds=range(1, SEEDS))
     rows, copy_last = summarise(args.runs, grid)
     choice = choose(rows)
-    default = SamplerSettings()
+    default = load_presets(os.path.abspath(args.weights))["default"]  # the weights' own default settings
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     report = {"machine": machine, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE, "seeds": SEEDS,

@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     from msc.data.mixture import PreparedData
     from msc.evaluate import copy_last, continuation_scores, held_out_set
     from msc.model import MSCModel
-    from msc.sampling import PRESETS, SamplerSettings
+    from msc.sampling import load_presets
 
     model = MSCModel.from_pretrained(os.path.abspath(args.weights)).eval()
     clips = held_out_set("real", 16, 16, model.config.image_size, PreparedData(args.data))
@@ -128,22 +128,24 @@ def main(argv=None) -> None:
     baseline = continuation_scores(copy_last(clips[:, :8], 8), clips[:, 8:])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
     print(f"# {machine}", flush=True)
-    sample_frames_warmup = SamplerSettings(steps=1, chunk=4)
+    presets = load_presets(os.path.abspath(args.weights))  # the weights' own presets
+    base = presets["default"]
+    sample_frames_warmup = replace(base, steps=1, chunk=4)
     stream_speed(model, context, sample_frames_warmup)
     grid = []
     for steps in args.steps:
         for chunk in args.chunks:
-            settings = SamplerSettings(steps=steps, chunk=chunk)
+            settings = replace(base, steps=steps, chunk=chunk)
             row = {"steps": steps, "chunk": chunk, **stream_speed(model, context, settings), **quality(model, clips, settings)}
             grid.append(row)
             print(f"  steps {steps} chunk {chunk}: first {row['first_frame_s']:.2f} s, {row['fps']:.1f} frames/s, "
                   f"PSNR {row['psnr']:.2f}", flush=True)
     live = [r for r in grid if r["fps"] >= args.min_fps and r["first_frame_s"] <= args.max_first_s]
     choice = max(live, key=lambda r: r["psnr"]) if live else None
-    preset = PRESETS["real-time"]
+    preset = presets["real-time"]
     # /stream runs the real-time preset with any steps and chunk: the presets that differ from it only in those
     streamable = {}
-    for name, candidate in PRESETS.items():
+    for name, candidate in presets.items():
         if replace(candidate, steps=preset.steps, chunk=preset.chunk) == preset:
             streamable.setdefault((candidate.steps, candidate.chunk), []).append(name)
     e2e = end_to_end(args.weights, os.path.join(ROOT, "assets", "heldout_0.mp4"), list(streamable))
