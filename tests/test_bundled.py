@@ -33,8 +33,22 @@ def test_the_folder_holds_safetensors_json_and_a_card():
     assert 1 < size_mb < 60
     config = json.load(open(os.path.join(WEIGHTS, "config.json")))
     assert config["channels"] == 3 and config["image_size"] // config["patch_size"] >= 16
+
+
+def test_the_bundled_card_is_its_measurements():
+    """weights/README.md is what release.card writes from the measured files of the study that trained the weights."""
+    from release.card import write_card
+
+    study = os.path.join(ROOT, "studies", "motion-splat")
     card = open(os.path.join(WEIGHTS, "README.md")).read()
-    assert "## Evaluation" in card and "copy-last" in card and "## Limitations" in card
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("config.json", "sampler.json", "model.safetensors"):
+            shutil.copy(os.path.join(WEIGHTS, name), tmp)
+        again = open(write_card(tmp, os.path.join(study, "shipped_checkpoint.json"), os.path.join(ROOT, "studies", "history"),
+                                os.path.join(study, "evaluation.json"), os.path.join(study, "evaluation_fvd.json"),
+                                from_nothing_path=os.path.join(study, "from_nothing.json"))).read()
+    assert card == again, "weights/README.md is stale: python -m release.card ... (docs/training.md, Shipping a model)"
+    assert "## Continuing held-out video" in card and "## What it does not do" in card
 
 
 def test_generates_finite_frames_in_range_from_an_asset_clip(model):
