@@ -25,6 +25,7 @@ from msc.studio import (
     CONTROLS, MAX_SESSION_FRAMES, REQUEST_RANGES, ChunkEvent, Session, SessionStore, Settings, UserError, describe_step,
     frame_strip, generation, live_frame, load_clip, model_frame_shape,
 )
+from msc.video import lowest_priority
 
 ASSETS = bundled("assets")
 SESSION_IDLE_SECONDS = 30 * 60
@@ -144,7 +145,9 @@ class GenerateTab:
         if not clip:
             return None, "No clip: **Generate** samples a video from nothing.", gr.update(value=GENERATE_LABELS[False])
         try:
-            with self.app.limited("preview"):  # the decode and the preview's own mp4: a flood holds one slot, not the cores
+            # the decode and the preview's own mp4, in one slot and at the lowest priority: a flood of previews holds
+            # one slot, not the cores, and never slows a generation
+            with self.app.limited("preview"), lowest_priority():
                 frames = load_clip(clip, self.app.config, int(context or 1))
                 path = self.app.write(frames, None)
         except UserError as err:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from contextlib import contextmanager
 from collections import deque
 from dataclasses import dataclass
 from typing import Generator, Iterator, Optional, TypeVar
@@ -24,18 +26,31 @@ MAX_INPUT_PIXELS = 4096 * 4096  # larger frames are refused before decoding
 MAX_INPUT_FRAMES = 2000
 MAX_DECODED_PIXELS = MAX_INPUT_FRAMES * 1920 * 1088  # per decode: 2000 frames of 1080p, or as many pixels
 T = TypeVar("T")
-FFMPEG_NICENESS = 19  # ffmpeg yields the CPU to the sampler: a flood of uploads slows previews, not generations
+BACKGROUND_NICENESS = 19  # work that must yield the CPU to the sampler: the app's previews (lowest_priority)
+_priority = threading.local()  # this thread's ffmpeg niceness (0 unless inside lowest_priority)
+
+
+@contextmanager
+def lowest_priority():
+    """ffmpeg started by this thread inside the block runs at :data:`BACKGROUND_NICENESS`: work that only shows
+    something (a clip's preview) never takes the CPU from a generation, however many clients ask for it."""
+    before = getattr(_priority, "niceness", 0)
+    _priority.niceness = BACKGROUND_NICENESS
+    try:
+        yield
+    finally:
+        _priority.niceness = before
 
 
 def _ffmpeg(*args: str) -> list:
-    """An ffmpeg command line: run at :data:`FFMPEG_NICENESS` (where ``nice`` exists) and with one thread, so that no
-    decode or encode holds more than one core or outranks the sampler."""
+    """An ffmpeg command line with one thread per stage, so that no decode or encode holds more than one core; inside
+    :func:`lowest_priority`, started at its niceness (where ``nice`` exists)."""
     import shutil
 
     import imageio_ffmpeg
 
-    nice = shutil.which("nice")
-    return [*([nice, "-n", str(FFMPEG_NICENESS)] if nice else []), imageio_ffmpeg.get_ffmpeg_exe(), *args]
+    niceness, nice = getattr(_priority, "niceness", 0), shutil.which("nice")
+    return [*([nice, "-n", str(niceness)] if niceness and nice else []), imageio_ffmpeg.get_ffmpeg_exe(), *args]
 
 
 def ffmpeg_reason(log: str, path: str) -> str:

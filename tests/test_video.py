@@ -1,5 +1,6 @@
 """Video I/O through real ffmpeg-encoded files, and every bad input a user can hand us."""
 
+import os
 import subprocess
 import wave
 
@@ -153,3 +154,22 @@ def test_a_stream_without_duration_is_decoded_from_its_start_within_a_budget(tmp
     with pytest.raises(VideoError, match=r"raw.mp4 needs more than .* decoded \(20 frames of 32×32 so far; it has no duration"):
         read_video(raw, size=16, last=5)
     assert read_video(mp4, size=16, last=5).shape[0] == 5
+
+
+def test_ffmpeg_runs_one_thread_a_stage_and_at_the_lowest_priority_only_where_asked():
+    """Every ffmpeg the library starts decodes and encodes with one thread; inside ``lowest_priority`` (the app's
+    previews) it is started by ``nice -n 19``, outside at the caller's priority; the block nests and restores."""
+    import shutil
+
+    from msc.video import BACKGROUND_NICENESS, _ffmpeg, lowest_priority
+
+    assert "nice" not in os.path.basename(_ffmpeg("-version")[0])
+    with lowest_priority():
+        cmd = _ffmpeg("-version")
+        if shutil.which("nice"):
+            assert os.path.basename(cmd[0]) == "nice" and cmd[1:3] == ["-n", str(BACKGROUND_NICENESS)]
+        with lowest_priority():
+            pass
+        assert _ffmpeg("-version")[:3] == cmd[:3]
+    assert "nice" not in os.path.basename(_ffmpeg("-version")[0])
+    assert subprocess.run(_ffmpeg("-version"), capture_output=True).returncode == 0
