@@ -1,9 +1,9 @@
 """Write the bundled model's card, ``weights/README.md``, from measured files only:
 
-    python -m release.card --weights weights --run studies/ship-flow/shipped_checkpoint.json \\
-        --history studies/history --eval studies/ship-flow/evaluation.json \\
-        --fvd-eval studies/ship-flow/evaluation_fvd.json --settings studies/ship-flow/settings.json \\
-        --from-nothing studies/ship-flow/from_nothing.json
+    python -m release.card --weights weights --run studies/motion-splat/shipped_checkpoint.json \\
+        --history studies/history --eval studies/motion-splat/evaluation.json \\
+        --fvd-eval studies/motion-splat/evaluation_fvd.json \\
+        --from-nothing studies/motion-splat/from_nothing.json
 
 ``--run``: the record of the run that made the weights (its checkpoint's ``step``, ``elapsed`` seconds, ``args`` and
 ``config``, as in its ``state.json``); ``--history``: the folder of the training records of the weights it started from
