@@ -37,13 +37,24 @@ def _load(path: str) -> dict:
         return json.load(f)
 
 
-def _label(name: str) -> str:
-    return LABELS.get(name, f"MSC (`{name}`)" if name != "msc" else "MSC (these weights)")
+EQUAL_TIME = {"msc": "MSC, 20 minutes of training", "dense": "dense attention, the same 20 minutes"}
 
 
-def continuation_table(report: dict) -> str:
+def _label(name: str, labels: Optional[dict] = None) -> str:
+    labels = {**LABELS, **(labels or {})}
+    return labels.get(name, f"MSC (`{name}`)" if name != "msc" else "MSC (these weights)")
+
+
+def _motion_ratio(scores: dict) -> str:
+    """The motion ratio of a method's scores (reports older than the ratio carry its two motions, or neither)."""
+    if "motion_ratio" in scores:
+        return f"{scores['motion_ratio']:.2f}"
+    return f"{scores['motion'] / scores['motion_truth']:.2f}" if scores.get("motion_truth") else "–"
+
+
+def continuation_table(report: dict, labels: Optional[dict] = None) -> str:
     """Every method of every held-out set of an evaluation: PSNR / SSIM / motion ratio, and the sprite error where
-    the set has one; the best PSNR of each set in bold."""
+    the set has one; the best PSNR of each set in bold. ``labels``: names for methods other than :data:`LABELS`."""
     sets = report["sets"]
     methods = [m for m in next(iter(sets.values()))["methods"] if all(m in e["methods"] for e in sets.values())]
     rows = ["| method | " + " | ".join(f"{name} ({entry['clips']} clips)" for name, entry in sets.items()) + " |",
@@ -54,13 +65,13 @@ def continuation_table(report: dict) -> str:
             s = entry["methods"][m]
             best = max(e["psnr_mean"] for e in entry["methods"].values())
             psnr = f"**{s['psnr_mean']:.2f}**" if s["psnr_mean"] == best else f"{s['psnr_mean']:.2f}"
-            cells.append(f"{psnr} / {s['ssim_mean']:.3f} / {s['motion_ratio']:.2f}"
+            cells.append(f"{psnr} / {s['ssim_mean']:.3f} / {_motion_ratio(s)}"
                          + (f" / {s['trajectory_error']:.2f} px" if "trajectory_error" in s else ""))
-        rows.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {_label(m, labels)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def fvd_table(report: dict) -> str:
+def fvd_table(report: dict, labels: Optional[dict] = None) -> str:
     """The sets scored with FVD: every method's PSNR / SSIM / motion ratio / FVD, the lowest FVD in bold."""
     rows = ["| held-out set (clips × frames) | method | PSNR | SSIM | motion ratio | FVD |", "|---|---|---:|---:|---:|---:|"]
     for name, entry in report["sets"].items():
@@ -69,8 +80,8 @@ def fvd_table(report: dict) -> str:
         best = min(m["fvd"] for m in entry["methods"].values())
         for method, m in entry["methods"].items():
             fvd = f"**{m['fvd']:.1f}**" if m["fvd"] == best else f"{m['fvd']:.1f}"
-            rows.append(f"| {name} ({entry['fvd']['clips']} × {entry['fvd']['frames']}) | {_label(method)} | "
-                        f"{m['psnr_mean']:.2f} | {m['ssim_mean']:.3f} | {m['motion_ratio']:.2f} | {fvd} |")
+            rows.append(f"| {name} ({entry['fvd']['clips']} × {entry['fvd']['frames']}) | {_label(method, labels)} | "
+                        f"{m['psnr_mean']:.2f} | {m['ssim_mean']:.3f} | {_motion_ratio(m)} | {fvd} |")
     return "\n".join(rows)
 
 
@@ -177,7 +188,10 @@ def gates_section(report: dict) -> list:
             *rows, "", "![Low-Res share of every layer against the noise level](gates.png)", ""]
 
 
-def limits_section(report: dict, from_nothing: Optional[dict]) -> list:
+ANCHORS = {"flow": "flow-extrapolation", "flow_splat": "flow-splatting"}  # prior -> the baseline that is its anchor
+
+
+def limits_section(report: dict, from_nothing: Optional[dict], prior: str = "") -> list:
     lines, behind = ["## What it does not do", ""], []
     for name, entry in report["sets"].items():
         methods = entry["methods"]
@@ -186,17 +200,20 @@ def limits_section(report: dict, from_nothing: Optional[dict]) -> list:
         best = max(classical, key=lambda n: methods[n]["psnr_mean"]) if classical else None
         if best and model["psnr_mean"] < methods[best]["psnr_mean"]:
             behind.append(f"{name} {model['psnr_mean'] - methods[best]['psnr_mean']:+.2f} dB against the "
-                          f"{best.replace('-', ' ')}")
+                          f"{best.replace('-', ' ')}" + (" (its own anchor)" if ANCHORS.get(prior) == best else ""))
         if "trajectory_error" in model and model["trajectory_error"] > 0.5 * methods["copy-last"]["trajectory_error"]:
             lines.append(f"* Its sprites do not go where the true ones go: {model['trajectory_error']:.2f} px from their "
                          f"centres, against {methods['copy-last']['trajectory_error']:.2f} for a frozen frame.")
     if behind:
         lines.insert(2, "* It does not beat a classical predictor that carries the last frame at constant velocity ("
-                     + "; ".join(behind) + "): what it adds to its anchor is less than a better flow gives.")
+                     + "; ".join(behind) + "): the network adds little to constant-velocity motion yet.")
     r = report.get("rollout")
+    if r and r["colour_drift_max"] > COLOUR_TOLERANCE:
+        lines.append(f"* Long videos change colour: after {r['frames']} frames a channel's mean has moved by "
+                     f"{r['colour_drift_max']:.3f} (bar {COLOUR_TOLERANCE}).")
     if r and r["sharpness_ratio"] < 0.8:
         lines.append(f"* Long videos lose their detail: after {r['frames']} frames the picture is {r['sharpness_ratio']:.2f}× as "
-                     "sharp as the context (its colours stay).")
+                     "sharp as the context.")
     if from_nothing:
         rows = {row["first_frame_steps"]: row for row in from_nothing["rows"]}
         chosen = rows.get(from_nothing["default"], rows[from_nothing["chosen"]])
@@ -210,8 +227,8 @@ def readme_tables(report: dict, fvd: Optional[dict] = None, equal_time: Optional
                   equal_time_fvd: Optional[dict] = None) -> list:
     """The tables of ``docs/results.md``: the bundled model's continuation table (and its FVD table), and MSC against
     dense attention after the same wall time of training (and its FVD table)."""
-    return [t for t in (continuation_table(report), fvd and fvd_table(fvd),
-                        equal_time and continuation_table(equal_time), equal_time_fvd and fvd_table(equal_time_fvd)) if t]
+    return [t for t in (continuation_table(report), fvd and fvd_table(fvd), equal_time and continuation_table(equal_time, EQUAL_TIME),
+                        equal_time_fvd and fvd_table(equal_time_fvd, EQUAL_TIME)) if t]
 
 
 def write_card(weights: str, run_path: str, history: str, eval_path: str, fvd_path: Optional[str] = None,
@@ -232,7 +249,7 @@ def write_card(weights: str, run_path: str, history: str, eval_path: str, fvd_pa
     settings = _load(at(settings_path)) if settings_path else None
     from_nothing = _load(at(from_nothing_path)) if from_nothing_path else None
     lines = (header(config, params, run, records, sampler) + evaluation_section(report, fvd) + rollout_section(report)
-             + sampler_section(settings, from_nothing) + gates_section(report) + limits_section(report, from_nothing))
+             + sampler_section(settings, from_nothing) + gates_section(report) + limits_section(report, from_nothing, config["prior"]))
     path = os.path.join(weights, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
