@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 from typing import Optional
@@ -85,13 +86,19 @@ def fvd_table(report: dict, labels: Optional[dict] = None) -> str:
     return "\n".join(rows)
 
 
+def best_classical(methods: dict) -> Optional[str]:
+    """The classical predictor (of those in a set's ``methods``) with the higher PSNR, or ``None``."""
+    present = [n for n in ("flow-extrapolation", "flow-splatting") if n in methods]
+    return max(present, key=lambda n: methods[n]["psnr_mean"]) if present else None
+
+
 def standing(report: dict) -> list:
     """Per held-out set, in words: the model against copy-last and against the better classical predictor."""
     lines = []
     for name, entry in report["sets"].items():
         methods = entry["methods"]
         model = methods[model_names(methods)[0]]
-        classical = max((n for n in ("flow-extrapolation", "flow-splatting") if n in methods), key=lambda n: methods[n]["psnr_mean"])
+        classical = best_classical(methods)
         gap_copy = model["psnr_mean"] - methods["copy-last"]["psnr_mean"]
         gap_flow = model["psnr_mean"] - methods[classical]["psnr_mean"]
         sprites = (f"; sprites {model['trajectory_error']:.2f} px from their true centres, the frozen frame's "
@@ -196,8 +203,7 @@ def limits_section(report: dict, from_nothing: Optional[dict], prior: str = "") 
     for name, entry in report["sets"].items():
         methods = entry["methods"]
         model = methods[model_names(methods)[0]]
-        classical = [n for n in ("flow-extrapolation", "flow-splatting") if n in methods]
-        best = max(classical, key=lambda n: methods[n]["psnr_mean"]) if classical else None
+        best = best_classical(methods)
         if best and model["psnr_mean"] < methods[best]["psnr_mean"]:
             behind.append(f"{name} {model['psnr_mean'] - methods[best]['psnr_mean']:+.2f} dB against the "
                           f"{best.replace('-', ' ')}" + (" (its own anchor)" if ANCHORS.get(prior) == best else ""))
@@ -241,7 +247,7 @@ def write_card(weights: str, run_path: str, history: str, eval_path: str, fvd_pa
 
     config, sampler = _load(os.path.join(weights, "config.json")), _load(os.path.join(weights, "sampler.json"))["default"]
     with safe_open(os.path.join(weights, "model.safetensors"), "pt") as f:
-        params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     run = _load(at(run_path))
     records = [_load(p) for p in sorted(glob.glob(os.path.join(at(history), "*.state.json")))]
     report = _load(at(eval_path))
@@ -254,13 +260,6 @@ def write_card(weights: str, run_path: str, history: str, eval_path: str, fvd_pa
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def main(argv=None) -> int:
