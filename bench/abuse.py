@@ -11,6 +11,9 @@ on an idle server. Everything goes through ``python app.py`` on loopback, as an 
   through ``/gradio_api/run/predict`` (it is private: not in the API, but reachable as the browser reaches it), six
   clients in a loop for the whole measurement;
 * the light cones: ``/light_cone`` through ``gradio_client``, ten clients in a loop;
+* with ``--refused N``: N more clients, each sending :data:`REFUSED_RATE` previews a second of a file whose extension
+  the app refuses (Gradio refuses it before the handler runs: only the server's door, ``ClientRateLimit``, bounds what
+  such a flood costs);
 * the generation: ``/generate`` through ``gradio_client``, 16 frames after the 8 context frames of
   ``assets/heldout_0.mp4`` at the default settings; three times on the idle server, then three times under the flood.
 
@@ -37,6 +40,7 @@ from bench import ROOT, app_server, write_results
 
 CLIP = os.path.join(ROOT, "assets", "heldout_0.mp4")
 PREVIEWS, CONES, RUNS = 6, 10, 3
+REFUSED_RATE = 10.0  # refused previews a second per --refused client (a paced sender: the flood's rate is the bench's)
 MAX_CONE_MEDIAN_S, MAX_SLOWDOWN = 3.0, 1.5
 
 
@@ -73,7 +77,7 @@ def preview_index(url: str) -> int:
 def preview(url: str, index: int, server_path: str) -> float:
     """One preview call through ``/gradio_api/run/predict``; its seconds (an error answer counts: it was answered)."""
     data = {"fn_index": index, "session_hash": uuid.uuid4().hex[:11],
-            "data": [{"path": server_path, "orig_name": "long-raw.mp4", "meta": {"_type": "gradio.FileData"}}, 8]}
+            "data": [{"path": server_path, "orig_name": os.path.basename(server_path), "meta": {"_type": "gradio.FileData"}}, 8]}
     request = urllib.request.Request(f"{url}/gradio_api/run/predict", data=json.dumps(data).encode(),
                                      headers={"Content-Type": "application/json"})
     start = time.time()
@@ -95,9 +99,14 @@ def generation_seconds(client) -> float:
 
 
 def flood(url: str, index: int, server_path: str, stop: threading.Event, cone_times: list, preview_times: list,
-          previews_n: int = PREVIEWS, cones_n: int = CONES) -> list:
-    """Start the preview loops and the light-cone loops; they run until ``stop`` is set."""
+          previews_n: int = PREVIEWS, cones_n: int = CONES, refused_path: str = "", refused_n: int = 0,
+          refused_times: list = None) -> list:
+    """Start the preview loops, the light-cone loops and the refused-preview senders; they run until ``stop`` is set."""
     from gradio_client import Client
+
+    def refused():
+        while not stop.wait(1.0 / REFUSED_RATE):
+            refused_times.append(preview(url, index, refused_path))
 
     def previews():
         while not stop.is_set():
@@ -115,12 +124,13 @@ def flood(url: str, index: int, server_path: str, stop: threading.Event, cone_ti
 
     threads = [threading.Thread(target=previews, daemon=True) for _ in range(previews_n)]
     threads += [threading.Thread(target=cones, daemon=True) for _ in range(cones_n)]
+    threads += [threading.Thread(target=refused, daemon=True) for _ in range(refused_n)]
     for t in threads:
         t.start()
     return threads
 
 
-def measure(log_path: str, previews_n: int = PREVIEWS, cones_n: int = CONES) -> dict:
+def measure(log_path: str, previews_n: int = PREVIEWS, cones_n: int = CONES, refused_n: int = 0) -> dict:
     from gradio_client import Client
 
     with tempfile.TemporaryDirectory() as folder, app_server(log_path=log_path) as url:
@@ -135,15 +145,21 @@ def measure(log_path: str, previews_n: int = PREVIEWS, cones_n: int = CONES) -> 
             cone_client.predict(api_name="/light_cone")
             cones_alone.append(time.time() - start)
         index, server_path = preview_index(url), upload(url, clip)
-        stop, cone_times, preview_times = threading.Event(), [], []
-        threads = flood(url, index, server_path, stop, cone_times, preview_times, previews_n, cones_n)
+        notes = os.path.join(folder, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a video\n")
+        refused_path = upload(url, notes)
+        stop, cone_times, preview_times, refused_times = threading.Event(), [], [], []
+        threads = flood(url, index, server_path, stop, cone_times, preview_times, previews_n, cones_n, refused_path,
+                        refused_n, refused_times)
         time.sleep(5)  # the flood under way before the generations are queued behind it
         flooded = [generation_seconds(client) for _ in range(RUNS)]
         stop.set()
         for t in threads:
             t.join(timeout=300)
     return {"idle_generation_s": idle, "flooded_generation_s": flooded, "cone_alone_s": cones_alone,
-            "cone_flooded_s": cone_times, "preview_s": preview_times}
+            "cone_flooded_s": cone_times, "preview_s": preview_times, "refused_s": refused_times,
+            "clients": {"previews": previews_n, "cones": cones_n, "refused": refused_n}}
 
 
 def summary(raw: dict) -> dict:
@@ -152,7 +168,7 @@ def summary(raw: dict) -> dict:
     return {"idle_generation_median_s": idle, "flooded_generation_median_s": flooded, "slowdown": flooded / idle,
             "cone_alone_median_s": statistics.median(raw["cone_alone_s"]), "cone_flooded_median_s": cone,
             "cone_flooded_max_s": max(raw["cone_flooded_s"] or [0.0]), "cones_answered": len(raw["cone_flooded_s"]),
-            "previews_answered": len(raw["preview_s"]),
+            "previews_answered": len(raw["preview_s"]), "refused_answered": len(raw.get("refused_s", [])),
             "met": flooded / idle <= MAX_SLOWDOWN and cone <= MAX_CONE_MEDIAN_S}
 
 
@@ -164,7 +180,8 @@ def table(s: dict) -> list:
             f"| light cone, median (s) | {s['cone_alone_median_s']:.2f} | {s['cone_flooded_median_s']:.2f} (worst "
             f"{s['cone_flooded_max_s']:.2f}) | ≤ {MAX_CONE_MEDIAN_S:.0f} s: {met(s['cone_flooded_median_s'] <= MAX_CONE_MEDIAN_S)} |",
             "", f"Answered during the flood: {s['cones_answered']} light cones, {s['previews_answered']} previews "
-            "(a preview refused as busy or over the decode budget counts as answered)."]
+            "(a preview refused as busy or over the decode budget counts as answered)"
+            + (f", {s['refused_answered']} previews of a refused file type." if s["refused_answered"] else ".")]
 
 
 def main(argv=None) -> int:
@@ -173,13 +190,18 @@ def main(argv=None) -> int:
     p.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "bench_abuse_app.log"))
     p.add_argument("--previews", type=int, default=PREVIEWS, help="preview clients (the bar: 6)")
     p.add_argument("--cones", type=int, default=CONES, help="light-cone clients (the bar: 10)")
+    p.add_argument("--refused", type=int, default=0,
+                   help=f"clients each sending {REFUSED_RATE:g} previews a second of a file type the app refuses")
     args = p.parse_args(argv)
-    raw = measure(args.log, args.previews, args.cones)
+    raw = measure(args.log, args.previews, args.cones, args.refused)
     s = summary(raw)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    refused = (f", {args.refused} clients each sending {REFUSED_RATE:g} previews a second of a file type the app refuses"
+               if args.refused else "")
     lines = [f"`python -m bench.abuse` on {machine}, nothing else running; `python app.py` with the bundled weights, "
-             f"{PREVIEWS} clients previewing 240 frames of 4096² H.264 without a container through the private preview "
-             f"handler and {CONES} clients asking for light cones, all in loops, while 16-frame generations are queued.",
+             f"{args.previews} clients previewing 240 frames of 4096² H.264 without a container through the private "
+             f"preview handler and {args.cones} clients asking for light cones, all in loops{refused}, while 16-frame "
+             "generations are queued.",
              "", *table(s)]
     write_results(args.out, {"machine": machine, **s, "raw": raw}, lines)
     return 0 if s["met"] else 1

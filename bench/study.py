@@ -145,6 +145,14 @@ def results_table(study: dict, scored: Dict[str, Dict[str, dict]], logs: Dict[st
         if tracked:
             lines.append(f"\nsprite err floor (the locator on the true frames): {entry['trajectory_error_floor']:.2f} px")
         lines.append("")
+    rollouts = [(arm, slug, r["rollout"]) for arm, reports in scored.items() for slug, r in reports.items() if "rollout" in r]
+    if rollouts:
+        r0 = rollouts[0][2]
+        lines += [f"**rollout** ({r0['frames']} frames from {r0['clips']} {r0['set']} clips; the last 32 frames against the "
+                  "context)", "", "| arm | sampler | colour drift | sharpness ratio |", "|---|---|---|---|"]
+        lines += [f"| {arm} | {slug.replace('_', ' ')} | {r['colour_drift_max']:.3f} | {r['sharpness_ratio']:.2f} |"
+                  for arm, slug, r in rollouts]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ import torch
 
 from msc.api_app import ClipApi
 from msc.app_common import (
-    CHECKED_KINDS, AppModel, bundled, evict_unread_when_full, refuse_bad_requests_in_one_line, report_refusals_as_user_errors,
+    CHECKED_KINDS, AppModel, ClientRateLimit, bundled, evict_unread_when_full, refuse_bad_requests_in_one_line,
+    report_refusals_as_user_errors,
 )
 from msc.environment import go_offline
 from msc.explain_app import ExplainTabs
@@ -147,8 +148,10 @@ def main(argv=None) -> int:
     evict_unread_when_full(demo)
     from msc.play_app import KEYBOARD_HEAD
 
+    from starlette.middleware import Middleware
+
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                show_error=True, footer_links=["api"], head=KEYBOARD_HEAD if app.play is not None else None)
+                app_kwargs={"middleware": [Middleware(ClientRateLimit)]}, show_error=True, footer_links=["api"], head=KEYBOARD_HEAD if app.play is not None else None)
     return 0
 
 

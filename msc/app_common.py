@@ -4,6 +4,7 @@ written videos (:class:`AppModel`), clip decoding that a request can stop, and h
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -151,6 +152,65 @@ def setting_control(f, value, grid: int):
     if f.name == "seed":
         return gr.Number(value=value, precision=None, minimum=lo, maximum=hi, label=label)
     return gr.Slider(lo, hi, value=value, step=step, label=label)
+
+
+# what one client address may send to the API, per kind of route: (requests a second, burst), as token buckets.
+# Uploads write a file (a burst lets twenty clients behind one address start at once); the unqueued handlers (a clip's
+# preview, a ticket, stop, undo) run at once in the server's threads; queued events (generations, light cones, a key
+# press in the Play tab, sent at the keyboard's repeat rate while a key is held) wait their turn in a bounded queue.
+# Over it a request is answered 429 at the door, before Gradio reads it, so a client in a loop of refused requests
+# costs the process microseconds a request instead of Gradio's handling of each (bench.abuse --refused measures it)
+CLIENT_LIMITS = {"upload": (4.0, 32), "direct": (5.0, 20), "queued": (60.0, 120)}
+
+
+def route_kind(path: str):
+    """The :data:`CLIENT_LIMITS` kind of a POST to ``path``, or ``None`` (not limited)."""
+    if "/gradio_api/" not in path:
+        return None
+    route = path.split("/gradio_api/", 1)[1]
+    if route.startswith("upload"):
+        return "upload"
+    if route.startswith("run/"):
+        return "direct"
+    if route.startswith(("queue/join", "call/")):
+        return "queued"
+    return None
+
+
+class ClientRateLimit:
+    """ASGI middleware: POSTs to the API beyond :data:`CLIENT_LIMITS` from one client address are refused with 429 and a
+    ``Retry-After`` before the app sees them (pages, files and event streams are never limited). The address is the
+    connection's own: behind a reverse proxy every client shares the proxy's, and the proxy should limit instead.
+    ``clock``: seconds, monotonic (tests pass their own)."""
+
+    MAX_CLIENTS = 4096  # buckets kept; full ones idle long enough to have refilled are dropped first
+
+    def __init__(self, app, limits=None, clock=time.monotonic):
+        self.app, self.limits, self.clock = app, dict(CLIENT_LIMITS if limits is None else limits), clock
+        self.buckets = {}  # (address, kind) -> [tokens, time of the last update]
+
+    def allow(self, address: str, kind: str) -> bool:
+        """Take one token of ``address``'s ``kind`` bucket if it has one."""
+        (rate, burst), now = self.limits[kind], self.clock()
+        tokens, last = self.buckets.get((address, kind), (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        allowed = tokens >= 1
+        self.buckets[(address, kind)] = [tokens - allowed, now]
+        if len(self.buckets) > self.MAX_CLIENTS:
+            refill = max(burst / rate for rate, burst in self.limits.values())
+            self.buckets = {key: b for key, b in self.buckets.items() if now - b[1] < refill}
+        return allowed
+
+    async def __call__(self, scope, receive, send):
+        kind = route_kind(scope.get("path", "")) if scope["type"] == "http" and scope.get("method") == "POST" else None
+        if kind is None or self.allow((scope.get("client") or ("unknown",))[0], kind):
+            return await self.app(scope, receive, send)
+        body = json.dumps({"error": f"Too many requests from this address ({self.limits[kind][0]:g} a second for this "
+                                    "kind of request): wait a second and try again."}).encode()
+        await send({"type": "http.response.start", "status": 429,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class PacedSlots:

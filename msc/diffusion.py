@@ -68,6 +68,7 @@ MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t
 # counts every frame's relative error alike, as a mean of per-frame PSNRs does (still frames weigh as much as moving ones)
 FRAME_LOSSES = ("mse", "log")
 LOG_FRAME_LOSS_FLOOR = 1e-3  # added before the logarithm: a frame predicted almost exactly does not dominate the gradient
+ANCHOR_ERROR_FLOOR = 1e-3  # added to a frame's mean anchor error before dividing by it (a frame its anchor predicts exactly)
 
 
 def _per_frame(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -310,21 +311,39 @@ def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Ge
     return x0 + (_per_frame(mask, x0) * noise).to(x0.device, x0.dtype)
 
 
+def anchor_error_weight(x0: torch.Tensor, anchor: torch.Tensor, anchored: torch.Tensor, strength: float) -> torch.Tensor:
+    """``[B, T, 1, H, W]`` per-pixel loss weights that put the training where the anchor is wrong:
+    ``w = 1 + strength · r / mean(r)`` with ``r = Σ_c |x_0 − a|`` the anchor's error at a pixel and the mean over the
+    frame's pixels, then scaled to a mean of 1 per frame (unanchored frames: 1 everywhere). The anchor is right on
+    most pixels (a still background, a pan it continues); an unweighted loss spends most of its gradient there, where
+    predicting the anchor is already the answer, and little on the few pixels it gets wrong (a sprite that bounces,
+    what the motion uncovers), which are what the network is for."""
+    r = (x0.float() - anchor.float()).abs().sum(2, keepdim=True)  # [B, T, 1, H, W]
+    w = 1 + strength * r / (r.mean(dim=(3, 4), keepdim=True) + ANCHOR_ERROR_FLOOR)
+    w = w / w.mean(dim=(3, 4), keepdim=True)
+    return torch.where(anchored[:, :, None, None, None].to(w.device), w, torch.ones_like(w))
+
+
 def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor,
                   anchor: Optional[torch.Tensor] = None, anchored: Optional[torch.Tensor] = None,
                   scored: Optional[torch.Tensor] = None, frame_loss: str = "mse",
-                  actions: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  actions: Optional[torch.Tensor] = None, pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity at the given levels and noise;
     with anchors, weighted per frame by :func:`velocity_loss_weight`. ``model``: a :class:`Denoiser`, or a network
     (wrapped in one). ``scored`` ``[B, T]`` bool: the frames whose error counts (``None``: all). ``frame_loss``
-    ``"log"``: the mean of the frames' log errors instead (:data:`FRAME_LOSSES`)."""
+    ``"log"``: the mean of the frames' log errors instead (:data:`FRAME_LOSSES`). ``pixel_weight`` ``[B, T, 1, H, W]``
+    (a mean of 1 over each frame's pixels, :func:`anchor_error_weight`): a frame's error is its pixels' weighted
+    mean."""
     if frame_loss not in FRAME_LOSSES:
         raise ValueError(f"frame loss must be one of {FRAME_LOSSES}, got {frame_loss!r}.")
     denoiser = Denoiser.around(model)
     conditions = {} if actions is None else {"actions": actions}  # a world model's
     pred = denoiser(denoiser.add_noise(x0, noise, levels, anchor, anchored), levels, anchor=anchor, anchored=anchored,
                     **conditions)
-    err = (pred.float() - denoiser.target(x0, noise, anchor, anchored).float()).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+    err = (pred.float() - denoiser.target(x0, noise, anchor, anchored).float()).pow(2)  # [B, T, C, H, W]
+    if pixel_weight is not None:
+        err = err * pixel_weight.float()
+    err = err.mean(dim=(2, 3, 4))  # [B, T]
     if anchor is not None:
         err = err * denoiser.loss_weight(levels.float(), anchored)
     if frame_loss == "log":
@@ -338,7 +357,7 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
                    from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0,
-                   actions: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   actions: Optional[torch.Tensor] = None, anchor_error_strength: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -354,7 +373,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
 
     ``frame_loss``: how each frame's error counts (:func:`velocity_loss`). ``shared_level_prob``: the fraction of
     clips whose frames after the context share one noise level (:func:`sample_training_levels`). ``actions`` ``[B, T]``:
-    the action that led to each frame (a world model)."""
+    the action that led to each frame (a world model). ``anchor_error_strength`` > 0: each pixel's error weighted by how
+    wrong the anchor is there (:func:`anchor_error_weight`)."""
     b, t = x0.shape[:2]
     denoiser = Denoiser.around(model)
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
@@ -379,8 +399,10 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         clean, _ = chunk_anchors(x0, same_cuts, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
         kernel_loss = (clean - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else clean.sum() * 0
         anchor = anchor.detach()
+    weight = anchor_error_weight(x0, anchor, anchored, anchor_error_strength) if anchor_error_strength > 0 else None
     return kernel_loss + velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
-                                       scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions)
+                                       scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions,
+                                       pixel_weight=weight)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -218,6 +218,9 @@ def parse_args(argv=None):
     p.add_argument("--shared-level-prob", type=float, default=0.0,
                    help="fraction of clips whose frames after the clean prefix share one noise level, as the chunk-by-chunk "
                         "sampler denoises a chunk together (the others: an independent level per frame, Diffusion Forcing)")
+    p.add_argument("--anchor-error-weight", type=float, default=0.0, metavar="STRENGTH",
+                   help="with an anchored prior: weight each pixel's error by 1 + STRENGTH x the anchor's error there / its "
+                        "frame's mean (normalised per frame), so training goes where the anchor is wrong; 0 disables")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -289,6 +292,10 @@ def check_recipe(args, config) -> None:
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     if not 0 <= args.from_nothing_prob <= 1:
         raise ValueError(f"--from-nothing-prob must be a probability in [0, 1], got {args.from_nothing_prob}.")
+    if not args.anchor_error_weight >= 0:
+        raise ValueError(f"--anchor-error-weight must be >= 0, got {args.anchor_error_weight}.")
+    if args.anchor_error_weight and config.prior == "none":
+        raise ValueError("--anchor-error-weight weights by the anchor's error: it needs a prior with anchors (--set prior=...).")
     if not 0 <= args.shared_level_prob <= 1:
         raise ValueError(f"--shared-level-prob must be a probability in [0, 1], got {args.shared_level_prob}.")
     if args.from_nothing_prob and config.prior == "none":
@@ -390,7 +397,8 @@ def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: in
         loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                               level_distribution=args.level_distribution, max_chunk=args.max_chunk,
                               context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
-                              frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions)
+                              frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
+                              anchor_error_strength=args.anchor_error_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

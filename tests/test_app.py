@@ -739,3 +739,42 @@ def test_paced_slots_space_the_starts_of_a_flood():
     single = PacedSlots(1, 1000.0)
     assert single.acquire(timeout=1) and not single.acquire(timeout=0.01)
     single.release()
+
+
+def test_client_rate_limit_refuses_a_flood_at_the_door():
+    """A client over its rate of one kind of API request is answered 429 before the app sees the request; other
+    clients, other kinds, pages and event streams are not affected, and the bucket refills at its rate."""
+    import asyncio
+
+    from msc.app_common import CLIENT_LIMITS, ClientRateLimit
+
+    now, seen = [0.0], []
+
+    async def app(scope, receive, send):
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limit = ClientRateLimit(app, clock=lambda: now[0])
+
+    def request(path, client="10.0.0.1", method="POST"):
+        answer = {}
+
+        async def send(message):
+            answer.setdefault("status", message.get("status"))
+            answer["body"] = message.get("body", b"")
+
+        asyncio.run(limit({"type": "http", "method": method, "path": path, "client": (client, 5000)}, None, send))
+        return answer
+
+    (rate, burst), preview = CLIENT_LIMITS["direct"], "/gradio_api/run/predict"
+    statuses = [request(preview)["status"] for _ in range(burst + 3)]
+    assert statuses == [200] * burst + [429] * 3 and seen.count(preview) == burst
+    assert "Too many requests" in json.loads(request(preview)["body"])["error"]
+    assert request(preview, client="10.0.0.2")["status"] == 200  # another address
+    assert request("/gradio_api/queue/join")["status"] == 200  # another kind of route
+    assert request("/gradio_api/queue/data", method="GET")["status"] == 200  # event streams and pages: never
+    assert request("/")["status"] == 200
+    now[0] += 1.0  # a second later: a second's worth of tokens
+    refilled = int(rate)
+    assert [request(preview)["status"] for _ in range(refilled + 1)] == [200] * refilled + [429]

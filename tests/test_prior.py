@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import perturbed_tiny, random_context
 
-from msc.diffusion import Denoiser, chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
+from msc.diffusion import Denoiser, anchor_error_weight, chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
 from msc.model import KVCache, MSCModel, config_from_name
 from msc.sampling import sample_video
 
@@ -280,3 +280,25 @@ def test_flow_prior_sampling_cache_continuation_and_loss():
     loss = diffusion_loss(MSCModel(config_from_name("tiny", prior="flow", residual_std=0.1)), _panned_context(6).expand(2, -1, -1, -1, -1),
                           torch.Generator().manual_seed(0), max_chunk=3)
     assert torch.isfinite(loss)
+
+
+def test_anchor_error_weight_goes_where_the_anchor_is_wrong():
+    x0 = torch.zeros(2, 3, 3, 8, 8)
+    anchor = torch.zeros_like(x0)
+    anchor[:, :, :, 2:4, 2:4] = 1.0  # wrong on 4 of 64 pixels
+    anchored = torch.tensor([[False, True, True], [True, True, True]])
+    w = anchor_error_weight(x0, anchor, anchored, strength=1.0)  # [B, T, 1, H, W]
+    assert w.shape == (2, 3, 1, 8, 8)
+    assert torch.allclose(w.mean(dim=(2, 3, 4)), torch.ones(2, 3))  # a mean of 1 per frame
+    assert torch.equal(w[0, 0], torch.ones(1, 8, 8))  # no anchor: uniform
+    assert w[1, 1, 0, 2, 2] > 10 * w[1, 1, 0, 0, 0]  # 1 + 16 against 1, before the normalisation
+    exact = anchor_error_weight(x0, torch.zeros_like(x0), anchored, strength=1.0)
+    assert torch.allclose(exact, torch.ones_like(exact))  # an exact anchor: uniform
+
+
+def test_anchor_error_weight_changes_the_loss_only_when_asked(tiny_prior_model):
+    x = torch.randn(2, 6, 3, 16, 16)
+    losses = [diffusion_loss(tiny_prior_model, x, torch.Generator().manual_seed(4), clean_prefix_prob=0.5, **extra)
+              for extra in ({}, {"anchor_error_strength": 0.0}, {"anchor_error_strength": 2.0})]
+    assert torch.equal(losses[0], losses[1])
+    assert not torch.isclose(losses[0], losses[2])
