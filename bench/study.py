@@ -101,18 +101,27 @@ def score_arm(study: dict, arm: str, results: str) -> Dict[str, dict]:
 
 
 def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> str:
-    """A world study: action following of every arm at every sampler setting (:mod:`bench.world`)."""
+    """A world study: action following of every arm at every sampler setting (:mod:`bench.world`), and its videos from
+    nothing where the study asked for them (``--rollout``)."""
     first = next(iter(next(iter(scored.values())).values()))
+    rollout = "from_nothing" in first
     lines = [f"{first['episodes']} held-out episodes, {first['context']} context frames and {first['frames']} generated under "
-             "random actions; PSNR against the engine's rollout", "",
-             "| arm | sampler | steps trained | true actions (dB) | other actions (dB) | copy-last (dB) | true - other | true - copy-last |",
-             "|---|---|---|---|---|---|---|---|"]
+             "random actions; PSNR against the engine's rollout"
+             + (f"; from nothing: {first['from_nothing']['seeds']} videos of {first['from_nothing']['frames']} frames" if rollout else ""),
+             "",
+             "| arm | sampler | steps trained | true actions (dB) | other actions (dB) | copy-last (dB) | true - other | true - copy-last |"
+             + (" from nothing: colour drift | sharpness ratio | motion kept |" if rollout else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if rollout else "")]
     for arm, reports in scored.items():
         for slug, r in reports.items():
             s = r["scores"]
-            lines.append(f"| {arm} | {slug.replace('_', ' ')} | {logs[arm]['step']} | {s['true actions']['psnr']:.2f} | "
-                         f"{s['other actions']['psnr']:.2f} | {s['copy-last']['psnr']:.2f} | {r['gap_other_actions_db']:+.2f} | "
-                         f"{r['gap_copy_last_db']:+.2f} |")
+            row = (f"| {arm} | {slug.replace('_', ' ')} | {logs[arm]['step']} | {s['true actions']['psnr']:.2f} | "
+                   f"{s['other actions']['psnr']:.2f} | {s['copy-last']['psnr']:.2f} | {r['gap_other_actions_db']:+.2f} | "
+                   f"{r['gap_copy_last_db']:+.2f} |")
+            if "from_nothing" in r:
+                n = r["from_nothing"]
+                row += f" {n['colour_drift']:.3f} | {n['sharpness_ratio']:.2f} | {n['motion_kept']:.2f} |"
+            lines.append(row)
     return "\n".join(lines) + "\n"
 
 

@@ -300,15 +300,42 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     return (levels, in_prefix) if return_prefix else levels
 
 
-def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator, max_std: float) -> torch.Tensor:
+def corrupt_context(x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator, max_std: float,
+                    max_blur: float = 0.0) -> torch.Tensor:
     """``x0`` ``[B, T, C, H, W]`` with Gaussian noise on the ``context`` ``[B, T]`` frames, its standard
     deviation drawn per clip uniformly in ``[0, max_std]``: a stand-in for the errors of generated frames,
-    which become the context and the anchors of the next chunk in sampling (docs/design.md §4)."""
+    which become the context and the anchors of the next chunk in sampling (docs/design.md §4). ``max_blur`` > 0: the
+    context frames are first blurred (:func:`blur_frames`, a Gaussian of standard deviation drawn per clip uniformly in
+    ``[0, max_blur]`` pixels), the other error of generated frames: detail lost, which a long rollout compounds into a
+    picture that washes out (its random numbers are drawn after the noise's: at 0 the noise is the same as without)."""
     b = x0.shape[0]
     std = max_std * torch.rand(b, generator=generator)  # [B]
     noise = torch.randn(x0.shape, generator=generator)
+    if max_blur > 0:
+        sigma = max_blur * torch.rand(b, generator=generator)  # [B] pixels
+        x0 = torch.where(_per_frame(context.to(x0.device), x0).bool(), blur_frames(x0, sigma.to(x0.device)), x0)
     mask = context.float() * std[:, None]  # [B, T]
     return x0 + (_per_frame(mask, x0) * noise).to(x0.device, x0.dtype)
+
+
+def blur_frames(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Every frame of clip ``b`` of ``x`` ``[B, T, C, H, W]`` blurred by a Gaussian of standard deviation ``sigma[b]``
+    pixels (separable, edges reflected; ``sigma`` ``[B]``, 0 leaves a clip as it is)."""
+    out = []
+    for clip, s in zip(x, sigma.tolist()):  # [T, C, H, W]
+        if s <= 0:
+            out.append(clip)
+            continue
+        radius = max(1, math.ceil(3 * s))
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+        kernel = torch.exp(-0.5 * (taps / s) ** 2)
+        kernel = (kernel / kernel.sum()).to(x.dtype)
+        t, c, h, w = clip.shape
+        flat = clip.reshape(t * c, 1, h, w)
+        flat = nn.functional.conv2d(nn.functional.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+        flat = nn.functional.conv2d(nn.functional.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+        out.append(flat.view(t, c, h, w))
+    return torch.stack(out)
 
 
 def anchor_error_weight(x0: torch.Tensor, anchor: torch.Tensor, anchored: torch.Tensor, strength: float) -> torch.Tensor:
@@ -357,14 +384,16 @@ def velocity_loss(model, x0: torch.Tensor, levels: torch.Tensor, noise: torch.Te
 def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
                    from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0,
-                   actions: Optional[torch.Tensor] = None, anchor_error_strength: float = 0.0) -> torch.Tensor:
+                   actions: Optional[torch.Tensor] = None, anchor_error_strength: float = 0.0,
+                   context_blur: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
     ``context_corruption`` > 0: the nearly clean prefix frames (the context, see
     :func:`sample_training_levels`) are corrupted by :func:`corrupt_context` and not scored, so the
     frames after them learn to continue, from a context and anchors that carry errors the way generated
-    frames do, towards the clean truth (exposure to the model's own output in long rollouts).
+    frames do, towards the clean truth (exposure to the model's own output in long rollouts). ``context_blur`` > 0:
+    the same frames are also blurred first (up to that many pixels, :func:`corrupt_context`).
 
     ``from_nothing_prob`` > 0 (the ``previous_frame`` prior): that fraction of the clips are videos from
     nothing: no clean prefix and no anchors, so every frame draws a whole picture from its own noise
@@ -384,8 +413,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if denoiser.config.prior == "none":
         return velocity_loss(denoiser, x0, levels, noise, frame_loss=frame_loss, actions=actions)
-    corrupted = context_corruption > 0
-    seen = corrupt_context(x0, context, generator, context_corruption) if corrupted else x0  # [B, T, C, H, W]
+    corrupted = context_corruption > 0 or context_blur > 0
+    seen = corrupt_context(x0, context, generator, context_corruption, context_blur) if corrupted else x0  # [B, T, C, H, W]
     cuts = generator.get_state()  # the chunk cuts, drawn again below for the kernels' clean anchors
     anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:

@@ -208,6 +208,10 @@ def parse_args(argv=None):
                    help="with the previous_frame prior: Gaussian noise (std drawn per clip in [0, MAX_STD]) on the nearly "
                         "clean prefix frames, which then serve as context and anchors and are not scored (the errors of "
                         "generated frames in long rollouts); 0 disables")
+    p.add_argument("--context-blur", type=float, default=0.0, metavar="MAX_SIGMA",
+                   help="with a prior: the nearly clean prefix frames are also blurred first (a Gaussian of standard "
+                        "deviation drawn per clip in [0, MAX_SIGMA] pixels), the detail generated frames lose, and not "
+                        "scored; 0 disables")
     p.add_argument("--from-nothing-prob", type=float, default=0.0,
                    help="with the previous_frame prior: fraction of clips trained as videos from nothing (no clean prefix, "
                         "no anchors: every frame draws a whole picture), where otherwise only the frames before the first "
@@ -292,6 +296,10 @@ def check_recipe(args, config) -> None:
         raise ValueError("--context-corruption needs the previous_frame prior (--set prior=previous_frame).")
     if not 0 <= args.from_nothing_prob <= 1:
         raise ValueError(f"--from-nothing-prob must be a probability in [0, 1], got {args.from_nothing_prob}.")
+    if not args.context_blur >= 0:
+        raise ValueError(f"--context-blur must be a blur in pixels >= 0, got {args.context_blur}.")
+    if args.context_blur and config.prior == "none":
+        raise ValueError("--context-blur needs a prior with anchors (--set prior=...).")
     if not args.anchor_error_weight >= 0:
         raise ValueError(f"--anchor-error-weight must be >= 0, got {args.anchor_error_weight}.")
     if args.anchor_error_weight and config.prior == "none":
@@ -397,6 +405,7 @@ def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: in
         loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                               level_distribution=args.level_distribution, max_chunk=args.max_chunk,
                               context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
+                              context_blur=args.context_blur,
                               frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
                               anchor_error_strength=args.anchor_error_weight)
     optimizer.zero_grad(set_to_none=True)

@@ -302,3 +302,22 @@ def test_anchor_error_weight_changes_the_loss_only_when_asked(tiny_prior_model):
               for extra in ({}, {"anchor_error_strength": 0.0}, {"anchor_error_strength": 2.0})]
     assert torch.equal(losses[0], losses[1])
     assert not torch.isclose(losses[0], losses[2])
+
+
+def test_context_blur_blurs_only_the_context_and_leaves_the_noise_as_it_was():
+    from msc.diffusion import blur_frames
+    from msc.metrics import sharpness
+
+    x = torch.rand(3, 4, 3, 16, 16) * 2 - 1
+    assert torch.equal(blur_frames(x, torch.zeros(3)), x)
+    blurred = blur_frames(x, torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(blurred[0], x[0])
+    assert torch.allclose(blurred.mean(dim=(2, 3, 4)), x.mean(dim=(2, 3, 4)), atol=0.05)  # the colour stays
+    assert sharpness(blurred[2]).mean() < sharpness(blurred[1]).mean() < sharpness(x[1]).mean()
+    context = torch.tensor([[True, True, False, False]] * 3)
+    plain = corrupt_context(x, context, torch.Generator().manual_seed(0), 0.1)
+    same = corrupt_context(x, context, torch.Generator().manual_seed(0), 0.1, max_blur=0.0)
+    assert torch.equal(plain, same)
+    both = corrupt_context(x, context, torch.Generator().manual_seed(0), 0.1, max_blur=2.0)
+    assert torch.equal(both[:, 2:], x[:, 2:])  # frames after the context: untouched
+    assert not torch.allclose(both[:, :2], plain[:, :2])
