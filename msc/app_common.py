@@ -156,11 +156,11 @@ def setting_control(f, value, grid: int):
 
 # what one client address may send to the API, per kind of route: (requests a second, burst), as token buckets.
 # Uploads write a file (a burst lets twenty clients behind one address start at once); the unqueued handlers (a clip's
-# preview, a ticket, stop, undo) run at once in the server's threads; queued events (generations, light cones, a key
-# press in the Play tab, sent at the keyboard's repeat rate while a key is held) wait their turn in a bounded queue.
-# Over it a request is answered 429 at the door, before Gradio reads it, so a client in a loop of refused requests
-# costs the process microseconds a request instead of Gradio's handling of each (bench.abuse --refused measures it)
-CLIENT_LIMITS = {"upload": (4.0, 32), "direct": (5.0, 20), "queued": (60.0, 120)}
+# preview, a ticket, stop, undo, the Play tab's keys going down and up) run at once in the server's threads; queued
+# events (generations, light cones, a button pressed in the Play tab) wait their turn in a bounded queue. Over it a
+# request is answered 429 at the door, before Gradio reads it, so a client in a loop of refused requests costs the
+# process microseconds a request instead of Gradio's handling of each (bench.abuse --refused measures it)
+CLIENT_LIMITS = {"upload": (4.0, 32), "direct": (10.0, 40), "queued": (60.0, 120)}
 
 
 def route_kind(path: str):

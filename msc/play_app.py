@@ -1,8 +1,10 @@
 """The app's *Play* tab and play API: a world model (``MSCConfig.actions``) steered live by the arrow keys.
 
 Each browser tab holds its own :class:`msc.play.Player` (in ``gr.State``: a tab's game is never evicted by
-another client); API clients get a session id (``/play_start``) and send one action per call (``/play_step``),
-their games bounded in number and idle time. Every frame is generated when its action arrives, chunks of one
+another client); API clients get a session id (``/play_start``) and send one action per call (``/play_step``) or a
+sequence (``/play_stream``), their games bounded in number and idle time. In the browser a key pressed is one frame
+and a key held is a stream of frames: keydown and keyup only change what the tab holds (:class:`Keys`), and one
+generator makes frames from it for as long as a key is held, with no round trip per frame. Every frame is generated when its action arrives, chunks of one
 frame, through the kept KV cache (:mod:`msc.play`), so a frame costs the same at step 1 and step 1000.
 """
 
@@ -13,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Optional
 
 import gradio as gr
@@ -33,21 +35,91 @@ DISPLAY_SCALE = 4
 MAX_API_GAMES, API_IDLE_SECONDS = 16, 15 * 60
 MAX_GAME_FRAMES = 4096
 MAX_STREAM_ACTIONS = 256  # actions per /play_stream call
+# frames a second at most while a key is held in the browser: a page shows every frame it is sent, so frames made
+# faster than it can show them would queue up between the server and the screen and the keys would lag further and
+# further behind (bench.play measures what a page shows)
+HELD_KEY_FPS = 15.0
 KEYS = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown": "down", " ": "none"}
 
-# The arrow keys press the tab's buttons (when the Play tab is shown and no text field has the focus).
+# The arrow keys drive the tab (when the Play tab is shown and no text field has the focus): a keydown clicks the
+# key's hidden button (a frame, and frames for as long as it is held), and clicks it again every HOLD_REFRESH_MS while
+# the key stays down (the keyboard's own repeats are ignored); the keyup, or the page losing the focus, clicks the
+# hidden "release" button. A held key the server hears nothing of for HELD_KEY_SECONDS counts as released, so a lost keyup
+# (or one that overtakes its keydown) stops the play within that time.
+HOLD_REFRESH_MS, HELD_KEY_SECONDS = 200, 0.6
 KEYBOARD_HEAD = """<script>
-document.addEventListener("keydown", (event) => {
+(() => {
   const keys = %s;
-  const name = keys[event.key];
-  const target = event.target;
-  if (!name || (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable))) return;
-  const button = document.getElementById("play-" + name);
-  if (!button || button.offsetParent === null) return;
-  event.preventDefault();
-  button.click();
-});
-</script>""" % str(KEYS).replace("'", '"')
+  let held = null, timer = null;
+  const click = (id) => { const b = document.getElementById(id); if (b) b.click(); };
+  const release = () => { if (timer) clearInterval(timer); timer = null; if (held) { held = null; click("play-key-release"); } };
+  document.addEventListener("keydown", (event) => {
+    const name = keys[event.key];
+    const target = event.target;
+    if (!name || (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable))) return;
+    const shown = document.getElementById("play-" + name);
+    if (!shown || shown.offsetParent === null) return;  // the Play tab is not shown
+    event.preventDefault();
+    if (event.repeat && held === name) return;
+    if (timer) clearInterval(timer);
+    held = name;
+    click("play-key-" + name);
+    timer = setInterval(() => click("play-key-" + name), %d);
+  });
+  document.addEventListener("keyup", (event) => { if (keys[event.key] && keys[event.key] === held) release(); });
+  window.addEventListener("blur", release);
+})();
+</script>""" % (str(KEYS).replace("'", '"'), HOLD_REFRESH_MS)
+
+
+class Keys:
+    """What one browser tab's keyboard asks for: the keys pressed and not yet played (each one frame, in order), the
+    key held and until when it counts as held (:data:`HELD_KEY_SECONDS` after the page last said so), and whether a
+    generator is playing them (:meth:`PlayTab.play_keys`). ``clock``: seconds, monotonic."""
+
+    def __init__(self, clock=time.monotonic):
+        self.lock = threading.Lock()
+        self.clock = clock
+        self.taps = deque()  # action indices, one frame each
+        self.held: Optional[int] = None
+        self.held_until = 0.0
+        self.playing = False
+
+    def down(self, action: int) -> None:
+        """The page says ``action``'s key is down: a new press is one frame more, a key still held only renews."""
+        with self.lock:
+            now = self.clock()
+            if not (self.held == action and self.held_until > now):
+                self.taps.append(action)
+            self.held, self.held_until = action, now + HELD_KEY_SECONDS
+
+    def up(self) -> None:
+        with self.lock:
+            self.held = None
+
+    def next_action(self) -> Optional[int]:
+        """The action of the next frame (a pressed key first, then the held one); ``None``, and no longer playing, when
+        there is none."""
+        with self.lock:
+            held = self.held if self.held is not None and self.held_until > self.clock() else None
+            action = self.taps.popleft() if self.taps else held
+            if action is None:
+                self.playing = False
+            return action
+
+    def start_playing(self) -> bool:
+        """``True`` if no generator plays these keys yet (the caller is now the one)."""
+        with self.lock:
+            if self.playing:
+                return False
+            self.playing = True
+            return True
+
+    def stop(self) -> None:
+        """Forget every key (the play failed)."""
+        with self.lock:
+            self.taps.clear()
+            self.held, self.playing = None, False
 
 
 class Game:
@@ -80,6 +152,7 @@ class PlayTab:
         self.model, self.settings = model, settings
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-play-")
         self.api_games: "OrderedDict[str, Game]" = OrderedDict()
+        self.keys: "OrderedDict[str, Keys]" = OrderedDict()  # browser session -> its keyboard (the most recent kept)
         self.lock = threading.Lock()
         # the Low-Res share of every layer at the noise levels a frame steps through (the same for every frame)
         from msc.diffusion import noise_levels
@@ -144,6 +217,64 @@ class PlayTab:
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
         return (game, *self.view(game, frame))
+
+    def tab_keys(self, request: Optional[gr.Request]) -> Keys:
+        """The keyboard of the tab that sent ``request`` (one per browser session; the oldest forgotten beyond
+        :data:`MAX_API_GAMES` × 4 tabs)."""
+        session = getattr(request, "session_hash", None) or "local"
+        with self.lock:
+            keys = self.keys.setdefault(session, Keys())
+            self.keys.move_to_end(session)
+            while len(self.keys) > 4 * MAX_API_GAMES:
+                self.keys.popitem(last=False)
+        return keys
+
+    def key_down(self, action: str, request: gr.Request = None) -> None:
+        """A key is down: one frame of its action when newly pressed, and more while it stays down."""
+        try:
+            index = check_action(action)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        self.tab_keys(request).down(index)
+
+    def key_up(self, request: gr.Request = None) -> None:
+        """The key went up: the frames of the keys pressed are still made, then the play stops."""
+        self.tab_keys(request).up()
+
+    def play_keys(self, game: Optional[Game], request: gr.Request = None):
+        """A generator: frames of ``game`` from the tab's keys (:meth:`Keys.next_action`), at most
+        :data:`HELD_KEY_FPS` a second, until no key is pressed or held; returns at once if another one plays them."""
+        keys = self.tab_keys(request)
+        if game is None:
+            keys.stop()
+            raise gr.Error("press Start first.", print_exception=False)
+        if not keys.start_playing():
+            yield gr.skip(), gr.skip(), gr.skip()  # another one plays them: leave the screen as it is
+            return
+        next_frame, shown = time.perf_counter(), False
+        while True:
+            action = keys.next_action()
+            if action is None:
+                if not shown:
+                    yield gr.skip(), gr.skip(), gr.skip()
+                return
+            time.sleep(max(0.0, next_frame - time.perf_counter()))  # the frame rate's pace, not synchronisation
+            next_frame = max(next_frame + 1.0 / HELD_KEY_FPS, time.perf_counter())
+            try:
+                frame = self.advance(game, action)
+            except ValueError as err:
+                keys.stop()
+                raise gr.Error(str(err), print_exception=False) from None
+            shown = True
+            yield (game, *self.view(game, frame))
+
+    def key_handler(self, action: str):
+        """The handler of ``action``'s key going down (Gradio passes the request to a function that names it)."""
+
+        def down(request: gr.Request = None) -> None:
+            self.key_down(action, request)
+
+        return down
 
     def download(self, game: Optional[Game]):
         if game is None:
@@ -240,6 +371,15 @@ class PlayTab:
             for name, button in buttons.items():
                 button.click(lambda g, n=name: self.press(g, n), [game], [game, screen, status], api_visibility="private",
                              concurrency_limit=1, concurrency_id="sampler", trigger_mode="always_last", show_progress="hidden")
+            with gr.Row(visible="hidden"):  # what the keyboard clicks (KEYBOARD_HEAD): a key's down edge, and any key's up
+                key_buttons = {name: gr.Button(elem_id=f"play-key-{name}") for name in buttons}
+                key_up = gr.Button(elem_id="play-key-release")
+            for name, button in key_buttons.items():
+                button.click(self.key_handler(name), None, None, api_visibility="private",
+                             queue=False, show_progress="hidden").then(
+                    self.play_keys, [game], [game, screen, status], api_visibility="private", concurrency_limit=1,
+                    concurrency_id="sampler", show_progress="hidden")
+            key_up.click(self.key_up, None, None, api_visibility="private", queue=False, show_progress="hidden")
             save.click(self.download, [game], [video], api_visibility="private", queue=False)
             with gr.Row(visible=False):  # the play API, no UI
                 api_source = gr.Textbox(label="source", value="nothing")

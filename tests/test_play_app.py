@@ -59,3 +59,56 @@ def test_a_photo_that_is_not_an_image_is_refused():
 def test_only_a_world_model_can_play(tiny_model):
     with pytest.raises(ValueError, match="needs a world model"):
         PlayTab(tiny_model)
+
+
+def test_keys_a_press_is_one_frame_a_held_key_plays_until_released_or_unheard():
+    from msc.play_app import HELD_KEY_SECONDS, Keys
+
+    now = [0.0]
+    keys = Keys(clock=lambda: now[0])
+    assert keys.start_playing() and not keys.start_playing()  # one generator plays a tab's keys
+    keys.down(1)
+    keys.up()  # a press: down and up before any frame
+    assert keys.next_action() == 1 and keys.next_action() is None and not keys.playing
+    keys.down(2)  # held
+    assert [keys.next_action() for _ in range(3)] == [2, 2, 2]
+    now[0] += HELD_KEY_SECONDS / 2
+    keys.down(2)  # the page says it is still down: no extra frame, only renewed
+    assert keys.next_action() == 2
+    keys.down(3)  # another key while the first is held: its frame, then it is the one held
+    assert [keys.next_action() for _ in range(2)] == [3, 3]
+    now[0] += 2 * HELD_KEY_SECONDS  # nothing heard of the key since: released (a lost keyup)
+    assert keys.next_action() is None
+    keys.up()
+    keys.down(4)  # an up that overtook its down: the key counts as held for HELD_KEY_SECONDS at most
+    assert keys.next_action() == 4
+    now[0] += 2 * HELD_KEY_SECONDS
+    assert keys.next_action() is None
+
+
+def test_a_held_key_streams_frames_of_the_game(tab):
+    from msc.play_app import Keys
+
+    class Request:
+        session_hash = "tab-keys"
+
+    game, _, _ = tab.start("example", 2, None)
+    keys = tab.tab_keys(Request())
+    assert isinstance(keys, Keys) and tab.tab_keys(Request()) is keys
+    tab.key_down("left", Request())
+    played = tab.play_keys(game, Request())
+    for _ in range(3):  # the key is held (the page says so again before each frame): frames keep coming
+        tab.key_down("left", Request())
+        game, image, status = next(played)
+    tab.key_up(Request())
+    assert list(played) == [] and len(game.player) == CONTEXT_FRAMES + 3 and image.shape == (64, 64, 3)
+    tab.key_handler("right")(Request())
+    tab.key_up(Request())
+    assert len(list(tab.play_keys(game, Request()))) == 1  # a press: one frame
+    assert all(out is gr.skip() or out == gr.skip() for out in next(tab.play_keys(game, Request())))  # nothing to play
+    with pytest.raises(gr.Error, match="action must be one of"):
+        tab.key_down("jump", Request())
+    tab.key_down("up", Request())
+    with pytest.raises(gr.Error, match="press Start first"):
+        list(tab.play_keys(None, Request()))
+    assert tab.tab_keys(Request()).next_action() is None  # the keys of a failed play are forgotten
