@@ -192,13 +192,21 @@ class PlayTab:
             game.served(started)
             return frame
 
-    def view(self, game: Game, frame: Optional[torch.Tensor] = None):
-        """(image, status) of the game's latest frame."""
-        frame = game.player.frames[-1][0] if frame is None else frame
+    def status(self, game: Game) -> str:
         share = " ".join(f"{x:.2f}" for x in self.low_res_share[-1].tolist())
-        status = (f"frame {len(game.player)} · {game.fps():.1f} frames/s · action to frame {1000 * game.latency:.0f} ms · "
-                  f"Low-Res share by layer at the last step: {share}")
-        return live_frame(frame, DISPLAY_SCALE, mark=False), status
+        return (f"frame {len(game.player)} · {game.fps():.1f} frames/s · action to frame {1000 * game.latency:.0f} ms · "
+                f"Low-Res share by layer at the last step: {share}")
+
+    def view(self, game: Game, frame: Optional[torch.Tensor] = None):
+        """(image, status) of the game's latest frame, for the API."""
+        frame = game.player.frames[-1][0] if frame is None else frame
+        return live_frame(frame, DISPLAY_SCALE, mark=False), self.status(game)
+
+    def shown(self, game: Game, frame: Optional[torch.Tensor] = None):
+        """(game, screen, status) of the game's latest frame, for the tab: the frame goes inside the page's update as
+        a PNG of the model's own pixels (:func:`screen_html`), so showing it costs no file and no request of its own."""
+        frame = game.player.frames[-1][0] if frame is None else frame
+        return game, screen_html(frame), self.status(game)
 
     # ------------------------------------------------------------------ browser handlers
 
@@ -207,7 +215,7 @@ class PlayTab:
             game = self.new_game(source, seed, photo)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        return (game, *self.view(game))
+        return self.shown(game)
 
     def press(self, game: Optional[Game], action: str):
         if game is None:
@@ -216,7 +224,7 @@ class PlayTab:
             frame = self.advance(game, action)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        return (game, *self.view(game, frame))
+        return self.shown(game, frame)
 
     def tab_keys(self, request: Optional[gr.Request]) -> Keys:
         """The keyboard of the tab that sent ``request`` (one per browser session; the oldest forgotten beyond
@@ -266,7 +274,7 @@ class PlayTab:
                 keys.stop()
                 raise gr.Error(str(err), print_exception=False) from None
             shown = True
-            yield (game, *self.view(game, frame))
+            yield self.shown(game, frame)
 
     def key_handler(self, action: str):
         """The handler of ``action``'s key going down (Gradio passes the request to a function that names it)."""
@@ -360,8 +368,7 @@ class PlayTab:
                     save = gr.Button("Download what was played (mp4)")
                     video = gr.File(label="Played video", interactive=False)
                 with gr.Column(scale=1):
-                    screen = gr.Image(label="Play (arrow keys)", interactive=False, type="numpy", height=288,
-                                      elem_id="play-screen")
+                    screen = gr.HTML(screen_html(None), elem_id="play-screen")
                     status = gr.Markdown(elem_id="play-status")
                     with gr.Row():
                         buttons = {name: gr.Button(label, elem_id=f"play-{name}", min_width=40) for name, label in
@@ -399,6 +406,27 @@ class PlayTab:
                 api_stream = gr.Button()
             api_stream.click(self.api_stream, [api_session, api_actions], [api_frame, api_status], api_name="play_stream",
                              concurrency_limit=1, concurrency_id="sampler")
+
+
+SCREEN_PIXELS = 288  # the tab's screen, whatever the model's frame size (enlarged by the browser, pixels kept square)
+
+
+def screen_html(frame: Optional[torch.Tensor]) -> str:
+    """The tab's screen showing ``frame`` ``[3, S, S]`` in [-1, 1] (``None``: an empty screen) as an ``<img>`` whose
+    source is the frame's own PNG, inline."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if frame is None:
+        return f'<div style="width:{SCREEN_PIXELS}px;height:{SCREEN_PIXELS}px;background:#222"></div>'
+    pixels = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="png", compress_level=1)
+    data = base64.b64encode(png.getvalue()).decode()
+    return (f'<img src="data:image/png;base64,{data}" width="{SCREEN_PIXELS}" height="{SCREEN_PIXELS}" '
+            'style="image-rendering:pixelated" alt="the game">')
 
 
 def replace_seed(settings: SamplerSettings, seed: int) -> SamplerSettings:

@@ -1,10 +1,11 @@
 """Write the world model's card, ``weights/world/README.md``, from measured files only:
 
     python -m release.world_card --weights weights/world --study studies/world3/results.json --arm world32-kernel \
-        --continued studies/world-long/shipped_checkpoint.json --world bench/results/world.json --play bench/results/play.json
+        --continued studies/world-long/checkpoint_13100.json studies/world-blur/shipped_checkpoint.json \
+        --world bench/results/world.json --play bench/results/play.json
 
-``--study``: the study that trained the weights (its steps and minutes); ``--continued``: the run that continued them
-(the shipped checkpoint's record); ``--world``: ``python -m bench.world
+``--study``: the study that trained the weights (its steps and minutes); ``--continued``: the runs that continued
+them, in order (each checkpoint's record); ``--world``: ``python -m bench.world
 --rollout 256 --sheet weights/world/from_nothing.png --json …`` (action following and the from-nothing rollout);
 ``--play``: ``python -m bench.play`` (live play).
 """
@@ -30,19 +31,21 @@ def _met(ok: bool) -> str:
 
 
 def continued_sentence(run: dict | None, record: str = "") -> str:
-    """The run that continued the study arm (``run``: its checkpoint's step, elapsed seconds and arguments, kept in the
-    file ``record``), or nothing."""
+    """A run that continued the weights before it (``run``: its checkpoint's step, elapsed seconds and arguments, kept in
+    the file ``record``), or nothing."""
     if run is None:
         return ""
     args = run["args"]
     nothing = args.get("from_nothing_prob", 0)
+    resumable = f", the run resumable from `{args['keep_resumable']}/`" if args.get("keep_resumable") else ""
     return (f" Then continued from those weights for **{run['elapsed'] / 60:.0f} more minutes** ({run['step']} steps, "
             f"learning rate {args['lr']:g}, EMA {args['ema']}"
             + (f", {nothing:.0%} of the clips trained as videos from nothing" if nothing else "")
-            + f"; the checkpoint shipped: `{record}`, the run resumable from `{args['keep_resumable']}/`).")
+            + f"; its checkpoint: `{record}`{resumable}).")
 
 
-def header(config: dict, sampler: dict, study: dict, arm: str, continued: dict | None = None, record: str = "") -> list:
+def header(config: dict, sampler: dict, study: dict, arm: str, continued=()) -> list:
+    """``continued``: ``(run, record)`` of each run that continued the arm, in order (:func:`continued_sentence`)."""
     trained = study["trained"][arm]
     return [
         "# MSC world model (action-conditioned)", "",
@@ -55,7 +58,7 @@ def header(config: dict, sampler: dict, study: dict, arm: str, continued: dict |
         "network draws the residual, the action also added to its noise embedding.", "",
         f"Trained here from scratch for **{trained['elapsed'] / 60:.0f} minutes on one CPU thread** ({trained['step']} "
         f"steps of 4 clips of 12 frames, another training run sharing the 2-core machine): the `{arm}` arm of study "
-        f"`{study['study']['name']}` (`studies/`, `docs/world.md`).{continued_sentence(continued, record)} Sampled at "
+        f"`{study['study']['name']}` (`studies/`, `docs/world.md`).{''.join(continued_sentence(r, p) for r, p in continued)} Sampled at "
         f"{sampler['real-time']['steps']} denoising steps, one frame at a time (`sampler.json`).", "",
         "```bash",
         "python app.py                          # the Play tab appears: weights/world is found next to weights/",
@@ -108,22 +111,23 @@ def limits_section(minutes: float) -> list:
     return ["## What it does not do", "",
             "* It knows only this world: a camera over a picture, bouncing sprites, the player's marker. It is not a "
             "general video model (that is `weights/`).",
-            "* From nothing it draws no world: its first frame is a mosaic of noise and the picture then washes out to "
-            "one colour (the sheet above). Start from an example world or a photo: then it follows the keys.",
+            "* From nothing it draws no world: its first frame is a mosaic of noise, which becomes a smooth field of "
+            "about one colour with the player's marker on it, and no picture or sprite appears (the sheet above). Start "
+            "from an example world or a photo: then it follows the keys.",
             f"* Trained for {minutes:.0f} minutes on one CPU thread: it moves slower than the truth (motion ratio above), its frames lose "
             "detail as they go (the PSNR per frame above), sprites are smudges more than shapes, and what enters at the "
             "edge of the view is guessed, not remembered. Its training runs are in `docs/world.md`.", ""]
 
 
-def write_card(weights: str, study_path: str, arm: str, world_path: str, play_path: str, continued: str | None = None) -> str:
-    """``continued``: the record of the run that continued the arm (a JSON of the shipped checkpoint's ``step``,
+def write_card(weights: str, study_path: str, arm: str, world_path: str, play_path: str, continued=()) -> str:
+    """``continued``: the records of the runs that continued the arm, in order (each a JSON of its checkpoint's ``step``,
     ``elapsed`` seconds and ``args``, as in its ``state.json``), relative to the repository."""
     config, sampler = _load(os.path.join(weights, "config.json")), _load(os.path.join(weights, "sampler.json"))
     world, play, study = _load(world_path), _load(play_path), _load(study_path)
-    run = _load(os.path.join(REPOSITORY, continued)) if continued else None
-    minutes = (study["trained"][arm]["elapsed"] + (run["elapsed"] if run else 0)) / 60
-    lines = (header(config, sampler, study, arm, run, continued or "") + action_section(world) + from_nothing_section(world) + play_section(play)
-             + limits_section(minutes))
+    runs = [(_load(os.path.join(REPOSITORY, record)), record) for record in continued]
+    minutes = (study["trained"][arm]["elapsed"] + sum(run["elapsed"] for run, _ in runs)) / 60
+    lines = (header(config, sampler, study, arm, runs) + action_section(world) + from_nothing_section(world)
+             + play_section(play) + limits_section(minutes))
     path = os.path.join(weights, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -137,8 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--arm", required=True, help="the study arm these weights are")
     p.add_argument("--world", required=True, help="bench.world's JSON, with --rollout")
     p.add_argument("--play", required=True, help="bench.play's JSON")
-    p.add_argument("--continued", help="the record of the run that continued the arm: its shipped checkpoint's step, "
-                                       "elapsed and args (studies/world-long/shipped_checkpoint.json)")
+    p.add_argument("--continued", nargs="*", default=[], help="the records of the runs that continued the arm, in order: "
+                   "each checkpoint's step, elapsed and args (studies/world-long/checkpoint_13100.json ...)")
     args = p.parse_args(argv)
     print(write_card(args.weights, args.study, args.arm, args.world, args.play, args.continued))
     return 0

@@ -90,5 +90,5 @@ def test_the_bundled_world_model_loads_and_its_card_is_its_measurements():
         again = open(write_card(tmp, os.path.join(ROOT, "studies", "world3", "results.json"), "world32-kernel",
                                 os.path.join(ROOT, "bench", "results", "world.json"),
                                 os.path.join(ROOT, "bench", "results", "play.json"),
-                                "studies/world-long/shipped_checkpoint.json")).read()
+                                ["studies/world-long/checkpoint_13100.json", "studies/world-blur/shipped_checkpoint.json"])).read()
     assert card == again, "weights/world/README.md is stale: python -m release.world_card ... (its docstring)"

@@ -10,6 +10,22 @@ from msc.play_app import CONTEXT_FRAMES, MAX_API_GAMES, PlayTab, photo_tensor
 from msc.world import ACTIONS
 
 
+def screen_pixels(html: str) -> np.ndarray:
+    """The pixels of the PNG inside the tab's screen (``msc.play_app.screen_html``)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def frame_pixels(frame) -> np.ndarray:
+    return ((frame.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
 @pytest.fixture(scope="module")
 def tab(tmp_path_factory):
     return PlayTab(perturbed_tiny(prior="previous_frame", actions=len(ACTIONS)), out_dir=str(tmp_path_factory.mktemp("play")))
@@ -18,11 +34,12 @@ def tab(tmp_path_factory):
 @pytest.mark.parametrize("source", ["nothing", "example", "photo"])
 def test_a_game_starts_from_each_source_and_steps_one_frame_per_action(tab, source):
     photo = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
-    game, image, status = tab.start(source, 3, photo)
+    game, screen, status = tab.start(source, 3, photo)
     first = 1 if source == "nothing" else CONTEXT_FRAMES
-    assert len(game.player) == first and image.shape == (64, 64, 3) and f"frame {first}" in status
+    assert len(game.player) == first and f"frame {first}" in status
+    assert np.array_equal(screen_pixels(screen), frame_pixels(game.player.frames[-1][0]))  # the frame itself, lossless
     for action in ("left", "right", "none"):
-        game, image, status = tab.press(game, action)
+        game, screen, status = tab.press(game, action)
     assert len(game.player) == first + 3 and "frames/s" in status and "action to frame" in status and "Low-Res share" in status
     assert tab.download(game).endswith(".mp4")
 
@@ -99,9 +116,10 @@ def test_a_held_key_streams_frames_of_the_game(tab):
     played = tab.play_keys(game, Request())
     for _ in range(3):  # the key is held (the page says so again before each frame): frames keep coming
         tab.key_down("left", Request())
-        game, image, status = next(played)
+        game, screen, status = next(played)
     tab.key_up(Request())
-    assert list(played) == [] and len(game.player) == CONTEXT_FRAMES + 3 and image.shape == (64, 64, 3)
+    assert list(played) == [] and len(game.player) == CONTEXT_FRAMES + 3
+    assert np.array_equal(screen_pixels(screen), frame_pixels(game.player.frames[-1][0]))
     tab.key_handler("right")(Request())
     tab.key_up(Request())
     assert len(list(tab.play_keys(game, Request()))) == 1  # a press: one frame
