@@ -160,7 +160,7 @@ def setting_control(f, value, grid: int):
 # events (generations, light cones, a button pressed in the Play tab) wait their turn in a bounded queue. Over it a
 # request is answered 429 at the door, before Gradio reads it, so a client in a loop of refused requests costs the
 # process microseconds a request instead of Gradio's handling of each (bench.abuse --refused measures it)
-CLIENT_LIMITS = {"upload": (4.0, 32), "direct": (10.0, 40), "queued": (60.0, 120)}
+CLIENT_LIMITS = {"upload": (4.0, 32), "direct": (5.0, 20), "queued": (60.0, 120)}
 
 
 def route_kind(path: str):

@@ -46,7 +46,7 @@ KEYS = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown"
 # the key stays down (the keyboard's own repeats are ignored); the keyup, or the page losing the focus, clicks the
 # hidden "release" button. A held key the server hears nothing of for HELD_KEY_SECONDS counts as released, so a lost keyup
 # (or one that overtakes its keydown) stops the play within that time.
-HOLD_REFRESH_MS, HELD_KEY_SECONDS = 200, 0.6
+HOLD_REFRESH_MS, HELD_KEY_SECONDS = 300, 1.0
 KEYBOARD_HEAD = """<script>
 (() => {
   const keys = %s;
