@@ -224,14 +224,16 @@ class PacedSlots:
         self._next_start = 0.0  # time.monotonic() of the earliest next start
         self._lock = threading.Lock()
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, timeout: float) -> float:
+        """Wait for a slot (at most ``timeout`` s) and then for this start's turn: its start time (``time.monotonic()``,
+        never before it returns), or 0.0 when no slot came free in time."""
         if not self._free.acquire(timeout=timeout):
-            return False
+            return 0.0
         with self._lock:
             start = max(time.monotonic(), self._next_start)
             self._next_start = start + self._interval
         time.sleep(max(0.0, start - time.monotonic()))  # this request's turn: pacing, not synchronisation
-        return True
+        return start
 
     def release(self) -> None:
         self._free.release()

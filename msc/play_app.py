@@ -122,6 +122,44 @@ class Keys:
             self.held, self.playing = None, False
 
 
+class Keyboards:
+    """The :class:`Keys` of every browser tab, by its Gradio session (the least recently used forgotten beyond
+    ``most``), and the handlers of the page's key events."""
+
+    def __init__(self, most: int = 4 * MAX_API_GAMES):
+        self.most, self.lock = most, threading.Lock()
+        self.tabs: "OrderedDict[str, Keys]" = OrderedDict()
+
+    def of(self, request: Optional[gr.Request]) -> Keys:
+        session = getattr(request, "session_hash", None) or "local"
+        with self.lock:
+            keys = self.tabs.setdefault(session, Keys())
+            self.tabs.move_to_end(session)
+            while len(self.tabs) > self.most:
+                self.tabs.popitem(last=False)
+        return keys
+
+    def down(self, action: str, request: gr.Request = None) -> None:
+        """A key is down: one frame of its action when newly pressed, and more while it stays down."""
+        try:
+            index = check_action(action)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        self.of(request).down(index)
+
+    def up(self, request: gr.Request = None) -> None:
+        """The key went up: the frames of the keys pressed are still made, then the play stops."""
+        self.of(request).up()
+
+    def handler(self, action: str):
+        """The handler of ``action``'s key going down (Gradio passes the request to a function that names it)."""
+
+        def down(request: gr.Request = None) -> None:
+            self.down(action, request)
+
+        return down
+
+
 class Game:
     """A player and the clocks of its readouts."""
 
@@ -152,7 +190,7 @@ class PlayTab:
         self.model, self.settings = model, settings
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="msc-play-")
         self.api_games: "OrderedDict[str, Game]" = OrderedDict()
-        self.keys: "OrderedDict[str, Keys]" = OrderedDict()  # browser session -> its keyboard (the most recent kept)
+        self.keyboards = Keyboards()  # each browser tab's keys
         self.lock = threading.Lock()
         # the Low-Res share of every layer at the noise levels a frame steps through (the same for every frame)
         from msc.diffusion import noise_levels
@@ -226,33 +264,10 @@ class PlayTab:
             raise gr.Error(str(err), print_exception=False) from None
         return self.shown(game, frame)
 
-    def tab_keys(self, request: Optional[gr.Request]) -> Keys:
-        """The keyboard of the tab that sent ``request`` (one per browser session; the oldest forgotten beyond
-        :data:`MAX_API_GAMES` × 4 tabs)."""
-        session = getattr(request, "session_hash", None) or "local"
-        with self.lock:
-            keys = self.keys.setdefault(session, Keys())
-            self.keys.move_to_end(session)
-            while len(self.keys) > 4 * MAX_API_GAMES:
-                self.keys.popitem(last=False)
-        return keys
-
-    def key_down(self, action: str, request: gr.Request = None) -> None:
-        """A key is down: one frame of its action when newly pressed, and more while it stays down."""
-        try:
-            index = check_action(action)
-        except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        self.tab_keys(request).down(index)
-
-    def key_up(self, request: gr.Request = None) -> None:
-        """The key went up: the frames of the keys pressed are still made, then the play stops."""
-        self.tab_keys(request).up()
-
     def play_keys(self, game: Optional[Game], request: gr.Request = None):
         """A generator: frames of ``game`` from the tab's keys (:meth:`Keys.next_action`), at most
         :data:`HELD_KEY_FPS` a second, until no key is pressed or held; returns at once if another one plays them."""
-        keys = self.tab_keys(request)
+        keys = self.keyboards.of(request)
         if game is None:
             keys.stop()
             raise gr.Error("press Start first.", print_exception=False)
@@ -275,14 +290,6 @@ class PlayTab:
                 raise gr.Error(str(err), print_exception=False) from None
             shown = True
             yield self.shown(game, frame)
-
-    def key_handler(self, action: str):
-        """The handler of ``action``'s key going down (Gradio passes the request to a function that names it)."""
-
-        def down(request: gr.Request = None) -> None:
-            self.key_down(action, request)
-
-        return down
 
     def download(self, game: Optional[Game]):
         if game is None:
@@ -382,11 +389,11 @@ class PlayTab:
                 key_buttons = {name: gr.Button(elem_id=f"play-key-{name}") for name in buttons}
                 key_up = gr.Button(elem_id="play-key-release")
             for name, button in key_buttons.items():
-                button.click(self.key_handler(name), None, None, api_visibility="private",
+                button.click(self.keyboards.handler(name), None, None, api_visibility="private",
                              queue=False, show_progress="hidden").then(
                     self.play_keys, [game], [game, screen, status], api_visibility="private", concurrency_limit=1,
                     concurrency_id="sampler", show_progress="hidden")
-            key_up.click(self.key_up, None, None, api_visibility="private", queue=False, show_progress="hidden")
+            key_up.click(self.keyboards.up, None, None, api_visibility="private", queue=False, show_progress="hidden")
             save.click(self.download, [game], [video], api_visibility="private", queue=False)
             with gr.Row(visible=False):  # the play API, no UI
                 api_source = gr.Textbox(label="source", value="nothing")

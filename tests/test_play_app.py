@@ -110,23 +110,23 @@ def test_a_held_key_streams_frames_of_the_game(tab):
         session_hash = "tab-keys"
 
     game, _, _ = tab.start("example", 2, None)
-    keys = tab.tab_keys(Request())
-    assert isinstance(keys, Keys) and tab.tab_keys(Request()) is keys
-    tab.key_down("left", Request())
+    keys = tab.keyboards.of(Request())
+    assert isinstance(keys, Keys) and tab.keyboards.of(Request()) is keys
+    tab.keyboards.down("left", Request())
     played = tab.play_keys(game, Request())
     for _ in range(3):  # the key is held (the page says so again before each frame): frames keep coming
-        tab.key_down("left", Request())
+        tab.keyboards.down("left", Request())
         game, screen, status = next(played)
-    tab.key_up(Request())
+    tab.keyboards.up(Request())
     assert list(played) == [] and len(game.player) == CONTEXT_FRAMES + 3
     assert np.array_equal(screen_pixels(screen), frame_pixels(game.player.frames[-1][0]))
-    tab.key_handler("right")(Request())
-    tab.key_up(Request())
+    tab.keyboards.handler("right")(Request())
+    tab.keyboards.up(Request())
     assert len(list(tab.play_keys(game, Request()))) == 1  # a press: one frame
     assert all(out is gr.skip() or out == gr.skip() for out in next(tab.play_keys(game, Request())))  # nothing to play
     with pytest.raises(gr.Error, match="action must be one of"):
-        tab.key_down("jump", Request())
-    tab.key_down("up", Request())
+        tab.keyboards.down("jump", Request())
+    tab.keyboards.down("up", Request())
     with pytest.raises(gr.Error, match="press Start first"):
         list(tab.play_keys(None, Request()))
-    assert tab.tab_keys(Request()).next_action() is None  # the keys of a failed play are forgotten
+    assert tab.keyboards.of(Request()).next_action() is None  # the keys of a failed play are forgotten
