@@ -4,8 +4,9 @@ Each browser tab holds its own :class:`msc.play.Player` (in ``gr.State``: a tab'
 another client); API clients get a session id (``/play_start``) and send one action per call (``/play_step``) or a
 sequence (``/play_stream``), their games bounded in number and idle time. In the browser a key pressed is one frame
 and a key held is a stream of frames: keydown and keyup only change what the tab holds (:class:`Keys`), and one
-generator makes frames from it for as long as a key is held, with no round trip per frame. Every frame is generated when its action arrives, chunks of one
-frame, through the kept KV cache (:mod:`msc.play`), so a frame costs the same at step 1 and step 1000.
+generator makes frames from it for as long as a key is held, with no round trip per frame. Every frame is generated
+when its action arrives, chunks of one frame, through the kept KV cache (:mod:`msc.play`), so a frame costs the same
+at step 1 and step 1000.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ KEYS = {"ArrowLeft": "left", "ArrowRight": "right", "ArrowUp": "up", "ArrowDown"
 # The arrow keys drive the tab (when the Play tab is shown and no text field has the focus): a keydown clicks the
 # key's hidden button (a frame, and frames for as long as it is held), and clicks it again every HOLD_REFRESH_MS while
 # the key stays down (the keyboard's own repeats are ignored); the keyup, or the page losing the focus, clicks the
-# hidden "release" button. A held key the server hears nothing of for HELD_KEY_SECONDS counts as released, so a lost keyup
-# (or one that overtakes its keydown) stops the play within that time.
+# hidden "release" button. A held key the server hears nothing of for HELD_KEY_SECONDS counts as released, so a lost
+# keyup (or one that overtakes its keydown) stops the play within that time.
 HOLD_REFRESH_MS, HELD_KEY_SECONDS = 300, 1.0
 KEYBOARD_HEAD = """<script>
 (() => {
