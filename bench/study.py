@@ -118,7 +118,7 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
             row = (f"| {arm} | {slug.replace('_', ' ')} | {logs[arm]['step']} | {s['true actions']['psnr']:.2f} | "
                    f"{s['other actions']['psnr']:.2f} | {s['copy-last']['psnr']:.2f} | {r['gap_other_actions_db']:+.2f} | "
                    f"{r['gap_copy_last_db']:+.2f} |")
-            if "from_nothing" in r:
+            if rollout:  # every arm of a study is scored alike
                 n = r["from_nothing"]
                 row += f" {n['colour_drift']:.3f} | {n['sharpness_ratio']:.2f} | {n['motion_kept']:.2f} |"
             lines.append(row)

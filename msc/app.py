@@ -146,12 +146,13 @@ def main(argv=None) -> int:
     demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
     evict_unread_when_full(demo)
-    from msc.play_app import KEYBOARD_HEAD
-
     from starlette.middleware import Middleware
 
+    from msc.play_app import KEYBOARD_HEAD
+
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                app_kwargs={"middleware": [Middleware(ClientRateLimit)]}, show_error=True, footer_links=["api"], head=KEYBOARD_HEAD if app.play is not None else None)
+                app_kwargs={"middleware": [Middleware(ClientRateLimit)]}, show_error=True, footer_links=["api"],
+                head=KEYBOARD_HEAD if app.play is not None else None)
     return 0
 
 

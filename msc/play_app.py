@@ -11,6 +11,8 @@ at step 1 and step 1000.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import tempfile
 import threading
@@ -22,6 +24,7 @@ from typing import Optional
 import gradio as gr
 import numpy as np
 import torch
+from PIL import Image
 
 from msc.play import Player
 from msc.sampling import SamplerSettings
@@ -422,14 +425,9 @@ SCREEN_PIXELS = 288  # the tab's screen, whatever the model's frame size (enlarg
 def screen_html(frame: Optional[torch.Tensor]) -> str:
     """The tab's screen showing ``frame`` ``[3, S, S]`` in [-1, 1] (``None``: an empty screen) as an ``<img>`` whose
     source is the frame's own PNG, inline."""
-    import base64
-    import io
-
-    from PIL import Image
-
     if frame is None:
         return f'<div style="width:{SCREEN_PIXELS}px;height:{SCREEN_PIXELS}px;background:#222"></div>'
-    pixels = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    pixels = live_frame(frame, 1, mark=False)  # [S, S, 3] uint8: the model's own pixels
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="png", compress_level=1)
     data = base64.b64encode(png.getvalue()).decode()
