@@ -104,14 +104,15 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
     """A world study: action following of every arm at every sampler setting (:mod:`bench.world`), and its videos from
     nothing where the study asked for them (``--rollout``)."""
     first = next(iter(next(iter(scored.values())).values()))
-    rollout = "from_nothing" in first
+    rollout, continued = "from_nothing" in first, "from_context" in first
     lines = [f"{first['episodes']} held-out episodes, {first['context']} context frames and {first['frames']} generated under "
              "random actions; PSNR against the engine's rollout"
              + (f"; from nothing: {first['from_nothing']['seeds']} videos of {first['from_nothing']['frames']} frames" if rollout else ""),
              "",
              "| arm | sampler | steps trained | true actions (dB) | other actions (dB) | copy-last (dB) | true - other | true - copy-last |"
-             + (" from nothing: colour drift | sharpness ratio | motion kept |" if rollout else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if rollout else "")]
+             + (" from nothing: colour drift | sharpness ratio | motion kept |" if rollout else "")
+             + (" from context: colour drift | sharpness ratio | motion kept |" if continued else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if rollout else "") + ("---|---|---|" if continued else "")]
     for arm, reports in scored.items():
         for slug, r in reports.items():
             s = r["scores"]
@@ -121,6 +122,9 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
             if rollout:  # every arm of a study is scored alike
                 n = r["from_nothing"]
                 row += f" {n['colour_drift']:.3f} | {n['sharpness_ratio']:.2f} | {n['motion_kept']:.2f} |"
+            if continued:
+                c = r["from_context"]
+                row += f" {c['colour_drift']:.3f} | {c['sharpness_ratio']:.2f} | {c['motion_kept']:.2f} |"
             lines.append(row)
     return "\n".join(lines) + "\n"
 

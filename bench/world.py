@@ -17,7 +17,9 @@ The bar (the world-model issue): true actions at least 3 dB above other actions 
 the Play tab plays (:class:`msc.play.Player`, one frame per action): the colour drift of the last 32 frames
 against the first 8 (bar ≤ 0.05), their sharpness against the first 8's (bar 0.8–1.25×), and whether they still
 move (mean |Δframe| over the last 32 against the first 32's; bar ≥ half). ``--sheet PATH``: those videos as a
-contact sheet (every 8th of the first 64 frames, then every 32nd), for the card.
+contact sheet (every 8th of the first 64 frames, then every 32nd), for the card. The same rollout from the first
+``--context`` frames of held-out episodes is scored beside it (``from_context``): how a video holds up once it has a
+world to continue, apart from the first frame it must draw from nothing. ``--rollout-seeds``: videos of each kind.
 """
 
 from __future__ import annotations
@@ -76,20 +78,26 @@ def action_following(model, episodes: int = 32, context: int = 8, frames: int = 
             "met": gap_actions >= ACTION_BAR_DB and gap_frozen >= ACTION_BAR_DB, "seconds": seconds}
 
 
-def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSettings = None) -> dict:
+def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSettings = None,
+                         start: tuple = None) -> dict:
     """Videos from nothing under random actions, ``frames`` long (see the module docstring); ``videos`` ``[N, T, 3, S, S]``
-    is returned for the sheet."""
+    is returned for the sheet. ``start`` ``(clips [N, K, 3, S, S], actions [N, K])`` (``N`` ≥ ``seeds``): the videos
+    continue those held-out frames instead (:func:`held_out_episodes`), scored against them the same way: the rollout
+    alone, without the first frame a video from nothing must draw."""
     from msc.evaluate import COLOUR_TOLERANCE, STABILITY_WINDOW, colour_means
     from msc.metrics import sharpness
     from msc.play import Player
 
     sampler = sampler or SamplerSettings(steps=2, chunk=1)
     videos = []
-    start = time.time()
+    began = time.time()
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed + 4242)
-        player = Player(model, None, None, replace(sampler, seed=seed))  # its first frame: from nothing, the no-op
-        for action in random_actions(frames - 1, g).tolist():
+        if start is None:
+            player = Player(model, None, None, replace(sampler, seed=seed))  # its first frame: from nothing, the no-op
+        else:
+            player = Player(model, start[0][seed : seed + 1], start[1][seed : seed + 1], replace(sampler, seed=seed))
+        for action in random_actions(frames - len(player.frames), g).tolist():
             player.step(action)
         videos.append(player.video()[0].cpu())
     video = torch.stack(videos)  # [N, T, 3, S, S]
@@ -99,7 +107,7 @@ def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: Samp
     early = float(motion(video[:, :STABILITY_WINDOW]).mean())
     moving = float(motion(last).mean()) / early if early > STILL else 0.0  # a still video from nothing does not move
     return {"frames": frames, "seeds": seeds, "colour_drift": drift, "sharpness_ratio": sharp, "motion_kept": moving,
-            "met": drift <= COLOUR_TOLERANCE and 0.8 <= sharp <= 1.25 and moving >= 0.5, "seconds": time.time() - start,
+            "met": drift <= COLOUR_TOLERANCE and 0.8 <= sharp <= 1.25 and moving >= 0.5, "seconds": time.time() - began,
             "videos": video}
 
 
@@ -133,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--chunk", type=int, default=1)
     p.add_argument("--rollout", type=int, default=0, help="frames of the videos from nothing (0: none; the bar: 256)")
+    p.add_argument("--rollout-seeds", type=int, default=2, help="with --rollout: videos of each kind")
     p.add_argument("--sheet", help="with --rollout: a contact sheet of those videos (PNG)")
     p.add_argument("--json")
     p.add_argument("--threads", type=int, default=0)
@@ -152,14 +161,18 @@ def main(argv=None) -> int:
     report = action_following(model, args.episodes, args.context, args.frames, sampler, photos)
     print(format_table(report))
     if args.rollout:
-        rollout = from_nothing_rollout(model, args.rollout, sampler=sampler)
+        rollout = from_nothing_rollout(model, args.rollout, args.rollout_seeds, sampler)
         videos = rollout.pop("videos")
         if args.sheet:
             rollout["sheet"] = write_rollout_sheet(args.sheet, videos)
         report["from_nothing"] = rollout
-        print(f"from nothing, {args.rollout} frames under random actions ({rollout['seeds']} videos): colour drift "
-              f"{rollout['colour_drift']:.3f} (bar 0.05), sharpness {rollout['sharpness_ratio']:.2f}x the first frames' "
-              f"(bar 0.8-1.25), motion kept {rollout['motion_kept']:.2f} (bar 0.5): {'met' if rollout['met'] else 'not met'}")
+        starts = held_out_episodes(args.rollout_seeds, args.context, model.config.image_size, photos)
+        report["from_context"] = from_context = from_nothing_rollout(model, args.rollout, args.rollout_seeds, sampler, starts)
+        from_context.pop("videos")
+        for name, r in (("from nothing", rollout), (f"from {args.context} held-out frames", from_context)):
+            print(f"{name}, {args.rollout} frames under random actions ({r['seeds']} videos): colour drift "
+                  f"{r['colour_drift']:.3f} (bar 0.05), sharpness {r['sharpness_ratio']:.2f}x the first frames' "
+                  f"(bar 0.8-1.25), motion kept {r['motion_kept']:.2f} (bar 0.5): {'met' if r['met'] else 'not met'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -268,7 +268,8 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
 
 def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                            distribution: str = "uniform", return_prefix: bool = False,
-                           no_prefix: Optional[torch.Tensor] = None, shared_level_prob: float = 0.0):
+                           no_prefix: Optional[torch.Tensor] = None, shared_level_prob: float = 0.0,
+                           prefix_length: Optional[int] = None):
     """``[B, T]`` independent per-frame noise levels for training.
 
     Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
@@ -279,7 +280,8 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     ``[B, T]`` bool mask of those prefix frames. ``no_prefix`` ``[B]`` bool: samples that never get one.
     ``shared_level_prob``: the fraction of samples whose frames after the prefix all share one level (the last
     frame's draw), as the chunk-by-chunk sampler denoises a chunk after the context together (its random numbers are
-    drawn after the others: at 0 the levels are the same as without it).
+    drawn after the others: at 0 the levels are the same as without it). ``prefix_length``: every sample gets a prefix
+    of exactly that many frames (its random numbers are drawn as without it, then overridden).
     """
     if distribution not in LEVEL_DISTRIBUTIONS:
         raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
@@ -291,6 +293,10 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     use_prefix = torch.rand(batch, generator=generator) < clean_prefix_prob
     if no_prefix is not None:
         use_prefix &= ~no_prefix
+    if prefix_length is not None:
+        if not 1 <= prefix_length < frames:
+            raise ValueError(f"a forced prefix must leave a frame after it: 1 <= prefix_length < {frames}, got {prefix_length}.")
+        prefix, use_prefix = torch.full_like(prefix, prefix_length), torch.ones_like(use_prefix)
     low = 0.1 * torch.rand(batch, frames, generator=generator)
     in_prefix = use_prefix[:, None] & (torch.arange(frames)[None] < prefix[:, None])
     levels = torch.where(in_prefix, low, t)
@@ -385,7 +391,7 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
                    from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0,
                    actions: Optional[torch.Tensor] = None, anchor_error_strength: float = 0.0,
-                   context_blur: float = 0.0) -> torch.Tensor:
+                   context_blur: float = 0.0, own_context: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -403,18 +409,31 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     ``frame_loss``: how each frame's error counts (:func:`velocity_loss`). ``shared_level_prob``: the fraction of
     clips whose frames after the context share one noise level (:func:`sample_training_levels`). ``actions`` ``[B, T]``:
     the action that led to each frame (a world model). ``anchor_error_strength`` > 0: each pixel's error weighted by how
-    wrong the anchor is there (:func:`anchor_error_weight`)."""
+    wrong the anchor is there (:func:`anchor_error_weight`).
+
+    ``own_context`` ``[B, P, C, H, W]`` (a prior with anchors): the clips' first ``P`` frames as the model itself
+    continued them (:func:`msc.train.own_rollout`: the true first frames, then its own generated ones). They are the
+    context of every clip (the nearly clean prefix, not scored, no clip from nothing), and the frames after them, anchored
+    on them, learn to continue towards the truth ``x0`` from the errors the model really makes, which a long rollout
+    otherwise compounds (the exposure bias of teacher forcing; scheduled sampling, Bengio et al. 2015; Self Forcing,
+    Huang et al. 2025). The kernels' own regression still sees the true frames."""
     b, t = x0.shape[:2]
     denoiser = Denoiser.around(model)
+    if own_context is not None and denoiser.config.prior == "none":
+        raise ValueError("own_context continues from the model's own frames through their anchors: it needs a prior.")
     nothing = torch.rand(b, generator=generator) < from_nothing_prob if from_nothing_prob > 0 else None  # [B]
+    if own_context is not None:
+        nothing = None  # every clip continues the model's own frames
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
-                                             no_prefix=nothing, shared_level_prob=shared_level_prob)
+                                             no_prefix=nothing, shared_level_prob=shared_level_prob,
+                                             prefix_length=None if own_context is None else own_context.shape[1])
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if denoiser.config.prior == "none":
         return velocity_loss(denoiser, x0, levels, noise, frame_loss=frame_loss, actions=actions)
     corrupted = context_corruption > 0 or context_blur > 0
-    seen = corrupt_context(x0, context, generator, context_corruption, context_blur) if corrupted else x0  # [B, T, C, H, W]
+    seen = x0 if own_context is None else torch.cat([own_context.to(x0.device, x0.dtype), x0[:, own_context.shape[1]:]], 1)
+    seen = corrupt_context(seen, context, generator, context_corruption, context_blur) if corrupted else seen  # [B, T, C, H, W]
     cuts = generator.get_state()  # the chunk cuts, drawn again below for the kernels' clean anchors
     anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:
@@ -430,7 +449,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         anchor = anchor.detach()
     weight = anchor_error_weight(x0, anchor, anchored, anchor_error_strength) if anchor_error_strength > 0 else None
     return kernel_loss + velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
-                                       scored=~context if corrupted else None, frame_loss=frame_loss, actions=actions,
+                                       scored=~context if corrupted or own_context is not None else None,
+                                       frame_loss=frame_loss, actions=actions,
                                        pixel_weight=weight)
 
 

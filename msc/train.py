@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,9 @@ from msc.data import FolderVideos, ProceduralVideos
 from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
 from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss
 from msc.model import CONFIGS, MSCModel, config_from_name
+from msc.sampling import SamplerSettings, sample_video
+
+OWN_CONTEXT_TRUE_FRAMES = 4  # --own-context-prob: the most true frames its rollouts start from
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,6 +174,40 @@ def initial_weights(folder: str) -> Dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------------
 
 
+def add_context_options(p: argparse.ArgumentParser) -> None:
+    """The options of what the model sees as context in training: the stand-ins for its own generated frames (noise,
+    blur, its own rollouts), clips from nothing, and how frames are weighted."""
+    p.add_argument("--context-corruption", type=float, default=0.0, metavar="MAX_STD",
+                   help="with the previous_frame prior: Gaussian noise (std drawn per clip in [0, MAX_STD]) on the nearly "
+                        "clean prefix frames, which then serve as context and anchors and are not scored (the errors of "
+                        "generated frames in long rollouts); 0 disables")
+    p.add_argument("--context-blur", type=float, default=0.0, metavar="MAX_SIGMA",
+                   help="with a prior: the nearly clean prefix frames are also blurred first (a Gaussian of standard "
+                        "deviation drawn per clip in [0, MAX_SIGMA] pixels), the detail generated frames lose, and not "
+                        "scored; 0 disables")
+    p.add_argument("--from-nothing-prob", type=float, default=0.0,
+                   help="with the previous_frame prior: fraction of clips trained as videos from nothing (no clean prefix, "
+                        "no anchors: every frame draws a whole picture), where otherwise only the frames before the first "
+                        "chunk cut do")
+    p.add_argument("--frame-loss", default="mse", choices=FRAME_LOSSES,
+                   help="how each frame's error counts: its mean squared error, or its logarithm (every frame's relative "
+                        "error alike, as mean PSNR counts it)")
+    p.add_argument("--shared-level-prob", type=float, default=0.0,
+                   help="fraction of clips whose frames after the clean prefix share one noise level, as the chunk-by-chunk "
+                        "sampler denoises a chunk together (the others: an independent level per frame, Diffusion Forcing)")
+    p.add_argument("--anchor-error-weight", type=float, default=0.0, metavar="STRENGTH",
+                   help="with an anchored prior: weight each pixel's error by 1 + STRENGTH x the anchor's error there / its "
+                        "frame's mean (normalised per frame), so training goes where the anchor is wrong; 0 disables")
+    p.add_argument("--own-context-prob", type=float, default=0.0,
+                   help="with a prior: fraction of steps whose clips continue the model's own frames (1..4 true frames, "
+                        "then up to --own-context-frames the model generates from them, the context of every clip), "
+                        "towards the truth (scheduled sampling / Self Forcing: trained on the errors it makes); 0 disables")
+    p.add_argument("--own-context-frames", type=int, default=4,
+                   help="the most frames the model generates for --own-context-prob (at least 1)")
+    p.add_argument("--own-context-steps", type=int, default=2,
+                   help="denoising steps per frame of those generated frames (one frame at a time, as live play samples)")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="small", choices=sorted(CONFIGS), help="model size from the registry")
@@ -204,27 +241,7 @@ def parse_args(argv=None):
                         "comes first) and training ends with the final weights when it is used up; counts across --resume")
     p.add_argument("--clean-prefix-prob", type=float, default=0.25,
                    help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
-    p.add_argument("--context-corruption", type=float, default=0.0, metavar="MAX_STD",
-                   help="with the previous_frame prior: Gaussian noise (std drawn per clip in [0, MAX_STD]) on the nearly "
-                        "clean prefix frames, which then serve as context and anchors and are not scored (the errors of "
-                        "generated frames in long rollouts); 0 disables")
-    p.add_argument("--context-blur", type=float, default=0.0, metavar="MAX_SIGMA",
-                   help="with a prior: the nearly clean prefix frames are also blurred first (a Gaussian of standard "
-                        "deviation drawn per clip in [0, MAX_SIGMA] pixels), the detail generated frames lose, and not "
-                        "scored; 0 disables")
-    p.add_argument("--from-nothing-prob", type=float, default=0.0,
-                   help="with the previous_frame prior: fraction of clips trained as videos from nothing (no clean prefix, "
-                        "no anchors: every frame draws a whole picture), where otherwise only the frames before the first "
-                        "chunk cut do")
-    p.add_argument("--frame-loss", default="mse", choices=FRAME_LOSSES,
-                   help="how each frame's error counts: its mean squared error, or its logarithm (every frame's relative "
-                        "error alike, as mean PSNR counts it)")
-    p.add_argument("--shared-level-prob", type=float, default=0.0,
-                   help="fraction of clips whose frames after the clean prefix share one noise level, as the chunk-by-chunk "
-                        "sampler denoises a chunk together (the others: an independent level per frame, Diffusion Forcing)")
-    p.add_argument("--anchor-error-weight", type=float, default=0.0, metavar="STRENGTH",
-                   help="with an anchored prior: weight each pixel's error by 1 + STRENGTH x the anchor's error there / its "
-                        "frame's mean (normalised per frame), so training goes where the anchor is wrong; 0 disables")
+    add_context_options(p)
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -306,6 +323,17 @@ def check_recipe(args, config) -> None:
         raise ValueError("--anchor-error-weight weights by the anchor's error: it needs a prior with anchors (--set prior=...).")
     if not 0 <= args.shared_level_prob <= 1:
         raise ValueError(f"--shared-level-prob must be a probability in [0, 1], got {args.shared_level_prob}.")
+    if not 0 <= args.own_context_prob <= 1:
+        raise ValueError(f"--own-context-prob must be a probability in [0, 1], got {args.own_context_prob}.")
+    if args.own_context_prob and config.prior == "none":
+        raise ValueError("--own-context-prob continues from the model's own frames through their anchors: it needs a "
+                         "prior (--set prior=...).")
+    if args.own_context_prob and not 1 <= args.own_context_frames <= args.frames - OWN_CONTEXT_TRUE_FRAMES - 1:
+        raise ValueError(f"--own-context-frames must be in 1..{args.frames - OWN_CONTEXT_TRUE_FRAMES - 1} (--frames "
+                         f"{args.frames} less up to {OWN_CONTEXT_TRUE_FRAMES} true frames and one frame to learn), got "
+                         f"{args.own_context_frames}.")
+    if args.own_context_prob and args.own_context_steps < 1:
+        raise ValueError(f"--own-context-steps must be at least 1, got {args.own_context_steps}.")
     if args.from_nothing_prob and config.prior == "none":
         raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
                          "frame draws from nothing already.")
@@ -396,18 +424,44 @@ def training_batch(dataset, step: int, batch_size: int, rank: int, world: int, d
     return clips, actions
 
 
+@torch.no_grad()
+def own_rollout(args, model: MSCModel, clips: torch.Tensor, actions, step: int, rank: int) -> Optional[torch.Tensor]:
+    """For a fraction ``--own-context-prob`` of the steps, the context the model would have made itself: the first
+    ``k`` (1..:data:`OWN_CONTEXT_TRUE_FRAMES`) true frames of ``clips`` ``[B, T, C, H, W]``, then ``r``
+    (1..``--own-context-frames``) frames the model generates after them with the clips' own actions, one frame at a
+    time as live play does -> ``[B, k + r, C, H, W]`` (:func:`msc.diffusion.diffusion_loss`'s ``own_context``); ``None``
+    for the other steps. Its random numbers come from their own generator: the steps without it are unchanged."""
+    if not args.own_context_prob:
+        return None
+    gen = torch.Generator().manual_seed(args.seed * 1_000_033 + step * 2017 + rank)
+    if float(torch.rand((), generator=gen)) >= args.own_context_prob:
+        return None
+    k = int(torch.randint(1, OWN_CONTEXT_TRUE_FRAMES + 1, (), generator=gen))
+    r = int(torch.randint(1, args.own_context_frames + 1, (), generator=gen))
+    settings = SamplerSettings(steps=args.own_context_steps, chunk=1, seed=int(torch.randint(0, 2**31, (), generator=gen)))
+    was_training = model.training
+    model.eval()
+    try:
+        video = sample_video(model, clips[:, :k], r, settings, batch=clips.shape[0],
+                             actions=None if actions is None else actions[:, : k + r]).video  # [B, k + r, C, H, W]
+    finally:
+        model.train(was_training)
+    return torch.cat([clips[:, :k], video[:, k:].to(clips.device, clips.dtype)], dim=1)
+
+
 def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast):
     """One step on ``clips`` ``[B, T, C, H, W]`` (``actions`` ``[B, T]`` or ``None``): the diffusion loss
     (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), the clipped gradient step, the
     EMA. ``(loss, gradient norm)``."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
+    own_context = own_rollout(args, model, clips, actions, step, rank)
     with autocast:
         loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                               level_distribution=args.level_distribution, max_chunk=args.max_chunk,
                               context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
                               context_blur=args.context_blur,
                               frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
-                              anchor_error_strength=args.anchor_error_weight)
+                              anchor_error_strength=args.anchor_error_weight, own_context=own_context)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -82,6 +82,11 @@ def test_the_from_nothing_rollout_measures_drift_sharpness_and_motion(world_mode
     assert report["colour_drift"] >= 0 and report["sharpness_ratio"] > 0 and isinstance(report["met"], bool)
     sheet = Image.open(write_rollout_sheet(str(tmp_path / "sheet.png"), report["videos"]))
     assert sheet.size == (2 * 16 * 5, 2 * 16 * 2)  # frames 0, 8, ..., 32 of each video, pixels doubled
+    from bench.world import held_out_episodes
+
+    start = held_out_episodes(2, 8, 16)
+    continued = from_nothing_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1), start=start)
+    assert continued["videos"].shape == (2, 40, 3, 16, 16) and torch.equal(continued["videos"][:, :8], start[0])
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
@@ -159,3 +164,36 @@ def test_action_kernels_learn_a_camera_step():
         loss.backward()
         optimizer.step()
     assert int(learner.kernels(torch.zeros(1, dtype=torch.long))[0].argmax()) == 3 * 7 + 5
+
+
+def test_own_rollouts_are_the_models_frames_after_true_ones_and_train(tmp_path):
+    """``--own-context-prob``: a step's context is 1..4 true frames, then frames the model samples after them with the
+    clips' actions, one frame at a time (exactly :func:`sample_video`'s); a world model trains with it end to end."""
+    from argparse import Namespace
+
+    from msc.train import OWN_CONTEXT_TRUE_FRAMES, own_rollout
+
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS))
+    clips = random_context(10, seed=1).expand(2, -1, -1, -1, -1).contiguous()
+    actions = _actions(10, seed=3).expand(2, -1).contiguous()
+    args = Namespace(own_context_prob=1.0, own_context_frames=5, own_context_steps=2, seed=0)
+    lengths = set()
+    for step in range(6):
+        own = own_rollout(args, model, clips, actions, step, 0)
+        k = next(i for i in range(own.shape[1] + 1) if i == own.shape[1] or not torch.equal(own[:, i], clips[:, i]))
+        assert 1 <= k <= OWN_CONTEXT_TRUE_FRAMES and 1 <= own.shape[1] - k <= 5
+        lengths.add(own.shape[1])
+        again = own_rollout(args, model, clips, actions, step, 0)
+        assert torch.equal(own, again)  # a function of (seed, step, rank)
+    assert len(lengths) > 1 and model.training is False
+    seed_of = torch.Generator().manual_seed(0 * 1_000_033 + 5 * 2017)  # step 5's draws, in own_rollout's order
+    torch.rand((), generator=seed_of)
+    k, r = int(torch.randint(1, OWN_CONTEXT_TRUE_FRAMES + 1, (), generator=seed_of)), int(torch.randint(1, 6, (), generator=seed_of))
+    expected = sample_video(model, clips[:, :k], r, steps=2, chunk=1, batch=2, actions=actions[:, : k + r],
+                            seed=int(torch.randint(0, 2**31, (), generator=seed_of))).video
+    assert torch.equal(own, expected)
+    assert own_rollout(Namespace(own_context_prob=0.0), model, clips, actions, 0, 0) is None
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
+                "--frames", "6", "--batch-size", "2", "--steps", "2", "--no-progress", "--own-context-prob", "1",
+                "--own-context-frames", "1", "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()

@@ -321,3 +321,36 @@ def test_context_blur_blurs_only_the_context_and_leaves_the_noise_as_it_was():
     both = corrupt_context(x, context, torch.Generator().manual_seed(0), 0.1, max_blur=2.0)
     assert torch.equal(both[:, 2:], x[:, 2:])  # frames after the context: untouched
     assert not torch.allclose(both[:, :2], plain[:, :2])
+
+
+def test_a_forced_prefix_gives_every_clip_that_context_and_leaves_the_other_levels():
+    free = sample_training_levels(16, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.0)  # the same draws, no prefix
+    forced, context = sample_training_levels(16, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                             return_prefix=True, prefix_length=3)
+    assert context[:, :3].all() and not context[:, 3:].any()
+    assert (forced[:, :3] < 0.1).all() and torch.equal(forced[:, 3:], free[:, 3:])
+    with pytest.raises(ValueError, match="must leave a frame after it"):
+        sample_training_levels(2, 8, torch.Generator(), prefix_length=8)
+
+
+def test_own_context_is_all_the_model_sees_before_the_frames_it_learns():
+    """``own_context``: the model's own first frames replace the clip's as the context of every clip, they are not
+    scored, the frames after them are anchored on them and learn the truth; no clip is from nothing."""
+    model = MSCModel(config_from_name("tiny", prior="previous_frame", residual_std=0.1))
+    x = torch.cumsum(0.1 * torch.randn(4, 6, 3, 16, 16), dim=1).clamp(-1, 1)
+    own = (x[:, :3] + 0.2 * torch.randn(4, 3, 3, 16, 16)).clamp(-1, 1)  # [B, P, C, H, W]: "generated"
+    other_start = x.clone()
+    other_start[:, :3] = torch.rand(4, 3, 3, 16, 16)  # the true first frames: never seen
+    recorder = _Recorder(model)
+    loss = diffusion_loss(recorder, x, torch.Generator().manual_seed(3), max_chunk=1, from_nothing_prob=1.0, own_context=own)
+    anchor = recorder.anchors[0]
+    assert torch.equal(anchor[:, 3], own[:, 2]) and torch.equal(anchor[:, 4:], x[:, 3:-1])  # chunks of one frame
+    same = diffusion_loss(model, other_start, torch.Generator().manual_seed(3), max_chunk=1, from_nothing_prob=1.0,
+                          own_context=own)
+    assert torch.isfinite(loss) and torch.allclose(loss, same)
+    spoil = torch.zeros(4, 6)
+    spoil[:, :3] = 1.0  # a spoiled output on the context costs nothing
+    spoiled = diffusion_loss(_Recorder(model, spoil), x, torch.Generator().manual_seed(3), max_chunk=1, own_context=own)
+    assert torch.allclose(spoiled, diffusion_loss(model, x, torch.Generator().manual_seed(3), max_chunk=1, own_context=own))
+    with pytest.raises(ValueError, match="needs a prior"):
+        diffusion_loss(MSCModel(config_from_name("tiny")), x, torch.Generator(), own_context=own)

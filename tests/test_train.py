@@ -177,6 +177,9 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--from-nothing-prob", "1.5"], "must be a probability"),
     (["--from-nothing-prob", "0.5"], "needs the previous_frame prior"),
     (["--shared-level-prob", "-0.5"], "must be a probability"),
+    (["--own-context-prob", "2"], "must be a probability"),
+    (["--own-context-prob", "0.5"], "needs a prior"),
+    (["--own-context-prob", "0.5", "--set", "prior=previous_frame", "--frames", "8", "--own-context-frames", "4"], "must be in 1..3"),
 ])
 def test_training_options_reject_what_they_cannot_do(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
