@@ -104,15 +104,17 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
     """A world study: action following of every arm at every sampler setting (:mod:`bench.world`), and its videos from
     nothing where the study asked for them (``--rollout``)."""
     first = next(iter(next(iter(scored.values())).values()))
-    rollout, continued = "from_nothing" in first, "from_context" in first
+    rollout, continued, fvd = "from_nothing" in first, "from_context" in first, "from_nothing_fvd" in first
     lines = [f"{first['episodes']} held-out episodes, {first['context']} context frames and {first['frames']} generated under "
              "random actions; PSNR against the engine's rollout"
              + (f"; from nothing: {first['from_nothing']['seeds']} videos of {first['from_nothing']['frames']} frames" if rollout else ""),
              "",
              "| arm | sampler | steps trained | true actions (dB) | other actions (dB) | copy-last (dB) | true - other | true - copy-last |"
              + (" from nothing: colour drift | sharpness ratio | motion kept |" if rollout else "")
-             + (" from context: colour drift | sharpness ratio | motion kept |" if continued else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if rollout else "") + ("---|---|---|" if continued else "")]
+             + (" from context: colour drift | sharpness ratio | motion kept |" if continued else "")
+             + (" from nothing: FVD (engine, copy-first) |" if fvd else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if rollout else "") + ("---|---|---|" if continued else "")
+             + ("---|" if fvd else "")]
     for arm, reports in scored.items():
         for slug, r in reports.items():
             s = r["scores"]
@@ -125,6 +127,9 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
             if continued:
                 c = r["from_context"]
                 row += f" {c['colour_drift']:.3f} | {c['sharpness_ratio']:.2f} | {c['motion_kept']:.2f} |"
+            if fvd:
+                f = r["from_nothing_fvd"]
+                row += f" {f['fvd']:.0f} ({f['fvd_engine']:.0f}, {f['fvd_copy_first']:.0f}) |"
             lines.append(row)
     return "\n".join(lines) + "\n"
 

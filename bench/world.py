@@ -20,6 +20,9 @@ move (mean |Δframe| over the last 32 against the first 32's; bar ≥ half). ``-
 contact sheet (every 8th of the first 64 frames, then every 32nd), for the card. The same rollout from the first
 ``--context`` frames of held-out episodes is scored beside it (``from_context``): how a video holds up once it has a
 world to continue, apart from the first frame it must draw from nothing. ``--rollout-seeds``: videos of each kind.
+
+``--fvd N``: whether the videos from nothing look like the world at all (:func:`from_nothing_fvd`): the FVD of ``N``
+of them against ``N`` held-out episodes, with the engine's own episodes and a still world beside it.
 """
 
 from __future__ import annotations
@@ -111,6 +114,35 @@ def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: Samp
             "videos": video}
 
 
+FVD_FRAMES = 16  # the usual FVD clip length
+
+
+def from_nothing_fvd(model, count: int = 32, sampler: SamplerSettings = None, photos=(), seed: int = 0) -> dict:
+    """Does a video from nothing look like the world? ``count`` videos of :data:`FVD_FRAMES` frames from nothing under
+    random actions (one batch, the first frame drawn alone as the Play tab draws it) against as many held-out
+    episodes: their FVD (:mod:`msc.fvd`), beside the FVD of as many other held-out episodes (the engine against itself:
+    the floor at this count) and of copy-first (every episode's first frame held: a still world); and the generated
+    first frames' sharpness against the episodes' (a mosaic of blocks or a smooth field is far from 1)."""
+    from msc.fvd import FVD
+    from msc.i3d import load_i3d
+    from msc.metrics import sharpness
+
+    sampler = sampler or SamplerSettings(steps=2, chunk=1)
+    clips, _ = held_out_episodes(2 * count, FVD_FRAMES, model.config.image_size, photos)
+    reference, engine = clips[:count], clips[count:]
+    g = torch.Generator().manual_seed(seed + 777)
+    actions = torch.stack([torch.cat([torch.zeros(1, dtype=torch.long), random_actions(FVD_FRAMES - 1, g)])
+                           for _ in range(count)])  # [N, T]: the first frame's is the no-op
+    start = time.time()
+    video = sample_video(model, None, FVD_FRAMES, replace(sampler, seed=seed), batch=count, actions=actions).video
+    seconds = time.time() - start
+    fvd = FVD(load_i3d(), reference)
+    still = engine[:, :1].expand_as(engine)
+    return {"count": count, "frames": FVD_FRAMES, "fvd": fvd(video), "fvd_engine": fvd(engine), "fvd_copy_first": fvd(still),
+            "first_frame_sharpness": float(sharpness(video[:, 0]).mean() / sharpness(reference[:, 0]).mean()),
+            "seconds": seconds, "videos": video}
+
+
 def write_rollout_sheet(path: str, videos: torch.Tensor) -> str:
     """The rollout videos as a contact sheet: every 8th of the first 64 frames, then every 32nd."""
     from release.assets import write_contact_sheet
@@ -143,6 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--rollout", type=int, default=0, help="frames of the videos from nothing (0: none; the bar: 256)")
     p.add_argument("--rollout-seeds", type=int, default=2, help="with --rollout: videos of each kind")
     p.add_argument("--sheet", help="with --rollout: a contact sheet of those videos (PNG)")
+    p.add_argument("--fvd", type=int, default=0, metavar="N",
+                   help="FVD of N videos from nothing against N held-out episodes (needs python -m msc.i3d once; 0: none)")
     p.add_argument("--json")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
@@ -173,6 +207,12 @@ def main(argv=None) -> int:
             print(f"{name}, {args.rollout} frames under random actions ({r['seeds']} videos): colour drift "
                   f"{r['colour_drift']:.3f} (bar 0.05), sharpness {r['sharpness_ratio']:.2f}x the first frames' "
                   f"(bar 0.8-1.25), motion kept {r['motion_kept']:.2f} (bar 0.5): {'met' if r['met'] else 'not met'}")
+    if args.fvd:
+        report["from_nothing_fvd"] = r = from_nothing_fvd(model, args.fvd, sampler, photos)
+        r.pop("videos")
+        print(f"from nothing, {r['count']} videos of {r['frames']} frames: FVD {r['fvd']:.0f} against held-out episodes "
+              f"(other held-out episodes {r['fvd_engine']:.0f}, copy-first {r['fvd_copy_first']:.0f}); first frames' "
+              f"sharpness {r['first_frame_sharpness']:.2f}x the episodes'")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

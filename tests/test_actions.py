@@ -197,3 +197,17 @@ def test_own_rollouts_are_the_models_frames_after_true_ones_and_train(tmp_path):
                 "--frames", "6", "--batch-size", "2", "--steps", "2", "--no-progress", "--own-context-prob", "1",
                 "--own-context-frames", "1", "--out", str(tmp_path / "run")])
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_the_from_nothing_fvd_scores_videos_from_nothing_beside_the_engine_and_a_still_world(world_model, monkeypatch):
+    """``bench.world --fvd``: N videos from nothing (the first frame drawn alone, the no-op first) against N held-out
+    episodes, beside N other episodes and copy-first, through the FVD machinery (a stand-in feature network here: the
+    I3D port has its own tests)."""
+    import msc.i3d
+    from bench.world import FVD_FRAMES, from_nothing_fvd
+    from msc.sampling import SamplerSettings
+
+    monkeypatch.setattr(msc.i3d, "load_i3d", lambda: lambda x: x.mean(dim=(3, 4)).flatten(1))  # [b, 3 T] "logits"
+    report = from_nothing_fvd(world_model, count=3, sampler=SamplerSettings(steps=1, chunk=1, first_frame_steps=2))
+    assert report["videos"].shape == (3, FVD_FRAMES, 3, 16, 16) and torch.isfinite(report["videos"]).all()
+    assert min(report["fvd"], report["fvd_engine"], report["fvd_copy_first"]) >= 0 and report["first_frame_sharpness"] > 0

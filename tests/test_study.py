@@ -51,11 +51,12 @@ def test_a_world_study_table_has_a_column_per_rollout_kind_of_every_arm():
         rollout = {"seeds": 4, "frames": 256, "colour_drift": drift, "sharpness_ratio": 0.5, "motion_kept": 0.25}
         return {"episodes": 32, "context": 8, "frames": 16, "gap_other_actions_db": gap, "gap_copy_last_db": gap - 1,
                 "scores": {name: {"psnr": 20.0} for name in ("true actions", "other actions", "copy-last")},
-                "from_nothing": rollout, "from_context": dict(rollout, colour_drift=drift / 2)}
+                "from_nothing": rollout, "from_context": dict(rollout, colour_drift=drift / 2),
+                "from_nothing_fvd": {"fvd": 900.0, "fvd_engine": 300.0, "fvd_copy_first": 1200.0}}
 
     table = world_table({"control": {"steps_2": report(4.0, 0.2)}, "own": {"steps_2": report(3.5, 0.1)}},
                         {"control": {"step": 10}, "own": {"step": 9}})
     rows = [line for line in table.splitlines() if line.startswith("| control") or line.startswith("| own")]
     header = next(line for line in table.splitlines() if line.startswith("| arm"))
     assert header.count("|") == rows[0].count("|") == rows[1].count("|")
-    assert "from context: colour drift" in header and rows[1].endswith("| 0.100 | 0.50 | 0.25 | 0.050 | 0.50 | 0.25 |")
+    assert "from context: colour drift" in header and rows[1].endswith("| 0.100 | 0.50 | 0.25 | 0.050 | 0.50 | 0.25 | 900 (300, 1200) |")
