@@ -202,6 +202,10 @@ def add_context_options(p: argparse.ArgumentParser) -> None:
                    help="with a prior: fraction of steps whose clips continue the model's own frames (1..4 true frames, "
                         "then up to --own-context-frames the model generates from them, the context of every clip), "
                         "towards the truth (scheduled sampling / Self Forcing: trained on the errors it makes); 0 disables")
+    p.add_argument("--first-frame-prob", type=float, default=0.0,
+                   help="with a prior: fraction of steps that train every frame of the batch as the first frame of a "
+                        "video from nothing (each frame a clip of its own, the no-op action): B x T pictures drawn from "
+                        "noise where a video step has about one per clip; 0 disables")
     p.add_argument("--own-context-frames", type=int, default=4,
                    help="the most frames the model generates for --own-context-prob (at least 1)")
     p.add_argument("--own-context-steps", type=int, default=2,
@@ -332,6 +336,10 @@ def check_recipe(args, config) -> None:
         raise ValueError(f"--own-context-frames must be in 1..{args.frames - OWN_CONTEXT_TRUE_FRAMES - 1} (--frames "
                          f"{args.frames} less up to {OWN_CONTEXT_TRUE_FRAMES} true frames and one frame to learn), got "
                          f"{args.own_context_frames}.")
+    if not 0 <= args.first_frame_prob <= 1:
+        raise ValueError(f"--first-frame-prob must be a probability in [0, 1], got {args.first_frame_prob}.")
+    if args.first_frame_prob and config.prior == "none":
+        raise ValueError("--first-frame-prob trains frames without an anchor: without a prior every frame is one already.")
     if args.own_context_prob and args.own_context_steps < 1:
         raise ValueError(f"--own-context-steps must be at least 1, got {args.own_context_steps}.")
     if args.from_nothing_prob and config.prior == "none":
@@ -449,16 +457,33 @@ def own_rollout(args, model: MSCModel, clips: torch.Tensor, actions, step: int, 
     return torch.cat([clips[:, :k], video[:, k:].to(clips.device, clips.dtype)], dim=1)
 
 
+def first_frames(args, clips: torch.Tensor, actions, step: int, rank: int):
+    """For a fraction ``--first-frame-prob`` of the steps, every frame of ``clips`` ``[B, T, C, H, W]`` as a clip of its
+    own, ``[B*T, 1, C, H, W]``, with the no-op action (a video from nothing starts with it), to be trained from nothing:
+    ``(clips, actions, True)``; else the batch as it is, ``(clips, actions, False)``. A video from nothing must first draw
+    a whole picture from noise, which a video step trains on about one frame per clip (the frames before the first chunk
+    cut); these steps train on all of them. Its random numbers come from their own generator."""
+    if not args.first_frame_prob:
+        return clips, actions, False
+    gen = torch.Generator().manual_seed(args.seed * 1_000_037 + step * 3001 + rank)
+    if float(torch.rand((), generator=gen)) >= args.first_frame_prob:
+        return clips, actions, False
+    pictures = clips.flatten(0, 1)[:, None]  # [B*T, 1, C, H, W]
+    return pictures, None if actions is None else torch.zeros_like(actions.flatten(0, 1)[:, None]), True
+
+
 def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast):
     """One step on ``clips`` ``[B, T, C, H, W]`` (``actions`` ``[B, T]`` or ``None``): the diffusion loss
     (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), the clipped gradient step, the
     EMA. ``(loss, gradient norm)``."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
-    own_context = own_rollout(args, model, clips, actions, step, rank)
+    clips, actions, from_nothing = first_frames(args, clips, actions, step, rank)
+    own_context = None if from_nothing else own_rollout(args, model, clips, actions, step, rank)
     with autocast:
         loss = diffusion_loss(net, clips, gen, clean_prefix_prob=args.clean_prefix_prob,
                               level_distribution=args.level_distribution, max_chunk=args.max_chunk,
-                              context_corruption=args.context_corruption, from_nothing_prob=args.from_nothing_prob,
+                              context_corruption=args.context_corruption,
+                              from_nothing_prob=1.0 if from_nothing else args.from_nothing_prob,
                               context_blur=args.context_blur,
                               frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
                               anchor_error_strength=args.anchor_error_weight, own_context=own_context)

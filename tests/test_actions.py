@@ -211,3 +211,26 @@ def test_the_from_nothing_fvd_scores_videos_from_nothing_beside_the_engine_and_a
     report = from_nothing_fvd(world_model, count=3, sampler=SamplerSettings(steps=1, chunk=1, first_frame_steps=2))
     assert report["videos"].shape == (3, FVD_FRAMES, 3, 16, 16) and torch.isfinite(report["videos"]).all()
     assert min(report["fvd"], report["fvd_engine"], report["fvd_copy_first"]) >= 0 and report["first_frame_sharpness"] > 0
+
+
+def test_first_frame_steps_train_every_frame_as_a_picture_from_nothing(tmp_path):
+    """``--first-frame-prob``: a step's clips become one-frame clips with the no-op action, trained from nothing (no
+    anchor, every frame scored); the other steps are unchanged."""
+    from argparse import Namespace
+
+    from msc.diffusion import diffusion_loss
+    from msc.train import first_frames
+
+    clips, actions = random_context(4, seed=1).expand(2, -1, -1, -1, -1).contiguous(), _actions(4).expand(2, -1)
+    pictures, no_ops, from_nothing = first_frames(Namespace(first_frame_prob=1.0, seed=0), clips, actions, 0, 0)
+    assert from_nothing and torch.equal(pictures, clips.flatten(0, 1)[:, None]) and not no_ops.any()
+    assert no_ops.shape == (8, 1)
+    assert first_frames(Namespace(first_frame_prob=0.0, seed=0), clips, actions, 0, 0)[2] is False
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS))
+    loss = diffusion_loss(model, pictures, torch.Generator().manual_seed(0), clean_prefix_prob=1.0, from_nothing_prob=1.0,
+                          context_corruption=0.3, actions=no_ops)
+    assert torch.isfinite(loss)
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
+                "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--first-frame-prob", "1",
+                "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()

@@ -178,6 +178,8 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--from-nothing-prob", "0.5"], "needs the previous_frame prior"),
     (["--shared-level-prob", "-0.5"], "must be a probability"),
     (["--own-context-prob", "2"], "must be a probability"),
+    (["--first-frame-prob", "-1"], "must be a probability"),
+    (["--first-frame-prob", "0.5"], "without a prior"),
     (["--own-context-prob", "0.5"], "needs a prior"),
     (["--own-context-prob", "0.5", "--set", "prior=previous_frame", "--frames", "8", "--own-context-frames", "4"], "must be in 1..3"),
 ])
