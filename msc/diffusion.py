@@ -141,12 +141,19 @@ class ActionKernels(nn.Module):
     """A learned ``size × size`` kernel per action, each a softmax over its window (a convex combination of a pixel's
     neighbours), applied per channel to a frame; initialised close to the identity (the centre's logit
     :data:`IDENTITY_LOGIT`). The logits are ``scale ×`` the parameters so that Adam, whose steps are about the learning
-    rate, moves a kernel's mass across the window in hundreds of steps rather than thousands."""
+    rate, moves a kernel's mass across the window in hundreds of steps rather than thousands.
+
+    ``frame_size`` (``MSCConfig.action_keep_mask``): also a learned keep mask per action and pixel position, the share
+    of the pixel kept as it was, the rest taken from the kernel (CDNA's compositing masks, Finn et al. 2016, here fixed
+    in position): one kernel cannot both shift the picture and hold the marker in the middle of the view, which a move
+    does not move, so alone it settles on a blur of the two. The masks start at :data:`KEEP_START_LOGIT` (almost all
+    kernel)."""
 
     IDENTITY_LOGIT = 6.0
+    KEEP_START_LOGIT = -6.0
     SCALE = 20.0
 
-    def __init__(self, actions: int, size: int):
+    def __init__(self, actions: int, size: int, frame_size: Optional[int] = None):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"the action kernel size must be odd and positive, got {size}.")
@@ -154,6 +161,12 @@ class ActionKernels(nn.Module):
         weight = torch.zeros(actions, size * size)
         weight[:, size * size // 2] = self.IDENTITY_LOGIT / self.SCALE
         self.weight = nn.Parameter(weight)
+        self.keep = (None if frame_size is None else
+                     nn.Parameter(torch.full((actions, frame_size, frame_size), self.KEEP_START_LOGIT / self.SCALE)))
+
+    def keep_masks(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[N]`` long -> ``[N, 1, H, W]``: the share of each pixel kept as it was (``keep_mask`` models only)."""
+        return torch.sigmoid(self.SCALE * self.keep[actions])[:, None]
 
     def kernels(self, actions: torch.Tensor) -> torch.Tensor:
         """``[N]`` long -> ``[N, size, size]`` kernels summing to 1."""
@@ -167,7 +180,11 @@ class ActionKernels(nn.Module):
         pad = self.size // 2
         padded = nn.functional.pad(frames.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
         weight = k[:, None].expand(n, c, self.size, self.size).reshape(n * c, 1, self.size, self.size)
-        return nn.functional.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
+        moved = nn.functional.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
+        if self.keep is None:
+            return moved
+        kept = self.keep_masks(actions).to(frames.dtype)  # [N, 1, H, W]
+        return kept * frames + (1 - kept) * moved
 
     def rollout(self, last: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``last`` ``[B, C, H, W]`` and the actions of the frames after it ``[B, n]`` -> ``[B, n, C, H, W]``: frame

@@ -106,6 +106,9 @@ class MSCConfig:
     # the action_kernel prior's learned kernels (msc.diffusion.ActionKernels): their side in pixels, odd; a camera
     # step of up to (size - 1) / 2 pixels is one kernel
     action_kernel_size: int = 7
+    # the action_kernel prior's anchor also keeps a learned share of each pixel as it was, per action and position (what
+    # the camera does not move: the player's marker), ActionKernels' keep mask; False: the kernel alone everywhere
+    action_keep_mask: bool = False
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -398,7 +401,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         self.patch_embed = nn.Linear(config.channels * p * p, c)
         self.t_embed = TimestepEmbedder(c)
         self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
-        self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size)
+        self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size,
+                                             config.image_size if config.action_keep_mask else None)
                                if config.prior in KERNEL_PRIORS else None)  # the anchor's learned predictor
         self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
         self.final = FinalLayer(config)

@@ -169,6 +169,19 @@ def initial_weights(folder: str) -> Dict[str, torch.Tensor]:
     raise FileNotFoundError(f"--init-from: no ema.safetensors or model.safetensors in {folder}.")
 
 
+STARTS_FRESH = ("action_kernels.keep",)  # parameters a config may add to weights that lack them: they start as built
+
+
+def load_initial_weights(model: MSCModel, weights: Dict[str, torch.Tensor]) -> None:
+    """``weights`` into ``model`` exactly, except the parameters of :data:`STARTS_FRESH` that ``model``'s config adds and
+    ``weights`` lack (e.g. ``--set action_keep_mask=true`` on a model trained without it), which keep their initial
+    values: a new part of a model starts where a new model would."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    wrong = [k for k in missing if k not in STARTS_FRESH] + list(unexpected)
+    if wrong:
+        raise ValueError(f"--init-from: the weights do not fit this model's config (missing or unexpected: {wrong}).")
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
@@ -377,8 +390,8 @@ def restore(args, model, ema, optimizer):
         start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     elif args.init_from:
         weights = initial_weights(args.init_from)
-        model.load_state_dict(weights)
-        ema.load_state_dict(weights)
+        for net in (model, ema):
+            load_initial_weights(net, weights)
     return ckpt, kept, source, start_step, elapsed_before
 
 

@@ -234,3 +234,51 @@ def test_first_frame_steps_train_every_frame_as_a_picture_from_nothing(tmp_path)
                 "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress", "--first-frame-prob", "1",
                 "--out", str(tmp_path / "run")])
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_a_keep_mask_holds_what_the_camera_does_not_move():
+    """``action_keep_mask``: each pixel is its keep share of the frame as it was plus the rest of the kernel's output;
+    the masks start almost all kernel; a world model with them samples and plays as exactly as without."""
+    from msc.diffusion import ActionKernels
+    from msc.play import Player
+    from msc.sampling import SamplerSettings
+
+    kernels = ActionKernels(len(ACTIONS), 3, frame_size=16)
+    plain = ActionKernels(len(ACTIONS), 3)
+    frames, actions = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        plain.weight.copy_(torch.randn(plain.weight.shape))
+        kernels.weight.copy_(plain.weight)
+        assert (kernels.keep_masks(actions) < 0.003).all()
+        assert torch.allclose(kernels(frames, actions), plain(frames, actions), atol=0.03)
+        kernels.keep[1, :8] = 10.0  # action 1 keeps the top half of the view as it was
+        kept = kernels(frames, actions)
+    assert torch.allclose(kept[1, :, :8], frames[1, :, :8], atol=1e-6)
+    assert torch.allclose(kept[1, :, 8:], plain(frames, actions)[1, :, 8:], atol=0.03)
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True)
+    taken = _actions(6, seed=2)
+    player = Player(model, random_context(2), taken[:, :2], SamplerSettings(steps=2, chunk=1))
+    for a in taken[0, 2:].tolist():
+        player.step(a)
+    whole = sample_video(model, random_context(2), 4, steps=2, chunk=1, actions=taken).video
+    assert (player.video() - whole).abs().max() <= 1e-5
+
+
+def test_a_model_with_a_new_keep_mask_starts_from_weights_without_one(tmp_path):
+    from msc.model import MSCModel, config_from_name
+    from msc.train import load_initial_weights
+
+    source = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS)).state_dict()
+    model = MSCModel(config_from_name("tiny", prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True))
+    fresh = model.action_kernels.keep.detach().clone()
+    load_initial_weights(model, source)
+    assert torch.equal(model.action_kernels.weight, source["action_kernels.weight"])
+    assert torch.equal(model.action_kernels.keep, fresh)  # as a new model's
+    with pytest.raises(ValueError, match="do not fit"):
+        load_initial_weights(model, {k: v for k, v in source.items() if k != "action_kernels.weight"})
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
+                "--frames", "4", "--batch-size", "2", "--steps", "1", "--no-progress", "--out", str(tmp_path / "base")])
+    train_main(["--config", "tiny", "--data", "world", "--set", "prior=action_kernel", f"actions={len(ACTIONS)}",
+                "action_keep_mask=true", "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress",
+                "--init-from", str(tmp_path / "base" / "final"), "--out", str(tmp_path / "masked")])
+    assert MSCModel.from_pretrained(str(tmp_path / "masked" / "final")).config.action_keep_mask
