@@ -165,7 +165,7 @@ class ActionKernels(nn.Module):
                      nn.Parameter(torch.full((actions, frame_size, frame_size), self.KEEP_START_LOGIT / self.SCALE)))
 
     def keep_masks(self, actions: torch.Tensor) -> torch.Tensor:
-        """``[N]`` long -> ``[N, 1, H, W]``: the share of each pixel kept as it was (``keep_mask`` models only)."""
+        """``[N]`` long -> ``[N, 1, H, W]``: the share of each pixel kept as it was (built with a ``frame_size`` only)."""
         return torch.sigmoid(self.SCALE * self.keep[actions])[:, None]
 
     def kernels(self, actions: torch.Tensor) -> torch.Tensor:

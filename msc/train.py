@@ -215,14 +215,14 @@ def add_context_options(p: argparse.ArgumentParser) -> None:
                    help="with a prior: fraction of steps whose clips continue the model's own frames (1..4 true frames, "
                         "then up to --own-context-frames the model generates from them, the context of every clip), "
                         "towards the truth (scheduled sampling / Self Forcing: trained on the errors it makes); 0 disables")
-    p.add_argument("--first-frame-prob", type=float, default=0.0,
-                   help="with a prior: fraction of steps that train every frame of the batch as the first frame of a "
-                        "video from nothing (each frame a clip of its own, the no-op action): B x T pictures drawn from "
-                        "noise where a video step has about one per clip; 0 disables")
     p.add_argument("--own-context-frames", type=int, default=4,
                    help="the most frames the model generates for --own-context-prob (at least 1)")
     p.add_argument("--own-context-steps", type=int, default=2,
                    help="denoising steps per frame of those generated frames (one frame at a time, as live play samples)")
+    p.add_argument("--first-frame-prob", type=float, default=0.0,
+                   help="with a prior: fraction of steps that train every frame of the batch as the first frame of a "
+                        "video from nothing (each frame a clip of its own, the no-op action): B x T pictures drawn from "
+                        "noise where a video step has about one per clip; 0 disables")
 
 
 def parse_args(argv=None):
