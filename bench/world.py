@@ -81,8 +81,7 @@ def action_following(model, episodes: int = 32, context: int = 8, frames: int = 
             "met": gap_actions >= ACTION_BAR_DB and gap_frozen >= ACTION_BAR_DB, "seconds": seconds}
 
 
-def from_nothing_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSettings = None,
-                         start: tuple = None) -> dict:
+def long_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSettings = None, start: tuple = None) -> dict:
     """Videos from nothing under random actions, ``frames`` long (see the module docstring); ``videos`` ``[N, T, 3, S, S]``
     is returned for the sheet. ``start`` ``(clips [N, K, 3, S, S], actions [N, K])`` (``N`` ≥ ``seeds``): the videos
     continue those held-out frames instead (:func:`held_out_episodes`), scored against them the same way: the rollout
@@ -195,13 +194,13 @@ def main(argv=None) -> int:
     report = action_following(model, args.episodes, args.context, args.frames, sampler, photos)
     print(format_table(report))
     if args.rollout:
-        rollout = from_nothing_rollout(model, args.rollout, args.rollout_seeds, sampler)
+        rollout = long_rollout(model, args.rollout, args.rollout_seeds, sampler)
         videos = rollout.pop("videos")
         if args.sheet:
             rollout["sheet"] = write_rollout_sheet(args.sheet, videos)
         report["from_nothing"] = rollout
         starts = held_out_episodes(args.rollout_seeds, args.context, model.config.image_size, photos)
-        report["from_context"] = from_context = from_nothing_rollout(model, args.rollout, args.rollout_seeds, sampler, starts)
+        report["from_context"] = from_context = long_rollout(model, args.rollout, args.rollout_seeds, sampler, starts)
         from_context.pop("videos")
         for name, r in (("from nothing", rollout), (f"from {args.context} held-out frames", from_context)):
             print(f"{name}, {args.rollout} frames under random actions ({r['seeds']} videos): colour drift "

@@ -169,15 +169,12 @@ def initial_weights(folder: str) -> Dict[str, torch.Tensor]:
     raise FileNotFoundError(f"--init-from: no ema.safetensors or model.safetensors in {folder}.")
 
 
-STARTS_FRESH = ("action_kernels.keep",)  # parameters a config may add to weights that lack them: they start as built
-
-
 def load_initial_weights(model: MSCModel, weights: Dict[str, torch.Tensor]) -> None:
-    """``weights`` into ``model`` exactly, except the parameters of :data:`STARTS_FRESH` that ``model``'s config adds and
-    ``weights`` lack (e.g. ``--set action_keep_mask=true`` on a model trained without it), which keep their initial
-    values: a new part of a model starts where a new model would."""
+    """``weights`` into ``model`` exactly, except the parameters of ``MSCModel.OPTIONAL_PARAMETERS`` that ``model``'s
+    config adds and ``weights`` lack (e.g. ``--set action_keep_mask=true`` on a model trained without it), which keep
+    their initial values: a new part of a model starts where a new model would."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    wrong = [k for k in missing if k not in STARTS_FRESH] + list(unexpected)
+    wrong = [k for k in missing if k not in MSCModel.OPTIONAL_PARAMETERS] + list(unexpected)
     if wrong:
         raise ValueError(f"--init-from: the weights do not fit this model's config (missing or unexpected: {wrong}).")
 

@@ -71,13 +71,13 @@ def test_the_action_following_bench_scores_true_other_and_frozen(world_model, tm
     assert "true actions - other actions" in format_table(report)
 
 
-def test_the_from_nothing_rollout_measures_drift_sharpness_and_motion(world_model, tmp_path):
+def test_the_long_rollout_measures_drift_sharpness_and_motion_from_nothing_or_held_out_frames(world_model, tmp_path):
     from PIL import Image
 
-    from bench.world import from_nothing_rollout, write_rollout_sheet
+    from bench.world import long_rollout, write_rollout_sheet
     from msc.sampling import SamplerSettings
 
-    report = from_nothing_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1))
+    report = long_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1))
     assert report["videos"].shape == (2, 40, 3, 16, 16)
     assert report["colour_drift"] >= 0 and report["sharpness_ratio"] > 0 and isinstance(report["met"], bool)
     sheet = Image.open(write_rollout_sheet(str(tmp_path / "sheet.png"), report["videos"]))
@@ -85,7 +85,7 @@ def test_the_from_nothing_rollout_measures_drift_sharpness_and_motion(world_mode
     from bench.world import held_out_episodes
 
     start = held_out_episodes(2, 8, 16)
-    continued = from_nothing_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1), start=start)
+    continued = long_rollout(world_model, frames=40, seeds=2, sampler=SamplerSettings(steps=1, chunk=1), start=start)
     assert continued["videos"].shape == (2, 40, 3, 16, 16) and torch.equal(continued["videos"][:, :8], start[0])
 
 
