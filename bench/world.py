@@ -179,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
+    if args.rollout_seeds < 1 or args.fvd == 1 or args.fvd < 0:
+        p.error("--rollout-seeds must be at least 1, and --fvd 0 (none) or at least 2 videos (a Fréchet distance needs two).")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = MSCModel.from_pretrained(os.path.abspath(args.weights)).eval()

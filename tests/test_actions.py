@@ -282,3 +282,12 @@ def test_a_model_with_a_new_keep_mask_starts_from_weights_without_one(tmp_path):
                 "action_keep_mask=true", "--frames", "4", "--batch-size", "2", "--steps", "2", "--no-progress",
                 "--init-from", str(tmp_path / "base" / "final"), "--out", str(tmp_path / "masked")])
     assert MSCModel.from_pretrained(str(tmp_path / "masked" / "final")).config.action_keep_mask
+
+
+@pytest.mark.parametrize("bad", [["--rollout-seeds", "0"], ["--fvd", "1"], ["--fvd", "-2"]])
+def test_the_world_bench_refuses_counts_it_cannot_score(bad, capsys):
+    from bench.world import main as world_main
+
+    with pytest.raises(SystemExit):
+        world_main(["--weights", "weights/world", *bad])
+    assert "--fvd 0 (none) or at least 2" in capsys.readouterr().err
