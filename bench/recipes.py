@@ -362,13 +362,14 @@ def evaluate_runs(names, runs: str, out: str, clips: int, study: str = "recipes"
 
 
 def score_from_nothing(final: str, out: str) -> dict:
-    """``bench.from_nothing`` on a run's weights at the default first-frame steps (``out``.json/.md/.png, reused while
+    """``bench.from_nothing`` on a run's weights at the shipped model's first-frame steps (``out``.json/.md/.png, reused while
     newer than the weights): the FVD of its videos from nothing against the held-out clips, and their sharpness."""
     if not (os.path.isfile(out + ".json") and os.path.getmtime(out + ".json") > os.path.getmtime(os.path.join(final, "model.safetensors"))):
-        from msc.sampling import SamplerSettings
+        from msc.sampling import load_presets
 
+        first_steps = load_presets(os.path.abspath("weights"))["default"].first_frame_steps  # the shipped model's
         subprocess.run([sys.executable, "-m", "bench.from_nothing", "--weights", final, "--data", "data", "--first-steps",
-                        str(SamplerSettings().first_frame_steps), "--out", out], check=True)
+                        str(first_steps), "--out", out], check=True)
     with open(out + ".json") as f:
         row = json.load(f)["rows"][0]
     return {"first_frame_steps": row["first_frame_steps"], "fvd": row["fvd"], "sharpness_ratio": row["sharpness_ratio"]}

@@ -43,6 +43,9 @@ from msc.world import random_actions
 
 ACTION_BAR_DB = 3.0
 STILL = 1e-3  # mean |frame - previous frame| on [0, 1] under which a video counts as not moving
+# the settings every world model is measured at unless told otherwise (as the Play tab plays: one frame per action, a
+# few steps each; the first frame from nothing with more)
+PLAYED = SamplerSettings(steps=2, chunk=1, first_frame_steps=16)
 
 
 def held_out_episodes(count: int, frames: int, size: int, photos=()):
@@ -57,7 +60,7 @@ def held_out_episodes(count: int, frames: int, size: int, photos=()):
 def action_following(model, episodes: int = 32, context: int = 8, frames: int = 16, sampler: SamplerSettings = None,
                      photos=(), seed: int = 0) -> dict:
     """The scores of the module docstring."""
-    sampler = sampler or SamplerSettings(steps=2, chunk=1)
+    sampler = sampler or PLAYED
     clips, actions = held_out_episodes(episodes, context + frames, model.config.image_size, photos)
     truth = clips[:, context:]
     g = torch.Generator().manual_seed(seed + 12345)
@@ -90,7 +93,7 @@ def long_rollout(model, frames: int = 256, seeds: int = 2, sampler: SamplerSetti
     from msc.metrics import sharpness
     from msc.play import Player
 
-    sampler = sampler or SamplerSettings(steps=2, chunk=1)
+    sampler = sampler or PLAYED
     videos = []
     began = time.time()
     for seed in range(seeds):
@@ -126,7 +129,7 @@ def from_nothing_fvd(model, count: int = 32, sampler: SamplerSettings = None, ph
     from msc.i3d import load_i3d
     from msc.metrics import sharpness
 
-    sampler = sampler or SamplerSettings(steps=2, chunk=1)
+    sampler = sampler or PLAYED
     clips, _ = held_out_episodes(2 * count, FVD_FRAMES, model.config.image_size, photos)
     reference, engine = clips[:count], clips[count:]
     g = torch.Generator().manual_seed(seed + 777)
@@ -169,8 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--context", type=int, default=8)
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=1)
+    p.add_argument("--steps", type=int, default=PLAYED.steps)
+    p.add_argument("--chunk", type=int, default=PLAYED.chunk)
     p.add_argument("--rollout", type=int, default=0, help="frames of the videos from nothing (0: none; the bar: 256)")
     p.add_argument("--rollout-seeds", type=int, default=2, help="with --rollout: videos of each kind")
     p.add_argument("--sheet", help="with --rollout: a contact sheet of those videos (PNG)")
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
         from msc.data.mixture import PreparedData
 
         photos = PreparedData(args.data).photos("test")
-    sampler = SamplerSettings(steps=args.steps, chunk=args.chunk)
+    sampler = replace(PLAYED, steps=args.steps, chunk=args.chunk)
     report = action_following(model, args.episodes, args.context, args.frames, sampler, photos)
     print(format_table(report))
     if args.rollout:

@@ -147,17 +147,21 @@ class ActionKernels(nn.Module):
     of the pixel kept as it was, the rest taken from the kernel (CDNA's compositing masks, Finn et al. 2016, here fixed
     in position): one kernel cannot both shift the picture and hold the marker in the middle of the view, which a move
     does not move, so alone it settles on a blur of the two. The masks start at :data:`KEEP_START_LOGIT` (almost all
-    kernel)."""
+    kernel).
+
+    ``hard`` (``MSCConfig.action_kernel_hard``): each kernel is its largest tap alone (a whole-pixel displacement), with
+    the softmax's gradient passed straight through (Bengio et al. 2013): a soft kernel blurs every anchor a little,
+    and a rollout of hundreds of frames compounds that into a picture that washes out."""
 
     IDENTITY_LOGIT = 6.0
     KEEP_START_LOGIT = -6.0
     SCALE = 20.0
 
-    def __init__(self, actions: int, size: int, frame_size: Optional[int] = None):
+    def __init__(self, actions: int, size: int, frame_size: Optional[int] = None, hard: bool = False):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"the action kernel size must be odd and positive, got {size}.")
-        self.size = size
+        self.size, self.hard = size, hard
         weight = torch.zeros(actions, size * size)
         weight[:, size * size // 2] = self.IDENTITY_LOGIT / self.SCALE
         self.weight = nn.Parameter(weight)
@@ -169,8 +173,12 @@ class ActionKernels(nn.Module):
         return torch.sigmoid(self.SCALE * self.keep[actions])[:, None]
 
     def kernels(self, actions: torch.Tensor) -> torch.Tensor:
-        """``[N]`` long -> ``[N, size, size]`` kernels summing to 1."""
-        return torch.softmax(self.SCALE * self.weight[actions], dim=-1).view(-1, self.size, self.size)
+        """``[N]`` long -> ``[N, size, size]`` kernels summing to 1 (``hard``: one tap of 1, the softmax's gradient)."""
+        soft = torch.softmax(self.SCALE * self.weight[actions], dim=-1)  # [N, size²]
+        if self.hard:
+            one_tap = nn.functional.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
+            soft = one_tap + soft - soft.detach()  # straight through
+        return soft.view(-1, self.size, self.size)
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``frames`` ``[N, C, H, W]``, ``actions`` ``[N]`` -> each frame convolved with its action's kernel (edges

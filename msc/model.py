@@ -109,6 +109,10 @@ class MSCConfig:
     # the action_kernel prior's anchor also keeps a learned share of each pixel as it was, per action and position (what
     # the camera does not move: the player's marker), ActionKernels' keep mask; False: the kernel alone everywhere
     action_keep_mask: bool = False
+    # the action_kernel prior's kernels move each pixel by their largest tap only (one whole-pixel displacement per
+    # action, learned; a straight-through gradient trains the softmax behind it): an anchor without blur, which a
+    # rollout would otherwise compound frame after frame. False: the softmax kernel itself (a blend of neighbours)
+    action_kernel_hard: bool = False
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -406,7 +410,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         self.t_embed = TimestepEmbedder(c)
         self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
         self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size,
-                                             config.image_size if config.action_keep_mask else None)
+                                             config.image_size if config.action_keep_mask else None,
+                                             hard=config.action_kernel_hard)
                                if config.prior in KERNEL_PRIORS else None)  # the anchor's learned predictor
         self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
         self.final = FinalLayer(config)

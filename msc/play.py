@@ -1,7 +1,7 @@
 """Live play of a world model: one frame per action, as the actions arrive (paper Sec. 3.3: frame-causal attention
 is what makes "interactive control of video content" possible).
 
-    player = Player(world_model, context, context_actions, SamplerSettings(steps=2, chunk=1))  # or context=None
+    player = Player(world_model, context, context_actions, load_presets(weights)["real-time"])  # or context=None
     frame = player.step(ACTIONS.index("left"))   # [B, C, H, W]: the next frame, knowing the actions so far only
 
 Each call denoises one new frame (chunks of 1 frame: the lowest latency) and commits it to the bounded KV cache,
@@ -18,7 +18,7 @@ from typing import List, Optional
 import torch
 
 from msc.diffusion import noise_levels
-from msc.sampling import SamplerSettings, _denoising_step, _histories, _start_frame
+from msc.sampling import PRESETS, SamplerSettings, _denoising_step, _histories, _start_frame
 from msc.world import check_action
 
 
@@ -27,7 +27,7 @@ class Player:
 
     @torch.no_grad()
     def __init__(self, model, context: Optional[torch.Tensor] = None, context_actions: Optional[torch.Tensor] = None,
-                 settings: SamplerSettings = SamplerSettings(steps=2, chunk=1)):
+                 settings: SamplerSettings = PRESETS["real-time"]):
         """``context`` ``[B, K, C, H, W]`` in the model's space (``None``: from nothing, the first frame drawn with the
         no-op and ``settings.first_frame_steps``), ``context_actions`` ``[B, K]`` the actions that led to them (the
         first frame's is the no-op; default all no-ops)."""

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from dataclasses import replace
 from typing import Optional
 
 import gradio as gr
@@ -27,14 +28,14 @@ import torch
 from PIL import Image
 
 from msc.play import Player
-from msc.sampling import SamplerSettings
+from msc.sampling import PRESETS, SamplerSettings
 from msc.studio import live_frame
 from msc.video import write_video
 from msc.world import World, check_action
 
 SOURCES = ("nothing", "example", "photo")  # what a game starts from
 CONTEXT_FRAMES = 4  # frames of the world (example or photo) the model is shown before the player takes over
-PLAY_SETTINGS = SamplerSettings(steps=2, chunk=1)
+PLAY_SETTINGS = replace(PRESETS["real-time"], chunk=1)  # for weights without their own presets: one frame per action
 DISPLAY_SCALE = 4
 MAX_API_GAMES, API_IDLE_SECONDS = 16, 15 * 60
 MAX_GAME_FRAMES = 4096
@@ -436,8 +437,6 @@ def screen_html(frame: Optional[torch.Tensor]) -> str:
 
 
 def replace_seed(settings: SamplerSettings, seed: int) -> SamplerSettings:
-    from dataclasses import replace
-
     return replace(settings, seed=int(seed))
 
 

@@ -267,17 +267,15 @@ class SamplerSettings:
     ``(low, high, step)``: what the app offers (the library itself accepts what the checks allow).
     ``windows``: the attention windows (sampling-time settings, docs/design.md §4); ``None`` uses the model's."""
 
-    # steps and chunk: chosen by measurement (bench/settings.py: the lowest FVD on the held-out real footage among the
-    # settings whose 256-frame rollout keeps its colour, FVDs within their seed noise tied and the tie going to the
-    # rollout sharpness closest to the context's), re-measured when the bundled model changes
-    steps: int = field(default=2, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
-    chunk: int = field(default=8, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
-    # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: from
-    # nothing, a few steps leave the first frame a blurred field (and the frames anchored on it noise). Chosen by
-    # measurement (bench/from_nothing.py: the lowest FVD of videos from nothing against held-out clips)
-    first_frame_steps: int = field(default=16, metadata={"help": "from nothing: denoising steps of the first frame, "
-                                                                 "sampled alone (0: part of the first chunk)",
-                                                         "range": (0, 100, 1)})
+    # the library's own defaults are neutral starting points (the paper's setting: many small steps, a few frames at a
+    # time); a model's measured defaults live beside its weights, in its SAMPLER_FILE (load_presets)
+    steps: int = field(default=16, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
+    chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
+    # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: a model
+    # sampled with few steps may want more for its first frame from nothing
+    first_frame_steps: int = field(default=0, metadata={"help": "from nothing: denoising steps of the first frame, "
+                                                                "sampled alone (0: part of the first chunk)",
+                                                        "range": (0, 100, 1)})
     schedule: str = field(default="autoregressive", metadata={"help": "frame schedule", "choices": FRAME_SCHEDULES})
     ar_step: int = field(default=2, metadata={"help": "diffusion forcing: steps between neighbouring frames", "range": (1, 16, 1)})
     noise_schedule: str = field(default="cosine", metadata={"help": "noise schedule", "choices": SCHEDULES})
@@ -326,8 +324,8 @@ WINDOW_FLAGS = tuple(f.name for f in window_fields())
 
 PRESETS = {
     "default": SamplerSettings(),
-    # chosen by measurement (bench/stream.py): the best held-out PSNR that keeps >= 10 frames/s and the first
-    # frame within 1.5 s on a 2-core CPU; its quality beside the default's is in the model card
+    # few steps in small chunks: a fast starting point (a model's own real-time preset, chosen by measuring its
+    # frames/s and quality with bench/stream.py, is in its SAMPLER_FILE)
     "real-time": SamplerSettings(steps=2, chunk=2),
 }
 """The library's named starting points for :class:`SamplerSettings` (``--preset`` on the CLIs, a control in the app),

@@ -35,7 +35,7 @@ def write_clips(out: str, name: str, clips: torch.Tensor) -> list:
 
 def write_generated(out: str, name: str, model, clips: torch.Tensor, frames: int, settings=None) -> list:
     """Extend the first :data:`CONTEXT` frames of every clip by ``frames`` frames -> ``out/{name}_{i}.mp4``, at
-    ``settings`` (a :class:`~msc.sampling.SamplerSettings`; ``None``: the defaults) with seed ``i`` for clip ``i``."""
+    ``settings`` (a :class:`~msc.sampling.SamplerSettings`; ``None``: the library's defaults) with seed ``i`` for clip ``i``."""
     from msc.sampling import SamplerSettings, sample_video
 
     settings = settings or SamplerSettings()
@@ -79,8 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("--from-nothing", help="also write a PNG sheet of videos sampled from nothing here")
     args = p.parse_args(argv)
     from msc.model import MSCModel
+    from msc.sampling import load_presets
 
     model = MSCModel.from_pretrained(args.weights).eval()
+    settings = load_presets(os.path.abspath(args.weights))["default"]  # the weights' own default settings
     size = model.config.image_size
     sets = {"": held_out_procedural(args.count, args.frames, size)}
     if args.data:
@@ -88,10 +90,10 @@ def main(argv=None) -> int:
     for suffix, clips in sets.items():
         for path in write_clips(args.out, f"heldout{suffix}", clips):
             print(path)
-        for path in write_generated(args.out, f"generated{suffix}", model, clips, args.generate):
+        for path in write_generated(args.out, f"generated{suffix}", model, clips, args.generate, settings):
             print(path)
     if args.from_nothing:
-        print(write_from_nothing_sheet(args.from_nothing, model))
+        print(write_from_nothing_sheet(args.from_nothing, model, settings=settings))
     return 0
 
 

@@ -264,6 +264,34 @@ def test_a_keep_mask_holds_what_the_camera_does_not_move():
     assert (player.video() - whole).abs().max() <= 1e-5
 
 
+def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_train_the_softmax_behind_it():
+    """``action_kernel_hard``: each kernel is its largest tap alone, so a frame moves by whole pixels without blur (a
+    learned displacement); the gradient reaches the softmax's weights (straight through); a world model with them
+    samples and plays as exactly as without."""
+    from msc.diffusion import ActionKernels
+    from msc.play import Player
+    from msc.sampling import SamplerSettings
+
+    hard = ActionKernels(len(ACTIONS), 3, hard=True)
+    with torch.no_grad():
+        hard.weight.zero_()
+        hard.weight[1, 3] = 0.1  # action 1: the largest tap is the left neighbour's (row 1, column 0)
+    frames = torch.randn(2, 3, 8, 8)
+    moved = hard(frames, torch.tensor([0, 1]))
+    assert torch.equal(moved[1, :, :, 1:], frames[1, :, :, :-1])  # shifted one pixel right, no blend
+    assert torch.equal(moved[1, :, :, 0], frames[1, :, :, 0])  # the edge replicated
+    assert torch.equal(hard.kernels(torch.tensor([1])).flatten().sort().values[-2:], torch.tensor([0.0, 1.0]))
+    moved.square().sum().backward()
+    assert hard.weight.grad[1].abs().sum() > 0
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True)
+    taken = _actions(6, seed=3)
+    player = Player(model, random_context(2), taken[:, :2], SamplerSettings(steps=2, chunk=1))
+    for a in taken[0, 2:].tolist():
+        player.step(a)
+    whole = sample_video(model, random_context(2), 4, steps=2, chunk=1, actions=taken).video
+    assert (player.video() - whole).abs().max() <= 1e-5
+
+
 def test_a_model_with_a_new_keep_mask_starts_from_weights_without_one(tmp_path):
     from msc.model import MSCModel, config_from_name
     from msc.train import load_initial_weights
