@@ -149,9 +149,11 @@ class ActionKernels(nn.Module):
     does not move, so alone it settles on a blur of the two. The masks start at :data:`KEEP_START_LOGIT` (almost all
     kernel).
 
-    ``hard`` (``MSCConfig.action_kernel_hard``): each kernel is its largest tap alone (a whole-pixel displacement), with
-    the softmax's gradient passed straight through (Bengio et al. 2013): a soft kernel blurs every anchor a little,
-    and a rollout of hundreds of frames compounds that into a picture that washes out."""
+    ``hard`` (``MSCConfig.action_kernel_hard``): the anchors move each pixel by the kernel's largest tap alone (a
+    whole-pixel displacement): a soft kernel blurs every anchor a little, and a rollout of hundreds of frames compounds
+    that into a picture that washes out. The kernels' own regression still fits the softmax (``soft=True``), whose
+    largest tap is the displacement (a straight-through gradient instead spread the softmax and moved its largest tap
+    to wrong places within 200 steps)."""
 
     IDENTITY_LOGIT = 6.0
     KEEP_START_LOGIT = -6.0
@@ -172,19 +174,18 @@ class ActionKernels(nn.Module):
         """``[N]`` long -> ``[N, 1, H, W]``: the share of each pixel kept as it was (built with a ``frame_size`` only)."""
         return torch.sigmoid(self.SCALE * self.keep[actions])[:, None]
 
-    def kernels(self, actions: torch.Tensor) -> torch.Tensor:
-        """``[N]`` long -> ``[N, size, size]`` kernels summing to 1 (``hard``: one tap of 1, the softmax's gradient)."""
-        soft = torch.softmax(self.SCALE * self.weight[actions], dim=-1)  # [N, size²]
-        if self.hard:
-            one_tap = nn.functional.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
-            soft = one_tap + soft - soft.detach()  # straight through
-        return soft.view(-1, self.size, self.size)
+    def kernels(self, actions: torch.Tensor, soft: bool = False) -> torch.Tensor:
+        """``[N]`` long -> ``[N, size, size]`` kernels summing to 1 (``hard`` and not ``soft``: the largest tap alone, 1)."""
+        kernel = torch.softmax(self.SCALE * self.weight[actions], dim=-1)  # [N, size²]
+        if self.hard and not soft:
+            kernel = nn.functional.one_hot(kernel.argmax(dim=-1), kernel.shape[-1]).to(kernel.dtype)
+        return kernel.view(-1, self.size, self.size)
 
-    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor, soft: bool = False) -> torch.Tensor:
         """``frames`` ``[N, C, H, W]``, ``actions`` ``[N]`` -> each frame convolved with its action's kernel (edges
-        replicated), ``[N, C, H, W]``."""
+        replicated), ``[N, C, H, W]``; ``soft``: the softmax kernels even where the anchors are ``hard``."""
         n, c, h, w = frames.shape
-        k = self.kernels(actions).to(frames.dtype)  # [N, k, k]
+        k = self.kernels(actions, soft).to(frames.dtype)  # [N, k, k]
         pad = self.size // 2
         padded = nn.functional.pad(frames.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
         weight = k[:, None].expand(n, c, self.size, self.size).reshape(n * c, 1, self.size, self.size)
@@ -224,13 +225,14 @@ def anchor_frames(prior: str, previous: Optional[torch.Tensor], last: torch.Tens
 
 def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
                   prior: str = "previous_frame", actions: Optional[torch.Tensor] = None,
-                  kernels: Optional[ActionKernels] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  kernels: Optional[ActionKernels] = None, soft_kernels: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training anchors as the chunk-by-chunk sampler makes them: each clip is cut into chunks of a
     random size ``1..max_chunk`` at a random offset, and every frame of a chunk is anchored on the
     frames finished before the chunk (:func:`anchor_frames`; frames before the first cut have none).
     ``x0`` ``[B, T, C, H, W]`` -> ``(anchor [B, T, C, H, W], anchored [B, T] bool)``; unanchored frames get
     a zero anchor. ``actions`` ``[B, T]`` and ``kernels``: the ``action_kernel`` prior's (its anchors keep their
-    gradient, for the kernels' own loss)."""
+    gradient, for the kernels' own loss; ``soft_kernels``: that loss's, the softmax kernels even where anchors are
+    hard)."""
     b, frames = x0.shape[:2]
     chunk = torch.randint(1, max_chunk + 1, (b, 1), generator=generator)
     offset = (torch.rand(b, 1, generator=generator) * chunk).long()  # first cut in 0 .. chunk-1
@@ -241,7 +243,7 @@ def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
         source = (start - 1).clamp(min=0).to(x0.device)
         anchor = torch.gather(x0, 1, source[:, :, None, None, None].expand_as(x0))
         if prior in KERNEL_PRIORS:  # then the kernels of the actions since, one horizon at a time
-            anchor = _kernel_anchors(anchor, (i - start + 1).clamp(min=1), source, actions, kernels)
+            anchor = _kernel_anchors(anchor, (i - start + 1).clamp(min=1), source, actions, kernels, soft_kernels)
     else:
         anchor = torch.zeros_like(x0)
         for clip in range(b):
@@ -253,7 +255,7 @@ def chunk_anchors(x0: torch.Tensor, generator: torch.Generator, max_chunk: int,
 
 
 def _kernel_anchors(last: torch.Tensor, horizon: torch.Tensor, source: torch.Tensor, actions: torch.Tensor,
-                    kernels: ActionKernels) -> torch.Tensor:
+                    kernels: ActionKernels, soft: bool = False) -> torch.Tensor:
     """Every frame's ``last`` finished frame ``[B, T, C, H, W]`` convolved with the kernels of the ``horizon`` ``[B, T]``
     actions after it (``source`` ``[B, T]``: its index), as :meth:`ActionKernels.rollout` does per chunk."""
     if actions is None or kernels is None:
@@ -262,7 +264,7 @@ def _kernel_anchors(last: torch.Tensor, horizon: torch.Tensor, source: torch.Ten
     actions = actions.to(last.device)
     frame = last.flatten(0, 1)  # [B*T, C, H, W]
     for step in range(1, int(horizon.max()) + 1):
-        moved = kernels(frame, torch.gather(actions, 1, (source + step).clamp(max=t - 1)).flatten())
+        moved = kernels(frame, torch.gather(actions, 1, (source + step).clamp(max=t - 1)).flatten(), soft)
         frame = torch.where((horizon.to(last.device) >= step).flatten()[:, None, None, None], moved, frame)
     return frame.view_as(last)
 
@@ -469,7 +471,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         # the corrupted context the best kernel would blur, to denoise); the network learns the residual around their
         # detached prediction from the frames it sees
         same_cuts = torch.Generator().set_state(cuts)
-        clean, _ = chunk_anchors(x0, same_cuts, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
+        clean, _ = chunk_anchors(x0, same_cuts, max_chunk, denoiser.config.prior, actions, denoiser.kernels,
+                                 soft_kernels=True)
         kernel_loss = (clean - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else clean.sum() * 0
         anchor = anchor.detach()
     weight = anchor_error_weight(x0, anchor, anchored, anchor_error_strength) if anchor_error_strength > 0 else None

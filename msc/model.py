@@ -109,9 +109,9 @@ class MSCConfig:
     # the action_kernel prior's anchor also keeps a learned share of each pixel as it was, per action and position (what
     # the camera does not move: the player's marker), ActionKernels' keep mask; False: the kernel alone everywhere
     action_keep_mask: bool = False
-    # the action_kernel prior's kernels move each pixel by their largest tap only (one whole-pixel displacement per
-    # action, learned; a straight-through gradient trains the softmax behind it): an anchor without blur, which a
-    # rollout would otherwise compound frame after frame. False: the softmax kernel itself (a blend of neighbours)
+    # the action_kernel prior's anchors move each pixel by the kernel's largest tap only (one whole-pixel displacement
+    # per action, learned: the kernels' regression still fits their softmax): an anchor without blur, which a rollout
+    # would otherwise compound frame after frame. False: the softmax kernel itself (a blend of neighbours)
     action_kernel_hard: bool = False
 
     def __post_init__(self):

@@ -264,10 +264,10 @@ def test_a_keep_mask_holds_what_the_camera_does_not_move():
     assert (player.video() - whole).abs().max() <= 1e-5
 
 
-def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_train_the_softmax_behind_it():
-    """``action_kernel_hard``: each kernel is its largest tap alone, so a frame moves by whole pixels without blur (a
-    learned displacement); the gradient reaches the softmax's weights (straight through); a world model with them
-    samples and plays as exactly as without."""
+def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_the_softmax_behind_them_is_trained():
+    """``action_kernel_hard``: the anchors' kernel is its largest tap alone, so a frame moves by whole pixels without
+    blur (a learned displacement); the kernels' regression (``soft``) still trains the softmax behind it; a world model
+    with them samples and plays as exactly as without."""
     from msc.diffusion import ActionKernels
     from msc.play import Player
     from msc.sampling import SamplerSettings
@@ -281,8 +281,9 @@ def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_train_the_softmax
     assert torch.equal(moved[1, :, :, 1:], frames[1, :, :, :-1])  # shifted one pixel right, no blend
     assert torch.equal(moved[1, :, :, 0], frames[1, :, :, 0])  # the edge replicated
     assert torch.equal(hard.kernels(torch.tensor([1])).flatten().sort().values[-2:], torch.tensor([0.0, 1.0]))
-    moved.square().sum().backward()
-    assert hard.weight.grad[1].abs().sum() > 0
+    assert not moved.requires_grad  # anchors are no regression target
+    hard(frames, torch.tensor([0, 1]), soft=True).square().sum().backward()
+    assert hard.weight.grad[1].abs().sum() > 0 and hard.kernels(torch.tensor([1]), soft=True).max() < 0.5  # the softmax: a blend
     model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True)
     taken = _actions(6, seed=3)
     player = Player(model, random_context(2), taken[:, :2], SamplerSettings(steps=2, chunk=1))
