@@ -15,12 +15,13 @@ import urllib.request
 import pytest
 from conftest import OFFLINE, running_app
 
-from msc.sampling import PRESETS
+from msc.sampling import load_presets
 from msc.studio import CONTROLS, control_values
 from msc.video import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSET = os.path.join(ROOT, "assets", "heldout_0.mp4")
+BUNDLED = load_presets(os.path.join(ROOT, "weights"))  # the presets the app serves: the bundled model's own
 
 pytestmark = pytest.mark.slow
 
@@ -516,7 +517,7 @@ def test_stream_yields_every_frame_as_it_is_finished(client):
     frames = [(image, status) for image, status in outputs if isinstance(image, str)]
     steps = [status for image, status in outputs if not isinstance(image, str)]
     assert len(frames) == 4 and len(seen) >= 1
-    first = PRESETS["real-time"].first_frame_steps  # from nothing, the first frame comes alone, with its own steps
+    first = BUNDLED["real-time"].first_frame_steps  # from nothing, the first frame comes alone, with its own steps
     assert steps == [f"0/4 frames · first frame (from nothing) · step {i}/{first}" for i in range(1, first + 1)] + [
         "1/4 frames · chunk 2/2 (frames 2-4) · step 1/2", "1/4 frames · chunk 2/2 (frames 2-4) · step 2/2"]
     image, status = frames[-1]
@@ -610,7 +611,7 @@ def test_browser_upload_generate_and_play(server, tmp_path, browser):
     page.get_by_role("button", name="Continue").click()
     page.get_by_text("Continued with 16 frames").wait_for(timeout=60_000)
     output_duration(40 / 8)  # 24 + 16 frames
-    chunk = PRESETS["default"].chunk  # the page's chunk control starts at the default
+    chunk = BUNDLED["default"].chunk  # the page's chunk control starts at the default
     page.get_by_role("button", name="Undo last chunk").click()
     page.get_by_text(f"Undid the last chunk ({chunk} frames); {32 - chunk} generated frames left").wait_for(timeout=30_000)
     output_duration((40 - chunk) / 8)
