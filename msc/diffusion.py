@@ -18,6 +18,8 @@ the standard deviation of the noise (1 for frames without an anchor):
   last frame itself where only one is finished), so the model learns what constant motion does not
   predict; ``prior="flow_splat"``: the same with the stronger extrapolator that pushes each pixel forward along its
   own velocity (:data:`msc.flow.METHODS` ``"splat"``: moving objects arrive where they go instead of smearing);
+  ``prior="flow_splat_whole"``: that extrapolation by whole pixels (``"splat_whole"``: no blend of neighbours, whose
+  blur a rollout anchored on its own frames would compound);
 * ``prior="action_kernel"`` (a world model; Finn, Goodfellow & Levine 2016, CDNA): ``a`` is the last finished frame
   convolved with a learned ``k × k`` kernel per action (:class:`ActionKernels`, a softmax over the window: each pixel a
   convex combination of its neighbours), once per action since that frame. The kernels start as the identity and
@@ -59,8 +61,9 @@ import torch.nn as nn
 from msc.flow import extrapolate as flow_extrapolate
 
 SCHEDULES = ("cosine", "linear", "shifted")
-PRIORS = ("none", "previous_frame", "flow", "flow_splat", "action_kernel")
-FLOW_PRIORS = {"flow": "warp", "flow_splat": "splat"}  # prior -> its extrapolation method in msc.flow.METHODS
+PRIORS = ("none", "previous_frame", "flow", "flow_splat", "flow_splat_whole", "action_kernel")
+# prior -> its extrapolation method in msc.flow.METHODS
+FLOW_PRIORS = {"flow": "warp", "flow_splat": "splat", "flow_splat_whole": "splat_whole"}
 KERNEL_PRIORS = ("action_kernel",)  # anchors made by the network's learned kernels, from the frames' actions
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t

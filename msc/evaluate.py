@@ -34,7 +34,8 @@ The context frames are the same for every method, as in the usual prediction pro
 **Long rollout** (``--rollout`` frames from the context of the first ``--rollout-clips`` clips of the
 first set): the per-channel mean colour (on ``[0, 1]``) of the last 32 frames against the context's
 (the bar: within :data:`COLOUR_TOLERANCE`), and the sharpness of the last 32 frames against the
-context's (a collapse to flat colour or blur shows as a ratio far below 1).
+context's (a collapse to flat colour or blur shows as a ratio far below 1), and whether it still moves: the mean
+|frame − previous frame| of the last 32 frames against the context's (the bar: at least half).
 
 The same sampler settings are used for every model. A table goes to stdout, everything to ``--json``.
 """
@@ -170,6 +171,7 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
     colour_tail, colour_context = colour_means(tail), colour_means(context)  # [N, C]
     drift = (colour_tail - colour_context).abs()  # [N, C]
     sharp_tail, sharp_context = float(sharpness(tail).mean()), float(sharpness(context).mean())
+    moving_context = float(motion(context).mean())  # the bar: the last frames still move at least half as much
     unit = to_unit(video).flatten(-3)
     return {
         "frames": frames,
@@ -181,6 +183,7 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
         "colour_drift_max": float(drift.max()),
         "sharpness_context": sharp_context, "sharpness_last": sharp_tail,
         "sharpness_ratio": sharp_tail / max(sharp_context, 1e-8),
+        "motion_kept": float(motion(tail).mean()) / moving_context if moving_context > 0 else float("nan"),
         "colour_kept": float(drift.max()) <= COLOUR_TOLERANCE and bool(torch.isfinite(video).all()),
         "seconds": time.time() - start,
         "video": video,
@@ -281,7 +284,8 @@ def format_table(report: dict) -> str:
         lines.append(
             f"rollout ({r['model']}, {r['frames']} frames from {r['clips']} {r['set']} clips): last-{STABILITY_WINDOW} colour "
             f"drift {r['colour_drift_max']:.3f} (bar {COLOUR_TOLERANCE}): {'kept' if r['colour_kept'] else 'DRIFTED'}; "
-            f"sharpness {r['sharpness_last']:.4f} vs context {r['sharpness_context']:.4f} ({r['sharpness_ratio']:.2f}x)"
+            f"sharpness {r['sharpness_last']:.4f} vs context {r['sharpness_context']:.4f} ({r['sharpness_ratio']:.2f}x); "
+            f"motion {r['motion_kept']:.2f}x the context's (bar 0.5)"
         )
     return "\n".join(lines)
 

@@ -107,10 +107,18 @@ def _splatted(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Tensor:
     return splat(last, -h * flow, warp(last, h * flow))
 
 
+def _splatted_whole(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Tensor:
+    displacement = (h * flow).round()  # whole pixels: every pixel is moved, never blended with its neighbours
+    return splat(last, -displacement, warp(last, displacement))
+
+
 # name -> (flow estimator, how frame h is drawn from the last frame and its backward flow)
 METHODS: Dict[str, tuple] = {
     "warp": ("farneback", _warped_back),  # the classical predictor and the ``flow`` prior's anchor
     "splat": ("dis", _splatted),  # the stronger one, and the ``flow_splat`` prior's anchor
+    # the same by whole pixels, the ``flow_splat_whole`` prior's anchor: a sub-pixel move is a bilinear blend of
+    # neighbours, a little blur that a rollout, anchored again on its own frames chunk after chunk, compounds
+    "splat_whole": ("dis", _splatted_whole),
 }
 
 

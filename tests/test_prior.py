@@ -258,7 +258,7 @@ def test_flow_training_anchors_extrapolate_the_two_frames_before_each_chunk():
             assert torch.allclose(flow_anchor[clip, s], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("prior, method", [("flow", "warp"), ("flow_splat", "splat")])
+@pytest.mark.parametrize("prior, method", [("flow", "warp"), ("flow_splat", "splat"), ("flow_splat_whole", "splat_whole")])
 def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation(prior, method):
     from msc.flow import flow_extrapolation
 
@@ -266,6 +266,23 @@ def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation(prior, metho
     context = _panned_context(3)
     video = sample_video(model, context, 4, steps=1, chunk=4).video
     assert torch.allclose(video[:, 3:], flow_extrapolation(context, 4, method).clamp(-1, 1), atol=1e-5)
+
+
+def test_whole_pixel_splatting_moves_pixels_without_blending_them():
+    """``splat_whole``: a sub-pixel flow becomes a whole-pixel move, so every pixel of the anchor is one of the last
+    frame's pixels (no bilinear blend of neighbours, the blur a rollout would compound), and a whole-pixel flow is
+    extrapolated as the bilinear splat extrapolates it."""
+    from msc.flow import METHODS
+
+    last = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    flow = torch.full((1, 2, 8, 8), -0.4)  # every pixel moving 0.4 px right and down per frame
+    for h in (1, 2, 3):
+        anchor = METHODS["splat_whole"][1](last, flow, h)
+        values = set(last.flatten().tolist())
+        assert all(v in values for v in anchor.flatten().tolist())
+        assert torch.equal(anchor, METHODS["splat_whole"][1](last, (h * flow).round() / h, h))
+    whole = torch.full((1, 2, 8, 8), -1.0)
+    assert torch.allclose(METHODS["splat_whole"][1](last, whole, 2), METHODS["splat"][1](last, whole, 2), atol=1e-6)
 
 
 def test_flow_prior_sampling_cache_continuation_and_loss():
