@@ -147,3 +147,8 @@ def flow_extrapolation(context: torch.Tensor, horizon: int, method: str = "warp"
 def flow_splatting(context: torch.Tensor, horizon: int) -> torch.Tensor:
     """:func:`flow_extrapolation` by the ``splat`` method."""
     return flow_extrapolation(context, horizon, "splat")
+
+
+def flow_splatting_whole(context: torch.Tensor, horizon: int) -> torch.Tensor:
+    """:func:`flow_extrapolation` by the ``splat_whole`` method (the ``flow_splat_whole`` prior's anchor alone)."""
+    return flow_extrapolation(context, horizon, "splat_whole")

@@ -27,10 +27,12 @@ from msc.evaluate import COLOUR_TOLERANCE, model_names
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the records' paths are relative to
 LABELS = {"copy-last": "copy the last frame", "flow-extrapolation": "flow extrapolation (Farnebäck, warped back)",
-          "flow-splatting": "flow splatting (DIS, pushed forward)"}
+          "flow-splatting": "flow splatting (DIS, pushed forward)",
+          "flow-splatting-whole": "flow splatting by whole pixels (DIS, pushed forward)"}
 PRIORS = {"previous_frame": "the last finished frame", "flow": "the last finished frame carried along the Farnebäck "
           "flow of the two before it (warped back)", "flow_splat": "the last finished frame pushed forward along the DIS "
-          "flow of the two before it (splatted)", "none": "nothing (plain rectified flow)"}
+          "flow of the two before it (splatted)", "flow_splat_whole": "the last finished frame pushed forward by whole "
+          "pixels along the DIS flow of the two before it (splatted, no pixel blended with its neighbours)", "none": "nothing (plain rectified flow)"}
 
 
 def _load(path: str) -> dict:
@@ -195,7 +197,8 @@ def gates_section(report: dict) -> list:
             *rows, "", "![Low-Res share of every layer against the noise level](gates.png)", ""]
 
 
-ANCHORS = {"flow": "flow-extrapolation", "flow_splat": "flow-splatting"}  # prior -> the baseline that is its anchor
+ANCHORS = {"flow": "flow-extrapolation", "flow_splat": "flow-splatting",  # prior -> the baseline that is its anchor
+           "flow_splat_whole": "flow-splatting-whole"}
 
 
 def limits_section(report: dict, from_nothing: Optional[dict], prior: str = "") -> list:

@@ -17,7 +17,7 @@ def _with_fvd(report: dict, values) -> dict:
     """A report as ``--fvd`` writes it, with made-up FVD numbers (the FVD numbers themselves: tests/test_fvd.py)."""
     out = json.loads(json.dumps(report))
     out["sets"]["procedural"]["fvd"] = {"clips": 2, "frames": 4, "i3d_seconds": 1.0}
-    for value, m in zip(values, out["sets"]["procedural"]["methods"].values()):
+    for value, m in zip(values, out["sets"]["procedural"]["methods"].values(), strict=True):
         m["fvd"] = value
     return out
 
@@ -33,7 +33,7 @@ def test_card_from_a_tiny_run(tmp_path):
                           "--chunk", "2", "--rollout", "4", "--rollout-clips", "1", "--json", evaluation]) == 0
     report = json.load(open(evaluation))
     fvd_path = str(tmp_path / "eval_fvd.json")
-    json.dump(_with_fvd(report, [300.0, 200.0, 150.0, 100.0]), open(fvd_path, "w"))
+    json.dump(_with_fvd(report, [300.0, 200.0, 150.0, 120.0, 100.0]), open(fvd_path, "w"))
     state = json.load(open(os.path.join(run, "checkpoint", "state.json")))
     record = str(tmp_path / "shipped_checkpoint.json")
     json.dump({k: state[k] for k in ("step", "elapsed", "args", "config")}, open(record, "w"))
