@@ -167,8 +167,9 @@ def results_table(study: dict, scored: Dict[str, Dict[str, dict]], logs: Dict[st
     if rollouts:
         r0 = rollouts[0][2]
         lines += [f"**rollout** ({r0['frames']} frames from {r0['clips']} {r0['set']} clips; the last 32 frames against the "
-                  "context)", "", "| arm | sampler | colour drift | sharpness ratio |", "|---|---|---|---|"]
-        lines += [f"| {arm} | {slug.replace('_', ' ')} | {r['colour_drift_max']:.3f} | {r['sharpness_ratio']:.2f} |"
+                  "context)", "", "| arm | sampler | colour drift | sharpness ratio | motion kept |", "|---|---|---|---|---|"]
+        lines += [f"| {arm} | {slug.replace('_', ' ')} | {r['colour_drift_max']:.3f} | {r['sharpness_ratio']:.2f} | "
+                  + (f"{r['motion_kept']:.2f} |" if "motion_kept" in r else "– |")  # older reports did not measure it
                   for arm, slug, r in rollouts]
         lines.append("")
     return "\n".join(lines)
