@@ -1,9 +1,9 @@
 """Write the bundled model's card, ``weights/README.md``, from measured files only:
 
-    python -m release.card --weights weights --run studies/motion-splat/shipped_checkpoint.json \\
-        --history studies/history --eval studies/motion-splat/evaluation.json \\
-        --fvd-eval studies/motion-splat/evaluation_fvd.json \\
-        --from-nothing studies/motion-splat/from_nothing.json
+    python -m release.card --weights weights --run studies/motion-whole/shipped_checkpoint.json \\
+        --history studies/history --eval studies/motion-whole/evaluation.json \\
+        --fvd-eval studies/motion-whole/evaluation_fvd.json \\
+        --from-nothing studies/motion-whole/from_nothing.json
 
 ``--run``: the record of the run that made the weights (its checkpoint's ``step``, ``elapsed`` seconds, ``args`` and
 ``config``, as in its ``state.json``); ``--history``: the folder of the training records of the weights it started from
@@ -146,9 +146,9 @@ def evaluation_section(report: dict, fvd: Optional[dict]) -> list:
              f"{s['context']} context frames of files the training never saw, {s['horizon']} generated at the default "
              "settings; PSNR (dB) / SSIM / **motion ratio** (the generated frames' mean |frame − previous frame| over the "
              "truth's: a frozen picture scores 0) and, on the procedural clips, whose generator knows every sprite, the "
-             "**sprite error** (pixels from each sprite's true centre). Beside it, copy-last and two classical "
+             "**sprite error** (pixels from each sprite's true centre). Beside it, copy-last and the classical "
              "predictors that carry the last frame along the optical flow of the last two at constant velocity "
-             "(`msc/flow.py`):", "",
+             "(`msc/flow.py`), the model's own anchor among them:", "",
              continuation_table(report), ""]
     lines += standing(report) + [""]
     if fvd:
@@ -182,7 +182,10 @@ def rollout_section(report: dict) -> list:
             f"{r['frames']} frames from the context of {r['clips']} held-out {r['set']} clips: the largest per-channel colour "
             f"drift of the last 32 frames against the context is {r['colour_drift_max']:.3f} on [0, 1] (bar "
             f"{COLOUR_TOLERANCE}: {kept}); their sharpness is {r['sharpness_ratio']:.2f}× the context's "
-            f"({'detail fades' if r['sharpness_ratio'] < 0.8 else 'detail kept' if r['sharpness_ratio'] <= 1.25 else 'texture grows'}).", ""]
+            f"({'detail fades' if r['sharpness_ratio'] < 0.8 else 'detail kept' if r['sharpness_ratio'] <= 1.25 else 'texture grows'})"
+            + (f"; they move {r['motion_kept']:.2f}× as much as the context (bar 0.5: "
+               f"{'still moving' if r['motion_kept'] >= 0.5 else '**slowing to a halt**'})" if "motion_kept" in r else "")
+            + ".", ""]
 
 
 def gates_section(report: dict) -> list:

@@ -39,7 +39,7 @@ def test_the_bundled_card_is_its_measurements():
     """weights/README.md is what release.card writes from the measured files of the study that trained the weights."""
     from release.card import write_card
 
-    study = os.path.join(ROOT, "studies", "motion-splat")
+    study = os.path.join(ROOT, "studies", "motion-whole")
     card = open(os.path.join(WEIGHTS, "README.md")).read()
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", "sampler.json", "model.safetensors"):

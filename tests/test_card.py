@@ -61,7 +61,7 @@ def test_card_from_a_tiny_run(tmp_path):
 def test_the_results_page_shows_the_bundled_models_measured_tables():
     """docs/results.md's tables (and the README's first) are what ``python -m release.card --readme`` prints from the
     shipped evaluation files."""
-    names = ("studies/motion-splat/evaluation.json", "studies/motion-splat/evaluation_fvd.json",
+    names = ("studies/motion-whole/evaluation.json", "studies/motion-whole/evaluation_fvd.json",
              "studies/equal-time/evaluation_equal_time.json", "studies/equal-time/evaluation_fvd_equal_time.json")
     tables = readme_tables(*[json.load(open(os.path.join(ROOT, n))) for n in names])
     results = open(os.path.join(ROOT, "docs", "results.md")).read()
