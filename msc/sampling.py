@@ -267,8 +267,8 @@ class SamplerSettings:
     ``(low, high, step)``: what the app offers (the library itself accepts what the checks allow).
     ``windows``: the attention windows (sampling-time settings, docs/design.md §4); ``None`` uses the model's."""
 
-    # the library's own defaults are neutral starting points (the paper's setting: many small steps, a few frames at a
-    # time); a model's measured defaults live beside its weights, in its SAMPLER_FILE (load_presets)
+    # the library's own defaults are neutral starting points (a conventional number of steps, a few frames at a time),
+    # tuned to no checkpoint; a model's measured defaults live beside its weights, in its SAMPLER_FILE (load_presets)
     steps: int = field(default=16, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
     chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
     # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: a model
