@@ -89,24 +89,33 @@ def test_the_long_rollout_measures_drift_sharpness_and_motion_from_nothing_or_he
     assert continued["videos"].shape == (2, 40, 3, 16, 16) and torch.equal(continued["videos"][:, :8], start[0])
 
 
+def _assert_play_equals_sampling(model, context, actions, settings):
+    """Playing ``actions`` ``[1, K + n]`` after ``context`` ``[1, K, ...]`` one frame per action (:class:`msc.play.Player`)
+    makes the frames that sampling the whole action sequence at once makes."""
+    from msc.play import Player
+
+    k = context.shape[1]
+    player = Player(model, context, actions[:, :k], settings)
+    for a in actions[0, k:].tolist():
+        player.step(a)
+    expected = sample_video(model, context, actions.shape[1] - k, settings, actions=actions).video
+    assert (player.video() - expected).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_live_play_equals_sampling_the_whole_action_sequence(world_model, guidance):
     from msc.play import Player
     from msc.sampling import SamplerSettings
 
     context, actions = random_context(3), _actions(3 + 4, seed=5)
-    settings = SamplerSettings(steps=2, chunk=1, seed=3, history_guidance=guidance, eta=0.2)
-    player = Player(world_model, context, actions[:, :3], settings)
-    for a in actions[0, 3:].tolist():
-        player.step(a)
-    expected = sample_video(world_model, context, 4, settings, actions=actions).video
-    assert (player.video() - expected).abs().max() <= 1e-5
+    _assert_play_equals_sampling(world_model, context, actions, SamplerSettings(steps=2, chunk=1, seed=3,
+                                                                                history_guidance=guidance, eta=0.2))
     from_nothing = Player(world_model, None, None, SamplerSettings(steps=2, chunk=1, first_frame_steps=3))
     from_nothing.step("left")
     again = sample_video(world_model, None, 2, SamplerSettings(steps=2, chunk=1, first_frame_steps=3), actions=torch.tensor([[0, 1]])).video
     assert (from_nothing.video() - again).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="action must be one of"):
-        player.step("jump")
+        from_nothing.step("jump")
 
 
 def test_the_kernel_prior_anchors_chunks_of_any_size_and_trains(tmp_path):
@@ -240,7 +249,6 @@ def test_a_keep_mask_holds_what_the_camera_does_not_move():
     """``action_keep_mask``: each pixel is its keep share of the frame as it was plus the rest of the kernel's output;
     the masks start almost all kernel; a world model with them samples and plays as exactly as without."""
     from msc.diffusion import ActionKernels
-    from msc.play import Player
     from msc.sampling import SamplerSettings
 
     kernels = ActionKernels(len(ACTIONS), 3, frame_size=16)
@@ -256,12 +264,7 @@ def test_a_keep_mask_holds_what_the_camera_does_not_move():
     assert torch.allclose(kept[1, :, :8], frames[1, :, :8], atol=1e-6)
     assert torch.allclose(kept[1, :, 8:], plain(frames, actions)[1, :, 8:], atol=0.03)
     model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True)
-    taken = _actions(6, seed=2)
-    player = Player(model, random_context(2), taken[:, :2], SamplerSettings(steps=2, chunk=1))
-    for a in taken[0, 2:].tolist():
-        player.step(a)
-    whole = sample_video(model, random_context(2), 4, steps=2, chunk=1, actions=taken).video
-    assert (player.video() - whole).abs().max() <= 1e-5
+    _assert_play_equals_sampling(model, random_context(2), _actions(6, seed=2), SamplerSettings(steps=2, chunk=1))
 
 
 def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_the_softmax_behind_them_is_trained():
@@ -269,7 +272,6 @@ def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_the_softmax_behin
     blur (a learned displacement); the kernels' regression (``soft``) still trains the softmax behind it; a world model
     with them samples and plays as exactly as without."""
     from msc.diffusion import ActionKernels
-    from msc.play import Player
     from msc.sampling import SamplerSettings
 
     hard = ActionKernels(len(ACTIONS), 3, hard=True)
@@ -285,12 +287,7 @@ def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_the_softmax_behin
     hard(frames, torch.tensor([0, 1]), soft=True).square().sum().backward()
     assert hard.weight.grad[1].abs().sum() > 0 and hard.kernels(torch.tensor([1]), soft=True).max() < 0.5  # the softmax: a blend
     model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True)
-    taken = _actions(6, seed=3)
-    player = Player(model, random_context(2), taken[:, :2], SamplerSettings(steps=2, chunk=1))
-    for a in taken[0, 2:].tolist():
-        player.step(a)
-    whole = sample_video(model, random_context(2), 4, steps=2, chunk=1, actions=taken).video
-    assert (player.video() - whole).abs().max() <= 1e-5
+    _assert_play_equals_sampling(model, random_context(2), _actions(6, seed=3), SamplerSettings(steps=2, chunk=1))
 
 
 def test_a_model_with_a_new_keep_mask_starts_from_weights_without_one(tmp_path):
