@@ -37,6 +37,7 @@ from dataclasses import replace
 import torch
 
 from msc.metrics import motion, psnr
+from msc.diffusion import SCHEDULES
 from msc.model import MSCModel
 from msc.sampling import SamplerSettings, sample_video
 from msc.world import random_actions
@@ -79,7 +80,8 @@ def action_following(model, episodes: int = 32, context: int = 8, frames: int = 
     differs = float((other[:, context:] != actions[:, context:]).float().mean())
     gap_actions = scores["true actions"]["psnr"] - scores["other actions"]["psnr"]
     gap_frozen = scores["true actions"]["psnr"] - scores["copy-last"]["psnr"]
-    return {"episodes": episodes, "context": context, "frames": frames, "sampler": {"steps": sampler.steps, "chunk": sampler.chunk},
+    return {"episodes": episodes, "context": context, "frames": frames, "sampler": {"steps": sampler.steps, "chunk": sampler.chunk,
+                                                                          "noise_schedule": sampler.noise_schedule, "shift": sampler.shift},
             "scores": scores, "other_actions_differ": differs, "gap_other_actions_db": gap_actions, "gap_copy_last_db": gap_frozen,
             "met": gap_actions >= ACTION_BAR_DB and gap_frozen >= ACTION_BAR_DB, "seconds": seconds}
 
@@ -155,7 +157,8 @@ def write_rollout_sheet(path: str, videos: torch.Tensor) -> str:
 
 def format_table(report: dict) -> str:
     lines = [f"{report['episodes']} held-out episodes, {report['context']} context frames, {report['frames']} generated "
-             f"({report['sampler']['steps']} steps, chunks of {report['sampler']['chunk']}); PSNR against the engine's rollout",
+             f"({report['sampler']['steps']} steps, {report['sampler']['noise_schedule']} levels, chunks of "
+             f"{report['sampler']['chunk']}); PSNR against the engine's rollout",
              "", "| generated with | PSNR (dB) | motion ratio |", "|---|---|---|"]
     for name, s in report["scores"].items():
         lines.append(f"| {name} | {s['psnr']:.2f} | {s['motion_ratio']:.2f} |")
@@ -174,6 +177,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=PLAYED.steps)
     p.add_argument("--chunk", type=int, default=PLAYED.chunk)
+    p.add_argument("--noise-schedule", default=PLAYED.noise_schedule, choices=SCHEDULES)
+    p.add_argument("--shift", type=float, default=PLAYED.shift, help="the shifted schedule's time shift")
     p.add_argument("--rollout", type=int, default=0, help="frames of the videos from nothing (0: none; the bar: 256)")
     p.add_argument("--rollout-seeds", type=int, default=2, help="with --rollout: videos of each kind")
     p.add_argument("--sheet", help="with --rollout: a contact sheet of those videos (PNG)")
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
         from msc.data.mixture import PreparedData
 
         photos = PreparedData(args.data).photos("test")
-    sampler = replace(PLAYED, steps=args.steps, chunk=args.chunk)
+    sampler = replace(PLAYED, steps=args.steps, chunk=args.chunk, noise_schedule=args.noise_schedule, shift=args.shift)
     report = action_following(model, args.episodes, args.context, args.frames, sampler, photos)
     print(format_table(report))
     if args.rollout:

@@ -134,6 +134,16 @@ def preconditioned_velocity(raw: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
     return (yt - y0) / _per_frame(t.clamp(min=MIN_TRAINING_LEVEL), xt)
 
 
+def network_anchor(anchor: torch.Tensor, anchored: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What a network with ``config.anchor_input`` reads of each frame's anchor: ``anchor`` ``[B, T, C, H, W]`` where the
+    frame has one (``anchored`` ``[B, T]``) and is being denoised (``t`` ``[B, T]`` above :data:`MIN_TRAINING_LEVEL`),
+    zeros elsewhere. A finished frame reads none: a clean context frame in training (its level is that floor) and a
+    frame committed to the KV cache in sampling (the commit runs the network without anchors), so the cache equals a
+    full forward and training sees the context as sampling does."""
+    reads = anchored & (t > MIN_TRAINING_LEVEL)  # [B, T]
+    return anchor * _per_frame(reads, anchor)
+
+
 def velocity_loss_weight(t: torch.Tensor, sigma: torch.Tensor, noise_std=1.0) -> torch.Tensor:
     """``[B, T]`` weights that turn the velocity error into EDM's unit-variance error of the network
     output: ``t² / c_out² = ((1 - t)² σ² + t² s²) / (σ² s²)``."""
@@ -549,14 +559,17 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, **network_kwargs) -> torch.Tensor:
         """The velocity of the noisy frames ``x`` at levels ``t``: the network's output, preconditioned around the
         anchors with the prior (an untrained network predicts the anchor), as is without one. ``network_kwargs``
-        (``windows``, ``cache``, ``commit``, ``actions``) go to the network."""
-        raw = self.network(x, t, **network_kwargs)
+        (``windows``, ``cache``, ``commit``, ``actions``) go to the network; with ``config.anchor_input`` the network
+        also reads the anchors (:func:`network_anchor`)."""
         if self.prior == "none":
-            return raw
+            return self.network(x, t, **network_kwargs)
         if anchor is None:
             anchor, anchored = torch.zeros_like(x), torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         elif anchored is None:
             anchored = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if self.config.anchor_input:
+            network_kwargs["anchor"] = network_anchor(anchor, anchored, t)
+        raw = self.network(x, t, **network_kwargs)
         sigma = frame_sigma(anchored, self.config.residual_std, self.config.frame_std).to(x.device)
         return preconditioned_velocity(raw, x, t, anchor, sigma, self.noise_std(anchored))
 

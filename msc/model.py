@@ -114,6 +114,11 @@ class MSCConfig:
     # per action, learned: the kernels' regression still fits their softmax): an anchor without blur, which a rollout
     # would otherwise compound frame after frame. False: the softmax kernel itself (a blend of neighbours)
     action_kernel_hard: bool = False
+    # the network also reads each frame's anchor (a prior's cheap prediction of the frame, msc.diffusion): a second patch
+    # embedding, zero at initialisation (a model fine-tuned with it starts as the same function), added to the tokens of
+    # the frames being denoised (msc.diffusion.network_anchor). False: the network sees its anchor only through the
+    # unit noise centred on it, and the change it is trained to predict is relative to a frame it cannot see
+    anchor_input: bool = False
 
     def __post_init__(self):
         self.low_res_factors = list(self.low_res_factors)
@@ -131,6 +136,8 @@ class MSCConfig:
             raise ValueError(f"actions must be a number of discrete actions >= 0, got {self.actions!r}.")
         if self.prior in KERNEL_PRIORS and not self.actions:
             raise ValueError(f"the {self.prior} prior learns a kernel per action: it needs actions > 0.")
+        if self.anchor_input and self.prior == "none":
+            raise ValueError("anchor_input reads each frame's anchor: it needs a prior other than 'none'.")
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}.")
         if len(self.low_res_factors) != self.depth:
@@ -397,7 +404,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
 
     # parameters a config option adds (action_keep_mask): weights trained without them may start such a model, where
     # they keep their initial values (msc.train's --init-from)
-    OPTIONAL_PARAMETERS = ("action_kernels.keep",)
+    OPTIONAL_PARAMETERS = ("action_kernels.keep", "anchor_embed.weight")
 
     def __init__(self, config: MSCConfig = None, **kwargs):
         super().__init__()
@@ -408,6 +415,10 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         self.config = config
         c, p = config.hidden_size, config.patch_size
         self.patch_embed = nn.Linear(config.channels * p * p, c)
+        # linear in the anchor (no bias): a frame that reads no anchor (zeros) gets nothing added, as one given none
+        self.anchor_embed = nn.Linear(config.channels * p * p, c, bias=False) if config.anchor_input else None
+        if self.anchor_embed is not None:  # zero: it adds nothing until trained (_init_weights leaves zero weights)
+            nn.init.zeros_(self.anchor_embed.weight)
         self.t_embed = TimestepEmbedder(c)
         self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
         self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size,
@@ -480,11 +491,14 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         cache: Optional[KVCache] = None,
         commit: bool = False,
         actions: Optional[torch.Tensor] = None,
+        anchor: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> the network's raw output, same shape
         as ``x``: the velocity itself without a prior; with one, :class:`msc.diffusion.Denoiser` preconditions it
-        around the frames' anchors (the network never sees an anchor).
+        around the frames' anchors.
         ``actions`` ``[B, T]`` long: the action that led to each frame (a model with ``config.actions``; required there).
+        ``anchor`` ``[B, T, C, H, W]``: what the network reads of each frame's anchor (a model with
+        ``config.anchor_input``; zeros where a frame reads none, :func:`msc.diffusion.network_anchor`; ``None``: none).
 
         ``windows`` overrides the attention windows of the config (sampling-time settings). With a
         :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
@@ -499,6 +513,12 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         windows = windows or self.config.windows  # checked where they were made (the kernels check their own inputs)
         first_frame = cache.frames if cache is not None else 0
         tokens = self.patch_embed(self.patchify(x))  # [B, T, h, w, D]
+        if anchor is not None:
+            if self.anchor_embed is None:
+                raise ValueError("this model reads no anchors (config.anchor_input is false).")
+            if anchor.shape != x.shape:
+                raise ValueError(f"anchor must have the shape of x, {tuple(x.shape)}, got {tuple(anchor.shape)}.")
+            tokens = tokens + self.anchor_embed(self.patchify(anchor))  # [B, T, h, w, D]
         noise = self.t_embed(t)  # [B, T, D]
         c = noise + self.embed_actions(actions, t.shape)  # [B, T, D]
         for i, block in enumerate(self.blocks):

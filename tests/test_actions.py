@@ -65,10 +65,12 @@ def test_the_action_following_bench_scores_true_other_and_frozen(world_model, tm
     from bench.world import action_following, format_table
     from msc.sampling import SamplerSettings
 
-    report = action_following(world_model, episodes=2, context=2, frames=3, sampler=SamplerSettings(steps=1, chunk=1))
+    sampler = SamplerSettings(steps=1, chunk=1, noise_schedule="shifted", shift=0.5)
+    report = action_following(world_model, episodes=2, context=2, frames=3, sampler=sampler)
     assert set(report["scores"]) == {"true actions", "other actions", "copy-last"}
     assert report["other_actions_differ"] > 0 and isinstance(report["met"], bool)
-    assert "true actions - other actions" in format_table(report)
+    assert report["sampler"] == {"steps": 1, "chunk": 1, "noise_schedule": "shifted", "shift": 0.5}
+    assert "true actions - other actions" in format_table(report) and "shifted levels" in format_table(report)
 
 
 def test_the_long_rollout_measures_drift_sharpness_and_motion_from_nothing_or_held_out_frames(world_model, tmp_path):

@@ -371,3 +371,54 @@ def test_own_context_is_all_the_model_sees_before_the_frames_it_learns():
     assert torch.allclose(spoiled, diffusion_loss(model, x, torch.Generator().manual_seed(3), max_chunk=1, own_context=own))
     with pytest.raises(ValueError, match="needs a prior"):
         diffusion_loss(MSCModel(config_from_name("tiny")), x, torch.Generator(), own_context=own)
+
+
+def test_a_network_that_reads_its_anchors_keeps_every_exactness_guarantee():
+    """``anchor_input``: the cache equals a full forward, sampling with the cache equals sampling without it (a
+    committed frame reads no anchor, as a history frame of a full forward does not), and a continuation redraws
+    nothing."""
+    model = perturbed_tiny(prior="flow", noise_scale=0.5, anchor_input=True)
+    m = Denoiser(model)
+    x, t = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9)
+    anchor, anchored = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9) > 0.3
+    with torch.no_grad():
+        full = m(x, t, anchor=anchor, anchored=anchored)
+        cache = KVCache(m.config)
+        parts = [m(x[:, a:b], t[:, a:b], anchor[:, a:b], anchored[:, a:b], cache=cache, commit=True)
+                 for a, b in [(0, 2), (2, 3), (3, 9)]]
+    assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-4
+    kw = dict(steps=2, chunk=2, context_noise=0.1, eta=0.3, seed=1)
+    a = sample_video(model, random_context(), 5, **kw).video
+    b = sample_video(model, random_context(), 5, use_cache=False, **kw).video
+    assert (a - b).abs().max().item() <= 1e-4
+    first = sample_video(model, random_context(), 2, **kw).video
+    rest = sample_video(model, first, 3, **kw).video
+    assert (rest - a).abs().max().item() <= 1e-5
+
+
+def test_the_network_reads_only_the_anchors_of_frames_being_denoised():
+    from msc.diffusion import MIN_TRAINING_LEVEL, network_anchor
+
+    anchor = torch.ones(1, 4, 3, 8, 8)
+    anchored = torch.tensor([[False, True, True, True]])
+    t = torch.tensor([[0.5, MIN_TRAINING_LEVEL, 0.0, 0.3]])  # no anchor, clean (training's floor), committed, noisy
+    read = network_anchor(anchor, anchored, t)
+    assert read[0, :3].abs().sum() == 0 and torch.equal(read[0, 3], anchor[0, 3])
+
+
+def test_a_new_anchor_input_starts_as_the_model_without_it():
+    """Zero-initialised (and linear: no bias), the anchor's embedding changes nothing until trained: a fine-tune that adds it starts where the
+    model it starts from is (``msc.train.load_initial_weights`` accepts the missing parameters)."""
+    from msc.train import load_initial_weights
+
+    base = perturbed_tiny(prior="previous_frame")
+    reads = MSCModel(config_from_name("tiny", prior="previous_frame", anchor_input=True)).eval()
+    load_initial_weights(reads, base.state_dict())
+    x, t = torch.randn(2, 4, 3, 16, 16), torch.rand(2, 4)
+    anchor, anchored = torch.randn(2, 4, 3, 16, 16), torch.ones(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(Denoiser(base)(x, t, anchor, anchored), Denoiser(reads)(x, t, anchor, anchored))
+    with pytest.raises(ValueError, match="reads no anchors"):
+        base(x, t, anchor=anchor)
+    with pytest.raises(ValueError, match="needs a prior"):
+        config_from_name("tiny", anchor_input=True)
