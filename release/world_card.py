@@ -1,11 +1,10 @@
 """Write the world model's card, ``weights/world/README.md``, from measured files only:
 
     python -m release.world_card --weights weights/world --study studies/world3/results.json --arm world32-kernel \
-        --continued studies/world-long/checkpoint_13100.json studies/world-blur/shipped_checkpoint.json \
         --world bench/results/world.json --play bench/results/play.json
 
 ``--study``: the study that trained the weights (its steps and minutes); ``--continued``: the runs that continued
-them, in order (each checkpoint's record); ``--world``: ``python -m bench.world
+them, in order (each checkpoint's record; the bundled weights' chain, :data:`SHIPPED_CONTINUED`, by default); ``--world``: ``python -m bench.world
 --rollout 256 --sheet weights/world/from_nothing.png --json …`` (action following and the from-nothing rollout);
 ``--play``: ``python -m bench.play`` (live play).
 """
@@ -19,6 +18,11 @@ import sys
 
 ACTION_BAR_DB, MIN_FPS, MAX_LATENCY_S = 3.0, 10.0, 0.3
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where --continued is relative to
+# the runs that continued world3's world32-kernel arm into the bundled weights/world, in order (each checkpoint's record)
+SHIPPED_CONTINUED = ("studies/world-long/checkpoint_13100.json", "studies/world-blur/shipped_checkpoint.json",
+                     "studies/world-hard-long/01_world-long2.json", "studies/world-hard-long/02_world-self_control.json",
+                     "studies/world-hard-long/03_world-mask_mask.json", "studies/world-hard-long/04_world-mask-long.json",
+                     "studies/world-hard-long/05_world-sharp_hard.json", "studies/world-hard-long/06_world-hard-long.json")
 
 
 def _load(path: str) -> dict:
@@ -53,8 +57,12 @@ def header(config: dict, sampler: dict, study: dict, arm: str, continued=()) -> 
         f"{config['image_size']} RGB, {config['image_size'] // config['patch_size']} × {config['image_size'] // config['patch_size']} "
         f"tokens a frame) that draws the next frame of the world of `msc.world` from the frames before it and the key "
         f"the player pressed: {config['actions']} actions (none, left, right, up, down). Its anchor is the last frame "
-        f"through a learned {config['action_kernel_size']} × {config['action_kernel_size']} kernel of the action "
-        "(`prior=action_kernel`; the kernels started as the identity and learned the camera's step from data); the "
+        f"through a learned {config['action_kernel_size']} × {config['action_kernel_size']} kernel of the action"
+        + (", cut to the kernel's largest tap (a learned whole-pixel move per action: no blur for a rollout to compound)"
+           if config.get("action_kernel_hard") else "")
+        + (", blended with the frame as it was by a learned keep mask per action and pixel (what the camera does not "
+           "move: the player's marker)" if config.get("action_keep_mask") else "")
+        + " (`prior=action_kernel`; the kernels started as the identity and learned the camera's step from data); the "
         "network draws the residual, the action also added to its noise embedding.", "",
         f"Trained here from scratch for **{trained['elapsed'] / 60:.0f} minutes on one CPU thread** ({trained['step']} "
         f"steps of 4 clips of 12 frames, another training run sharing the 2-core machine): the `{arm}` arm of study "
@@ -111,9 +119,10 @@ def limits_section(minutes: float) -> list:
     return ["## What it does not do", "",
             "* It knows only this world: a camera over a picture, bouncing sprites, the player's marker. It is not a "
             "general video model (that is `weights/`).",
-            "* From nothing it draws no world: its first frame is a mosaic of noise, which becomes a smooth field of "
-            "about one colour with the player's marker on it, and no picture or sprite appears (the sheet above). Start "
-            "from an example world or a photo: then it follows the keys.",
+            "* From nothing it draws no world: its first frame is a mosaic of noise, which becomes a field of about one "
+            "colour with the player's marker on it (smooth, or streaked where a whole-pixel move repeats the view's edge "
+            "into it), and no picture or sprite appears (the sheet above). Start from an example world or a photo: then "
+            "it follows the keys.",
             f"* Trained for {minutes:.0f} minutes on one CPU thread: it moves slower than the truth (motion ratio above), its frames lose "
             "detail as they go (the PSNR per frame above), sprites are smudges more than shapes, and what enters at the "
             "edge of the view is guessed, not remembered. Its training runs are in `docs/world.md`.", ""]
@@ -141,8 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--arm", required=True, help="the study arm these weights are")
     p.add_argument("--world", required=True, help="bench.world's JSON, with --rollout")
     p.add_argument("--play", required=True, help="bench.play's JSON")
-    p.add_argument("--continued", nargs="*", default=[], help="the records of the runs that continued the arm, in order: "
-                   "each checkpoint's step, elapsed and args (studies/world-long/checkpoint_13100.json ...)")
+    p.add_argument("--continued", nargs="*", default=list(SHIPPED_CONTINUED), help="the records of the runs that "
+                   "continued the arm, in order: each checkpoint's step, elapsed and args (default: the bundled weights')")
     args = p.parse_args(argv)
     print(write_card(args.weights, args.study, args.arm, args.world, args.play, args.continued))
     return 0
