@@ -36,8 +36,8 @@ from dataclasses import replace
 
 import torch
 
-from msc.metrics import motion, psnr
 from msc.diffusion import SCHEDULES
+from msc.metrics import motion, psnr
 from msc.model import MSCModel
 from msc.sampling import SamplerSettings, sample_video
 from msc.world import random_actions

@@ -402,8 +402,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
     """MSC video diffusion transformer: the raw network. ``model(x, t)`` is its output for every frame (``t`` one noise
     level per frame); :class:`msc.diffusion.Denoiser` turns it into the rectified-flow velocity."""
 
-    # parameters a config option adds (action_keep_mask): weights trained without them may start such a model, where
-    # they keep their initial values (msc.train's --init-from)
+    # parameters a config option adds (action_keep_mask, anchor_input): weights trained without them may start such a
+    # model, where they keep their initial values (msc.train's --init-from)
     OPTIONAL_PARAMETERS = ("action_kernels.keep", "anchor_embed.weight")
 
     def __init__(self, config: MSCConfig = None, **kwargs):
