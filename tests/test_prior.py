@@ -150,8 +150,11 @@ def test_clips_from_nothing_have_no_prefix_no_anchors_and_count_every_frame():
     assert torch.equal(unchanged[0], unchanged[1])
 
 
-def test_cached_forward_with_anchors_equals_full_forward(tiny_prior_model):
-    m = Denoiser(tiny_prior_model)
+@pytest.mark.parametrize("overrides", [dict(prior="previous_frame"),
+                                       dict(prior="flow", noise_scale=0.5, anchor_input=True)],  # a network reading its anchors
+                         ids=["anchored", "reads-anchors"])
+def test_cached_forward_with_anchors_equals_full_forward(overrides):
+    m = Denoiser(perturbed_tiny(**overrides))
     x, t = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9)
     anchor, anchored = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9) > 0.3
     with torch.no_grad():
@@ -285,8 +288,8 @@ def test_whole_pixel_splatting_moves_pixels_without_blending_them():
     assert torch.allclose(METHODS["splat_whole"][1](last, whole, 2), METHODS["splat"][1](last, whole, 2), atol=1e-6)
 
 
-def test_flow_prior_sampling_cache_continuation_and_loss():
-    model = perturbed_tiny(prior="flow", noise_scale=0.5)
+def _assert_sampling_is_exact(model):
+    """Sampling with the KV cache equals sampling without it, and a continuation redraws nothing."""
     kw = dict(steps=2, chunk=2, context_noise=0.1, eta=0.3, seed=1)
     a = sample_video(model, random_context(), 5, **kw).video
     b = sample_video(model, random_context(), 5, use_cache=False, **kw).video
@@ -294,6 +297,10 @@ def test_flow_prior_sampling_cache_continuation_and_loss():
     first = sample_video(model, random_context(), 2, **kw).video
     rest = sample_video(model, first, 3, **kw).video
     assert (rest - a).abs().max().item() <= 1e-5
+
+
+def test_flow_prior_sampling_cache_continuation_and_loss():
+    _assert_sampling_is_exact(perturbed_tiny(prior="flow", noise_scale=0.5))
     loss = diffusion_loss(MSCModel(config_from_name("tiny", prior="flow", residual_std=0.1)), _panned_context(6).expand(2, -1, -1, -1, -1),
                           torch.Generator().manual_seed(0), max_chunk=3)
     assert torch.isfinite(loss)
@@ -373,27 +380,10 @@ def test_own_context_is_all_the_model_sees_before_the_frames_it_learns():
         diffusion_loss(MSCModel(config_from_name("tiny")), x, torch.Generator(), own_context=own)
 
 
-def test_a_network_that_reads_its_anchors_keeps_every_exactness_guarantee():
-    """``anchor_input``: the cache equals a full forward, sampling with the cache equals sampling without it (a
-    committed frame reads no anchor, as a history frame of a full forward does not), and a continuation redraws
-    nothing."""
-    model = perturbed_tiny(prior="flow", noise_scale=0.5, anchor_input=True)
-    m = Denoiser(model)
-    x, t = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9)
-    anchor, anchored = torch.randn(1, 9, 3, 16, 16), torch.rand(1, 9) > 0.3
-    with torch.no_grad():
-        full = m(x, t, anchor=anchor, anchored=anchored)
-        cache = KVCache(m.config)
-        parts = [m(x[:, a:b], t[:, a:b], anchor[:, a:b], anchored[:, a:b], cache=cache, commit=True)
-                 for a, b in [(0, 2), (2, 3), (3, 9)]]
-    assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-4
-    kw = dict(steps=2, chunk=2, context_noise=0.1, eta=0.3, seed=1)
-    a = sample_video(model, random_context(), 5, **kw).video
-    b = sample_video(model, random_context(), 5, use_cache=False, **kw).video
-    assert (a - b).abs().max().item() <= 1e-4
-    first = sample_video(model, random_context(), 2, **kw).video
-    rest = sample_video(model, first, 3, **kw).video
-    assert (rest - a).abs().max().item() <= 1e-5
+def test_sampling_with_a_network_that_reads_its_anchors_is_exact():
+    """``anchor_input``: sampling with the cache equals sampling without it (a committed frame reads no anchor, as a
+    history frame of a full forward does not), and a continuation redraws nothing (the cached forward: above)."""
+    _assert_sampling_is_exact(perturbed_tiny(prior="flow", noise_scale=0.5, anchor_input=True))
 
 
 def test_the_network_reads_only_the_anchors_of_frames_being_denoised():
@@ -420,5 +410,7 @@ def test_a_new_anchor_input_starts_as_the_model_without_it():
         assert torch.equal(Denoiser(base)(x, t, anchor, anchored), Denoiser(reads)(x, t, anchor, anchored))
     with pytest.raises(ValueError, match="reads no anchors"):
         base(x, t, anchor=anchor)
+    with pytest.raises(ValueError, match="the shape of x"):
+        reads(x, t, anchor=anchor[:, :2])
     with pytest.raises(ValueError, match="needs a prior"):
         config_from_name("tiny", anchor_input=True)
