@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from msc.adversarial import FrameCritic, adaptive_weight, critic_loss, generator_loss, sampled_chunk
 from msc.data import FolderVideos, ProceduralVideos
 from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
 from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss
@@ -105,7 +106,8 @@ def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int)
 
 
 class Checkpoint:
-    """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json.
+    """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json; with ``--adversarial``
+    also the critic and its optimizer (critic.safetensors, critic_optimizer.safetensors).
 
     ``compact`` checkpoints (``--keep-resumable``) store the optimizer's moments in bfloat16: a
     resumable copy small enough to keep in the repository."""
@@ -117,15 +119,21 @@ class Checkpoint:
     def exists(self) -> bool:
         return os.path.isfile(os.path.join(self.dir, "state.json"))
 
-    def save(self, model, ema, optimizer, state: dict) -> None:
+    def save(self, model, ema, optimizer, state: dict, critic=None) -> None:
+        """``critic``: ``(FrameCritic, its optimizer)`` or ``None``."""
         tmp = self.dir + ".tmp"
         os.makedirs(tmp, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
         save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, os.path.join(tmp, "ema.safetensors"))
         tensors, meta = optimizer_to_tensors(optimizer, self.compact)
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
+        extra = {}
+        if critic is not None:
+            save_file({k: v.contiguous() for k, v in critic[0].state_dict().items()}, os.path.join(tmp, "critic.safetensors"))
+            tensors, extra["critic_optimizer"] = optimizer_to_tensors(critic[1], self.compact)
+            save_file(tensors, os.path.join(tmp, "critic_optimizer.safetensors"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump({**state, "optimizer": meta, "config": model.config.to_dict()}, f)
+            json.dump({**state, "optimizer": meta, **extra, "config": model.config.to_dict()}, f)
         # swap in atomically-enough: a crash mid-save leaves the previous checkpoint intact
         old = self.dir + ".old"
         if os.path.isdir(self.dir):
@@ -136,12 +144,18 @@ class Checkpoint:
                 os.remove(os.path.join(old, name))
             os.rmdir(old)
 
-    def load(self, model, ema, optimizer) -> dict:
+    def load(self, model, ema, optimizer, critic=None) -> dict:
+        """Restores what :meth:`save` wrote; the ``critic`` ``(FrameCritic, its optimizer)`` where the checkpoint has
+        one (a run that turns ``--adversarial`` on starts its critic fresh)."""
         with open(os.path.join(self.dir, "state.json")) as f:
             state = json.load(f)
         model.load_state_dict(load_file(os.path.join(self.dir, "model.safetensors")))
         ema.load_state_dict(load_file(os.path.join(self.dir, "ema.safetensors")))
         optimizer_from_tensors(optimizer, load_file(os.path.join(self.dir, "optimizer.safetensors")), state.pop("optimizer"))
+        critic_meta = state.pop("critic_optimizer", None)
+        if critic is not None and critic_meta is not None:
+            critic[0].load_state_dict(load_file(os.path.join(self.dir, "critic.safetensors")))
+            optimizer_from_tensors(critic[1], load_file(os.path.join(self.dir, "critic_optimizer.safetensors")), critic_meta)
         return state
 
 
@@ -222,6 +236,18 @@ def add_context_options(p: argparse.ArgumentParser) -> None:
                         "noise where a video step has about one per clip; 0 disables")
 
 
+def add_adversarial_options(p: argparse.ArgumentParser) -> None:
+    """The options of the adversarial term on the sampler's output (:mod:`msc.adversarial`)."""
+    p.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
+                   help="with a prior: add a critic's hinge loss on chunks the sampler draws after a true context, "
+                        "its gradient at the network's last layer WEIGHT x the diffusion loss's (msc.adversarial); 0 "
+                        "disables")
+    p.add_argument("--adversarial-chunk", type=int, default=1,
+                   help="frames of each chunk the adversarial term samples (the sampler's chunk: 1 for live play)")
+    p.add_argument("--adversarial-steps", type=int, default=2, help="denoising steps of those chunks (cosine schedule)")
+    p.add_argument("--critic-lr", type=float, default=2e-4, help="the critic's learning rate (Adam, betas 0, 0.99)")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="small", choices=sorted(CONFIGS), help="model size from the registry")
@@ -256,6 +282,7 @@ def parse_args(argv=None):
     p.add_argument("--clean-prefix-prob", type=float, default=0.25,
                    help="fraction of clips whose first frames are nearly clean (the autoregressive situation)")
     add_context_options(p)
+    add_adversarial_options(p)
     p.add_argument("--init-from", metavar="FOLDER",
                    help="fine-tune: start from these weights (a weights folder, or a checkpoint folder's EMA) with a "
                         "fresh optimizer and schedule; --config / --set may change settings that keep the shapes")
@@ -352,6 +379,15 @@ def check_recipe(args, config) -> None:
         raise ValueError("--first-frame-prob trains frames without an anchor: without a prior every frame is one already.")
     if args.own_context_prob and args.own_context_steps < 1:
         raise ValueError(f"--own-context-steps must be at least 1, got {args.own_context_steps}.")
+    if not args.adversarial >= 0:
+        raise ValueError(f"--adversarial must be a weight >= 0, got {args.adversarial}.")
+    if args.adversarial and config.prior == "none":
+        raise ValueError("--adversarial continues a true context through its anchors: it needs a prior (--set prior=...).")
+    if args.adversarial and not 1 <= args.adversarial_chunk <= args.frames - 2:
+        raise ValueError(f"--adversarial-chunk must be in 1..{args.frames - 2} (two context frames before it), got "
+                         f"{args.adversarial_chunk}.")
+    if args.adversarial and args.adversarial_steps < 1:
+        raise ValueError(f"--adversarial-steps must be at least 1, got {args.adversarial_steps}.")
     if args.from_nothing_prob and config.prior == "none":
         raise ValueError("--from-nothing-prob needs the previous_frame prior (--set prior=previous_frame); without it every "
                          "frame draws from nothing already.")
@@ -367,7 +403,7 @@ def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     )
 
 
-def restore(args, model, ema, optimizer):
+def restore(args, model, ema, optimizer, critic=None):
     """``(checkpoint, kept, source, step, elapsed)``: the run's checkpoint, its compact kept copy (or ``None``), the one
     the run starts from, and where it stands; the weights are loaded from ``--resume`` / ``--resume-from`` (exactly,
     optimizer included) or ``--init-from`` (weights only). Sets ``args.resume`` when the run continues."""
@@ -383,7 +419,7 @@ def restore(args, model, ema, optimizer):
     if args.resume:
         if not source.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {source.dir}.")
-        state = source.load(model, ema, optimizer)
+        state = source.load(model, ema, optimizer, critic)
         start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
     elif args.init_from:
         weights = initial_weights(args.init_from)
@@ -392,11 +428,13 @@ def restore(args, model, ema, optimizer):
     return ckpt, kept, source, start_step, elapsed_before
 
 
-def write_log(path: str, step: int, losses: list, args, lr: float, grad_norm, rate: float, elapsed: float) -> None:
-    """One line of the run's ``log.jsonl``: the step's loss and the mean of the last ``--log-every``, the rate."""
+def write_log(path: str, step: int, losses: list, args, lr: float, grad_norm, rate: float, elapsed: float,
+              measures: Optional[dict] = None) -> None:
+    """One line of the run's ``log.jsonl``: the step's loss and the mean of the last ``--log-every``, the rate, and the
+    step's other ``measures`` (the adversarial term's)."""
     recent = losses[-args.log_every:]
     record = dict(step=step, loss=losses[-1], loss_avg=sum(recent) / len(recent), lr=lr, grad_norm=float(grad_norm),
-                  steps_per_s=rate, clips_per_s=rate * args.batch_size, elapsed=elapsed)
+                  steps_per_s=rate, clips_per_s=rate * args.batch_size, elapsed=elapsed, **(measures or {}))
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -482,10 +520,11 @@ def first_frames(args, clips: torch.Tensor, actions, step: int, rank: int):
     return pictures, None if actions is None else torch.zeros_like(actions.flatten(0, 1)[:, None]), True
 
 
-def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast):
+def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast, critic=None):
     """One step on ``clips`` ``[B, T, C, H, W]`` (``actions`` ``[B, T]`` or ``None``): the diffusion loss
-    (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), the clipped gradient step, the
-    EMA. ``(loss, gradient norm)``."""
+    (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), with ``critic`` ``(FrameCritic, its
+    optimizer)`` the adversarial term (:func:`adversarial_step`), the clipped gradient step, the EMA, then the
+    critic's step. ``(loss, gradient norm, {adversarial measures})``: ``loss`` is the diffusion loss alone."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
     clips, actions, from_nothing = first_frames(args, clips, actions, step, rank)
     own_context = None if from_nothing else own_rollout(args, model, clips, actions, step, rank)
@@ -497,22 +536,63 @@ def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: in
                               context_blur=args.context_blur,
                               frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
                               anchor_error_strength=args.anchor_error_weight, own_context=own_context)
+        total, measures, judged = loss, {}, None
+        if critic is not None and not from_nothing:
+            total, measures, judged = adversarial_term(args, net, model, critic[0], clips, actions, loss, step, rank)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
     optimizer.step()
     if args.ema:
         update_ema(ema, model, args.ema)
-    return loss, grad_norm
+    if judged is not None:
+        measures["critic_loss"] = critic_step(critic, *judged)
+    return loss, grad_norm, measures
 
 
-def save_checkpoint(args, ckpt, kept, model, ema, optimizer, step: int, elapsed: float, log_path: str) -> None:
+def adversarial_term(args, net, model, critic: FrameCritic, clips, actions, loss, step: int, rank: int):
+    """``(loss + the weighted generator loss, measures, (last context frame, real chunk, sampled chunk))``: the sampler
+    continues a true context (:func:`msc.adversarial.sampled_chunk`, its randomness from its own generator, so the
+    diffusion loss's draws are those of a run without it) and the critic, held fixed, scores it."""
+    gen = torch.Generator().manual_seed(args.seed * 1_000_039 + step * 4001 + rank)
+    fake, k = sampled_chunk(net, clips, gen, args.adversarial_chunk, args.adversarial_steps, actions=actions)
+    last, real = clips[:, k - 1], clips[:, k : k + args.adversarial_chunk]
+    critic.requires_grad_(False)
+    try:
+        adversarial = generator_loss(critic, last, fake)
+    finally:
+        critic.requires_grad_(True)
+    weight = args.adversarial * adaptive_weight(loss, adversarial, model.final.linear.weight)
+    measures = {"generator_loss": float(adversarial.detach()), "adversarial_weight": float(weight)}
+    return loss + weight * adversarial, measures, (last, real, fake.detach())
+
+
+def critic_step(critic, last, real, fake) -> float:
+    """One step of the critic ``(FrameCritic, its optimizer)`` on a real and a sampled chunk; its hinge loss."""
+    module, optimizer = critic
+    loss = critic_loss(module, last, real, fake)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def make_critic(args, config, device):
+    """``(FrameCritic, Adam)`` for ``--adversarial``, else ``None``."""
+    if not args.adversarial:
+        return None
+    critic = FrameCritic(config.channels).to(device)
+    return critic, torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.0, 0.99))
+
+
+def save_checkpoint(args, ckpt, kept, model, ema, optimizer, step: int, elapsed: float, log_path: str,
+                    critic=None) -> None:
     """The run's checkpoint and, with ``--keep-resumable``, its compact copy with the log (so that the run's history
-    survives a move to a new machine)."""
+    survives a move to a new machine); ``critic``: ``(FrameCritic, its optimizer)`` or ``None``."""
     state = {"step": step, "elapsed": elapsed, "args": vars(args)}
-    ckpt.save(model, ema, optimizer, state)
+    ckpt.save(model, ema, optimizer, state, critic)
     if kept is not None:
-        kept.save(model, ema, optimizer, state)
+        kept.save(model, ema, optimizer, state, critic)
         shutil.copyfile(log_path, os.path.join(kept.dir, "log.jsonl"))
 
 
@@ -553,7 +633,8 @@ def train(args) -> dict:
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    ckpt, kept, source, start_step, elapsed_before = restore(args, model, ema, optimizer)
+    critic = make_critic(args, config, device)
+    ckpt, kept, source, start_step, elapsed_before = restore(args, model, ema, optimizer, critic)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     dataset = make_dataset(args, config.image_size * (autoencoder.config.factor if autoencoder else 1))
@@ -578,7 +659,8 @@ def train(args) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips, actions = training_batch(dataset, step, args.batch_size, rank, world, device, autoencoder)
-        loss, grad_norm = optimisation_step(args, net, model, ema, optimizer, clips, actions, step, rank, autocast)
+        loss, grad_norm, measures = optimisation_step(args, net, model, ema, optimizer, clips, actions, step, rank, autocast,
+                                                      critic)
         step += 1
         loss_value = loss.detach()
         if distributed:
@@ -593,13 +675,14 @@ def train(args) -> dict:
             if step % args.log_every == 0 or step == args.steps or budget_used() >= 1.0:
                 now = time.time()
                 write_log(log_path, step, losses, args, lr, grad_norm, (step - last_log_step) / max(now - last_log_time, 1e-9),
-                          elapsed_before + now - t0)
+                          elapsed_before + now - t0, measures)
                 last_log_time, last_log_step = now, step
         out_of_time = args.max_minutes and (time.time() - t0) / 60 >= args.max_minutes
         finished = step == args.steps or budget_used() >= 1.0
         if step % args.ckpt_every == 0 or finished or out_of_time:
             if rank == 0:
-                save_checkpoint(args, ckpt, kept, model, ema, optimizer, step, elapsed_before + time.time() - t0, log_path)
+                save_checkpoint(args, ckpt, kept, model, ema, optimizer, step, elapsed_before + time.time() - t0, log_path,
+                                critic)
             if distributed:
                 dist.barrier()
         if rank == 0 and args.sample_every and step % args.sample_every == 0:

@@ -1,0 +1,89 @@
+"""The adversarial term (msc.adversarial): it trains on exactly what the sampler draws, the critic judges without
+training the model, and a run with it resumes exactly."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import perturbed_tiny
+from msc.adversarial import FrameCritic, critic_loss, generator_loss, sampled_chunk
+from msc.sampling import INITIAL_NOISE, _noise_for, sample_video
+from msc.train import main as train_main
+from msc.world import ACTIONS
+
+
+@pytest.mark.parametrize("overrides, chunk", [
+    (dict(prior="previous_frame"), 2),
+    (dict(prior="flow_splat_whole"), 3),
+    (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1),
+])
+def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk):
+    """Given the sampler's context and noise, the differentiable continuation is sample_video's, to float error."""
+    model = perturbed_tiny(**overrides)
+    g = torch.Generator().manual_seed(1)
+    k, seed = 3, 5
+    clips = torch.rand(2, k + chunk, 3, 16, 16, generator=g) * 2 - 1  # [B, T, C, H, W]
+    actions = torch.randint(0, len(ACTIONS), (2, k + chunk), generator=g) if "actions" in overrides else None
+    noise = _noise_for(seed, list(range(k, k + chunk)), INITIAL_NOISE, 0, (2, 3, 16, 16), "cpu")
+    with torch.no_grad():
+        fake, drawn_k = sampled_chunk(model, clips, g, chunk=chunk, steps=2, actions=actions, context_frames=k,
+                                      noise=noise)
+    video = sample_video(model, clips[:, :k], chunk, steps=2, chunk=chunk, seed=seed, batch=2, actions=actions).video
+    assert drawn_k == k
+    assert torch.allclose(fake, video[:, k:], atol=1e-4), (fake - video[:, k:]).abs().max()
+
+
+def test_sampled_chunk_draws_its_context_and_keeps_the_gradient():
+    model = perturbed_tiny(prior="previous_frame").train()
+    clips = torch.rand(2, 6, 3, 16, 16) * 2 - 1
+    fake, k = sampled_chunk(model, clips, torch.Generator().manual_seed(0), chunk=2)
+    assert fake.shape == (2, 2, 3, 16, 16) and 2 <= k <= 4
+    fake.sum().backward()
+    assert model.final.linear.weight.grad is not None and model.final.linear.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs a prior"):
+        sampled_chunk(perturbed_tiny(), clips, torch.Generator(), chunk=1)
+    with pytest.raises(ValueError, match="at least 7 frames"):
+        sampled_chunk(model, clips, torch.Generator(), chunk=5)
+
+
+def test_critic_judges_each_frame_beside_the_one_before_and_its_losses_pull_apart():
+    critic = FrameCritic(3, width=8, depth=2)
+    last = torch.rand(2, 3, 16, 16)
+    real, fake = torch.rand(2, 3, 3, 16, 16), torch.rand(2, 3, 3, 16, 16, requires_grad=True)
+    assert critic.judge(last, real).shape == (6, 1, 4, 4)
+    # the frame before the chunk's second frame is the chunk's first: changing it changes that logit only (in eval
+    # mode: in training, spectral normalisation renews its estimate of the norm at every call)
+    critic.eval()
+    moved = real.clone()
+    moved[:, 0] += 1
+    before, after = critic.judge(last, real).view(2, 3, -1), critic.judge(last, moved).view(2, 3, -1)
+    assert not torch.allclose(before[:, 1], after[:, 1]) and torch.equal(before[:, 2], after[:, 2])
+    critic.train()
+    critic_loss(critic, last, real, fake).backward()
+    assert fake.grad is None  # the critic's loss does not reach the generator
+    generator_loss(critic, last, fake).backward()
+    assert fake.grad is not None
+
+
+ADVERSARIAL_RUN = ["--config", "tiny", "--frames", "5", "--batch-size", "2", "--log-every", "1", "--warmup", "3",
+                   "--no-progress", "--set", "prior=previous_frame", "--adversarial", "0.5"]
+
+
+def _log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_an_adversarial_run_resumes_exactly_critic_included(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train_main(ADVERSARIAL_RUN + ["--out", straight, "--steps", "6", "--ckpt-every", "100"])
+    train_main(ADVERSARIAL_RUN + ["--out", split, "--steps", "6", "--ckpt-every", "3", "--max-minutes", "1e-9"])
+    assert sorted(n for n in os.listdir(os.path.join(split, "checkpoint")) if n.startswith("critic")) == [
+        "critic.safetensors", "critic_optimizer.safetensors"]
+    train_main(ADVERSARIAL_RUN + ["--out", split, "--steps", "6", "--ckpt-every", "3", "--resume"])
+    a, b = _log(straight), _log(split)
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for key in ("loss", "generator_loss", "critic_loss", "adversarial_weight"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-5, abs=1e-6), key
