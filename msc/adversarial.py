@@ -21,13 +21,14 @@ The critic is for training only: it is not part of the model's weights and the s
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from msc.diffusion import Denoiser, noise_levels
+from msc.sampling import INITIAL_NOISE, SamplerSettings, frame_noises, sample_video
 
 CRITIC_WIDTH = 64  # channels of the critic's first convolution, doubled at each of its stride-2 layers
 CRITIC_DEPTH = 3  # stride-2 layers: a 32 × 32 frame is judged in 4 × 4 patches of 8 × 8 pixels' reach and more
@@ -58,56 +59,76 @@ class FrameCritic(nn.Module):
         return self(previous.flatten(0, 1), chunk.flatten(0, 1))
 
 
+class SampledChunk(NamedTuple):
+    """A chunk the sampler drew and the true chunk at the same place, each with the frame before it."""
+
+    fake: torch.Tensor  # [B, chunk, C, H, W] drawn by the sampler, differentiable
+    real: torch.Tensor  # [B, chunk, C, H, W] the clip's own frames there
+    fake_last: torch.Tensor  # [B, C, H, W] the frame before the drawn chunk (the model's own after an own rollout)
+    real_last: torch.Tensor  # [B, C, H, W] the true frame before the true chunk
+    start: int  # the chunk's first frame index in the clip
+
+
 def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk: int = 1, steps: int = 2,
-                  schedule: str = "cosine", actions: Optional[torch.Tensor] = None, context_frames: Optional[int] = None,
-                  noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, int]:
-    """The sampler's continuation of a true context, differentiable: ``clips`` ``[B, T, C, H, W]`` -> ``(fake
-    [B, chunk, C, H, W], k)``, frames ``k .. k + chunk - 1`` drawn after the true frames ``0 .. k - 1`` (``k`` drawn
-    from ``generator`` in ``2 .. T - chunk``: two finished frames give a flow anchor its velocity) with ``steps`` Euler
-    steps of ``schedule`` (clamped to [-1, 1] as the sampler finishes frames), every frame of the chunk at one level, anchored on the context as the chunk-by-chunk sampler
-    anchors it. ``model``: a :class:`~msc.diffusion.Denoiser` or a network with a prior; ``actions`` ``[B, T]`` (a world
-    model's). ``context_frames`` (``k``) and ``noise`` ``[B, chunk, C, H, W]`` given instead of drawn: the sampler's
-    own draws (the test that this is :func:`msc.sampling.sample_video`'s chunk). The context is at level 0, as the
-    sampler commits it."""
+                  schedule: str = "cosine", actions: Optional[torch.Tensor] = None, own_frames: int = 0,
+                  context_frames: Optional[int] = None, rollout_frames: Optional[int] = None,
+                  seed: Optional[int] = None) -> SampledChunk:
+    """The sampler's continuation of a clip, differentiable in its last chunk. ``clips`` ``[B, T, C, H, W]``: after the
+    true frames ``0 .. k - 1`` (``k`` in ``2 ..``: two finished frames give a flow anchor its velocity) the model first
+    continues by ``r`` frames of its own (``0 .. own_frames``; one frame at a time, as live play samples, without a
+    gradient: the errors a rollout compounds), then draws a chunk of ``chunk`` frames with ``steps`` Euler steps of
+    ``schedule``, every frame of the chunk at one level, anchored on the frames before it as the chunk-by-chunk sampler
+    anchors, and finished as the sampler finishes frames (clamped to [-1, 1]). ``k``, ``r`` and the sampler's ``seed``
+    are drawn from ``generator`` unless given (``context_frames``, ``rollout_frames``, ``seed``); all noise is the
+    sampler's own for that seed (:func:`msc.sampling.sample_video` draws the same frames). ``model``: a
+    :class:`~msc.diffusion.Denoiser` or a network with a prior; ``actions`` ``[B, T]`` (a world model's)."""
     denoiser = Denoiser.around(model)
     if denoiser.prior == "none":
         raise ValueError("the adversarial term continues a context through its anchors: it needs a prior.")
     b, t = clips.shape[:2]
-    if not 1 <= chunk <= t - 2:
-        raise ValueError(f"an adversarial chunk of {chunk} frames needs clips of at least {chunk + 2} frames, got {t}.")
-    k = int(torch.randint(2, t - chunk + 1, (), generator=generator)) if context_frames is None else context_frames
-    frames = clips[:, : k + chunk]  # [B, k + chunk, C, H, W]
-    acts = None if actions is None else actions[:, : k + chunk].to(clips.device)
-    horizons = range(1, chunk + 1)
-    anchor = denoiser.anchors(clips[:, k - 2], clips[:, k - 1], horizons,
-                              None if acts is None else acts[:, k:]).detach()  # [B, chunk, C, H, W]
-    anchors = torch.cat([torch.zeros_like(frames[:, :k]), anchor], dim=1)  # the context's are not used
-    anchored = torch.zeros(b, k + chunk, dtype=torch.bool, device=clips.device)
-    anchored[:, k:] = True
-    if noise is None:
-        noise = torch.randn(anchor.shape, generator=generator).to(clips.device, clips.dtype)
-    x = denoiser.start(noise, anchor, anchored[:, k:])  # [B, chunk, C, H, W] at level 1
+    if chunk < 1 or own_frames < 0 or t < chunk + own_frames + 2:
+        raise ValueError(f"an adversarial chunk of {chunk} frames after up to {own_frames} of the model's own needs clips "
+                         f"of at least {chunk + own_frames + 2} frames, got {t}.")
+    r = int(torch.randint(0, own_frames + 1, (), generator=generator)) if rollout_frames is None else rollout_frames
+    k = int(torch.randint(2, t - chunk - r + 1, (), generator=generator)) if context_frames is None else context_frames
+    seed = int(torch.randint(0, 2**31, (), generator=generator)) if seed is None else seed
+    n = k + r  # frames before the chunk
+    acts = None if actions is None else actions[:, : n + chunk].to(clips.device)
+    context = clips[:, :k]
+    if r:
+        with torch.no_grad():
+            video = sample_video(denoiser.network, context, r, SamplerSettings(steps=steps, chunk=1, seed=seed,
+                                                                                 noise_schedule=schedule),
+                                 batch=b, actions=None if acts is None else acts[:, :n]).video  # [B, n, C, H, W]
+        context = torch.cat([context, video[:, k:].to(clips.device, clips.dtype)], dim=1)
+    anchor = denoiser.anchors(context[:, n - 2], context[:, n - 1], range(1, chunk + 1),
+                              None if acts is None else acts[:, n:]).detach()  # [B, chunk, C, H, W]
+    anchors = torch.cat([torch.zeros_like(context), anchor], dim=1)  # the context's are not used
+    anchored = torch.zeros(b, n + chunk, dtype=torch.bool, device=clips.device)
+    anchored[:, n:] = True
+    noise = frame_noises(seed, list(range(n, n + chunk)), INITIAL_NOISE, 0, (b, *clips.shape[2:]), clips.device)
+    x = denoiser.start(noise.to(clips.dtype), anchor, anchored[:, n:])  # [B, chunk, C, H, W] at level 1
     levels = noise_levels(schedule, steps).to(torch.float32)
     conditions = {} if acts is None else {"actions": acts}
     for i in range(steps):
         t_now = torch.full((chunk,), float(levels[i]), device=clips.device)
         t_next = torch.full((chunk,), float(levels[i + 1]), device=clips.device)
-        per_frame = torch.cat([torch.zeros(k, device=clips.device), t_now])[None].expand(b, -1)
-        v = denoiser(torch.cat([frames[:, :k], x], dim=1), per_frame, anchor=anchors, anchored=anchored,
-                     **conditions)[:, k:]  # [B, chunk, C, H, W]
-        x = denoiser.step(x, v, t_now, t_next, anchor, anchored[:, k:])
-    return x.clamp(-1, 1), k  # a finished frame, clamped to the pixel range as the sampler finishes it
+        per_frame = torch.cat([torch.zeros(n, device=clips.device), t_now])[None].expand(b, -1)  # the context at 0
+        v = denoiser(torch.cat([context, x], dim=1), per_frame, anchor=anchors, anchored=anchored,
+                     **conditions)[:, n:]  # [B, chunk, C, H, W]
+        x = denoiser.step(x, v, t_now, t_next, anchor, anchored[:, n:])
+    return SampledChunk(x.clamp(-1, 1), clips[:, n : n + chunk], context[:, n - 1], clips[:, n - 1], n)
 
 
-def critic_loss(critic: FrameCritic, last: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """The critic's hinge loss: real chunks ``[B, n, C, H, W]`` above +1, the sampler's (detached) below −1."""
-    return (torch.relu(1 - critic.judge(last, real)).mean()
-            + torch.relu(1 + critic.judge(last, fake.detach())).mean())
+def critic_loss(critic: FrameCritic, drawn: SampledChunk) -> torch.Tensor:
+    """The critic's hinge loss: the true chunk above +1, the sampler's (detached) below −1, each beside its frame before."""
+    return (torch.relu(1 - critic.judge(drawn.real_last, drawn.real)).mean()
+            + torch.relu(1 + critic.judge(drawn.fake_last.detach(), drawn.fake.detach())).mean())
 
 
-def generator_loss(critic: FrameCritic, last: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """The sampler's hinge loss: the critic's logits of its chunks, raised."""
-    return -critic.judge(last, fake).mean()
+def generator_loss(critic: FrameCritic, drawn: SampledChunk) -> torch.Tensor:
+    """The sampler's hinge loss: the critic's logits of its chunk, raised."""
+    return -critic.judge(drawn.fake_last, drawn.fake).mean()
 
 
 def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def _frame_noise(seed: int, frame: int, kind: int, step: int, shape, device) -> 
     return torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32)).to(device)
 
 
-def _noise_for(seed: int, frames: List[int], kind: int, step: int, shape, device) -> torch.Tensor:
+def frame_noises(seed: int, frames: List[int], kind: int, step: int, shape, device) -> torch.Tensor:
     """``[B, n, C, H, W]`` per-frame noise for absolute ``frames``; ``shape`` is ``(B, C, H, W)``."""
     return torch.stack([_frame_noise(seed, f, kind, step, shape, device) for f in frames], dim=1)
 
@@ -202,7 +202,7 @@ class _History:
         idx = [self.offset + i for i in range(first, first + new_frames.shape[1])]
         x = new_frames
         if self.level > 0:
-            noise = _noise_for(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
+            noise = frame_noises(self.seed, idx, self.kind, 0, self.noise_shape, self.device)
             anchor = anchored = None
             if self.prior != "none" and not self.hide:  # each frame's noise is centred on its anchor, as in training
                 known = [f for f in (self.previous, self.last) if f is not None] + list(new_frames.unbind(1))

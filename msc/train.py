@@ -245,6 +245,12 @@ def add_adversarial_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adversarial-chunk", type=int, default=1,
                    help="frames of each chunk the adversarial term samples (the sampler's chunk: 1 for live play)")
     p.add_argument("--adversarial-steps", type=int, default=2, help="denoising steps of those chunks (cosine schedule)")
+    p.add_argument("--adversarial-rollout", type=int, default=0, metavar="FRAMES",
+                   help="before each adversarial chunk the model continues the true frames by up to FRAMES of its own "
+                        "(one at a time, no gradient): the critic judges what a rollout draws, not only its first frame")
+    p.add_argument("--adversarial-warmup", type=int, default=0, metavar="STEPS",
+                   help="the generator's term ramps up linearly over the run's first STEPS steps while the critic, trained "
+                        "from the first, learns to tell (a fresh critic's gradient is noise); 0: at full weight at once")
     p.add_argument("--critic-lr", type=float, default=2e-4, help="the critic's learning rate (Adam, betas 0, 0.99)")
 
 
@@ -383,9 +389,13 @@ def check_recipe(args, config) -> None:
         raise ValueError(f"--adversarial must be a weight >= 0, got {args.adversarial}.")
     if args.adversarial and config.prior == "none":
         raise ValueError("--adversarial continues a true context through its anchors: it needs a prior (--set prior=...).")
-    if args.adversarial and not 1 <= args.adversarial_chunk <= args.frames - 2:
-        raise ValueError(f"--adversarial-chunk must be in 1..{args.frames - 2} (two context frames before it), got "
-                         f"{args.adversarial_chunk}.")
+    if args.adversarial and not (args.adversarial_chunk >= 1 and args.adversarial_rollout >= 0
+                                 and args.adversarial_chunk + args.adversarial_rollout <= args.frames - 2):
+        raise ValueError(f"--adversarial-chunk (at least 1) and --adversarial-rollout (at least 0) must add up to at most "
+                         f"{args.frames - 2} (two context frames before them), got {args.adversarial_chunk} and "
+                         f"{args.adversarial_rollout}.")
+    if args.adversarial_warmup < 0:
+        raise ValueError(f"--adversarial-warmup must be a number of steps >= 0, got {args.adversarial_warmup}.")
     if args.adversarial and args.adversarial_steps < 1:
         raise ValueError(f"--adversarial-steps must be at least 1, got {args.adversarial_steps}.")
     if args.from_nothing_prob and config.prior == "none":
@@ -546,31 +556,33 @@ def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: in
     if args.ema:
         update_ema(ema, model, args.ema)
     if judged is not None:
-        measures["critic_loss"] = critic_step(critic, *judged)
+        measures["critic_loss"] = critic_step(critic, judged)
     return loss, grad_norm, measures
 
 
 def adversarial_term(args, net, model, critic: FrameCritic, clips, actions, loss, step: int, rank: int):
-    """``(loss + the weighted generator loss, measures, (last context frame, real chunk, sampled chunk))``: the sampler
-    continues a true context (:func:`msc.adversarial.sampled_chunk`, its randomness from its own generator, so the
-    diffusion loss's draws are those of a run without it) and the critic, held fixed, scores it."""
+    """``(loss + the weighted generator loss, measures, the drawn chunk)``: the sampler continues the clip
+    (:func:`msc.adversarial.sampled_chunk`, its randomness from its own generator, so the diffusion loss's draws are
+    those of a run without it) and the critic, held fixed, scores it."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_039 + step * 4001 + rank)
-    fake, k = sampled_chunk(net, clips, gen, args.adversarial_chunk, args.adversarial_steps, actions=actions)
-    last, real = clips[:, k - 1], clips[:, k : k + args.adversarial_chunk]
+    drawn = sampled_chunk(net, clips, gen, args.adversarial_chunk, args.adversarial_steps, actions=actions,
+                          own_frames=args.adversarial_rollout)
     critic.requires_grad_(False)
     try:
-        adversarial = generator_loss(critic, last, fake)
+        adversarial = generator_loss(critic, drawn)
     finally:
         critic.requires_grad_(True)
-    weight = args.adversarial * adaptive_weight(loss, adversarial, model.final.linear.weight)
+    ramp = min(1.0, (step + 1) / args.adversarial_warmup) if args.adversarial_warmup else 1.0
+    weight = ramp * args.adversarial * adaptive_weight(loss, adversarial, model.final.linear.weight)
     measures = {"generator_loss": float(adversarial.detach()), "adversarial_weight": float(weight)}
-    return loss + weight * adversarial, measures, (last, real, fake.detach())
+    return loss + weight * adversarial, measures, drawn._replace(fake=drawn.fake.detach())
 
 
-def critic_step(critic, last, real, fake) -> float:
-    """One step of the critic ``(FrameCritic, its optimizer)`` on a real and a sampled chunk; its hinge loss."""
+def critic_step(critic, drawn) -> float:
+    """One step of the critic ``(FrameCritic, its optimizer)`` on a sampled chunk and the true one
+    (:class:`msc.adversarial.SampledChunk`); its hinge loss."""
     module, optimizer = critic
-    loss = critic_loss(module, last, real, fake)
+    loss = critic_loss(module, drawn)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -8,44 +8,55 @@ import pytest
 import torch
 
 from conftest import perturbed_tiny
-from msc.adversarial import FrameCritic, critic_loss, generator_loss, sampled_chunk
-from msc.sampling import INITIAL_NOISE, _noise_for, sample_video
+from msc.adversarial import FrameCritic, SampledChunk, critic_loss, generator_loss, sampled_chunk
+from msc.sampling import sample_video
 from msc.train import main as train_main
 from msc.world import ACTIONS
 
 
-@pytest.mark.parametrize("overrides, chunk", [
-    (dict(prior="previous_frame"), 2),
-    (dict(prior="flow_splat_whole"), 3),
-    (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1),
+@pytest.mark.parametrize("overrides, chunk, own", [
+    (dict(prior="previous_frame"), 2, 0),
+    (dict(prior="flow_splat_whole"), 3, 0),
+    (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1, 0),
+    (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1, 3),
+    (dict(prior="flow_splat_whole"), 1, 2),
 ])
-def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk):
-    """Given the sampler's context and noise, the differentiable continuation is sample_video's, to float error."""
+def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk, own):
+    """With the sampler's seed, the differentiable continuation (after `own` frames of the model's own, one at a time)
+    is sample_video's, to float error; the true chunk and the frames before both come with it."""
     model = perturbed_tiny(**overrides)
     g = torch.Generator().manual_seed(1)
     k, seed = 3, 5
-    clips = torch.rand(2, k + chunk, 3, 16, 16, generator=g) * 2 - 1  # [B, T, C, H, W]
-    actions = torch.randint(0, len(ACTIONS), (2, k + chunk), generator=g) if "actions" in overrides else None
-    noise = _noise_for(seed, list(range(k, k + chunk)), INITIAL_NOISE, 0, (2, 3, 16, 16), "cpu")
+    clips = torch.rand(2, k + own + chunk, 3, 16, 16, generator=g) * 2 - 1  # [B, T, C, H, W]
+    actions = torch.randint(0, len(ACTIONS), (2, k + own + chunk), generator=g) if "actions" in overrides else None
     with torch.no_grad():
-        fake, drawn_k = sampled_chunk(model, clips, g, chunk=chunk, steps=2, actions=actions, context_frames=k,
-                                      noise=noise)
-    video = sample_video(model, clips[:, :k], chunk, steps=2, chunk=chunk, seed=seed, batch=2, actions=actions).video
-    assert drawn_k == k
-    assert torch.allclose(fake, video[:, k:], atol=1e-4), (fake - video[:, k:]).abs().max()
+        drawn = sampled_chunk(model, clips, g, chunk=chunk, steps=2, actions=actions, own_frames=own, context_frames=k,
+                              rollout_frames=own, seed=seed)
+    video = sample_video(model, clips[:, :k], own + chunk, steps=2, chunk=1 if own else chunk, seed=seed, batch=2,
+                         actions=actions).video
+    n = k + own
+    assert drawn.start == n
+    assert torch.allclose(drawn.fake, video[:, n:], atol=1e-4), (drawn.fake - video[:, n:]).abs().max()
+    assert torch.allclose(drawn.fake_last, video[:, n - 1], atol=1e-4)
+    assert torch.equal(drawn.real, clips[:, n:]) and torch.equal(drawn.real_last, clips[:, n - 1])
 
 
-def test_sampled_chunk_draws_its_context_and_keeps_the_gradient():
+def test_sampled_chunk_draws_where_it_starts_and_keeps_the_gradient_of_its_chunk_only():
     model = perturbed_tiny(prior="previous_frame").train()
-    clips = torch.rand(2, 6, 3, 16, 16) * 2 - 1
-    fake, k = sampled_chunk(model, clips, torch.Generator().manual_seed(0), chunk=2)
-    assert fake.shape == (2, 2, 3, 16, 16) and 2 <= k <= 4
-    fake.sum().backward()
+    clips = torch.rand(2, 8, 3, 16, 16) * 2 - 1
+    starts = set()
+    for i in range(12):
+        drawn = sampled_chunk(model, clips, torch.Generator().manual_seed(i), chunk=2, own_frames=3)
+        assert drawn.fake.shape == (2, 2, 3, 16, 16) and 2 <= drawn.start <= 6
+        starts.add(drawn.start)
+    assert len(starts) > 1
+    assert not drawn.fake_last.requires_grad  # the own rollout is context, not trained through
+    drawn.fake.sum().backward()
     assert model.final.linear.weight.grad is not None and model.final.linear.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs a prior"):
         sampled_chunk(perturbed_tiny(), clips, torch.Generator(), chunk=1)
-    with pytest.raises(ValueError, match="at least 7 frames"):
-        sampled_chunk(model, clips, torch.Generator(), chunk=5)
+    with pytest.raises(ValueError, match="at least 9 frames"):
+        sampled_chunk(model, clips, torch.Generator(), chunk=5, own_frames=2)
 
 
 def test_critic_judges_each_frame_beside_the_one_before_and_its_losses_pull_apart():
@@ -61,14 +72,15 @@ def test_critic_judges_each_frame_beside_the_one_before_and_its_losses_pull_apar
     before, after = critic.judge(last, real).view(2, 3, -1), critic.judge(last, moved).view(2, 3, -1)
     assert not torch.allclose(before[:, 1], after[:, 1]) and torch.equal(before[:, 2], after[:, 2])
     critic.train()
-    critic_loss(critic, last, real, fake).backward()
+    drawn = SampledChunk(fake, real, last, last, 2)
+    critic_loss(critic, drawn).backward()
     assert fake.grad is None  # the critic's loss does not reach the generator
-    generator_loss(critic, last, fake).backward()
+    generator_loss(critic, drawn).backward()
     assert fake.grad is not None
 
 
-ADVERSARIAL_RUN = ["--config", "tiny", "--frames", "5", "--batch-size", "2", "--log-every", "1", "--warmup", "3",
-                   "--no-progress", "--set", "prior=previous_frame", "--adversarial", "0.5"]
+ADVERSARIAL_RUN = ["--config", "tiny", "--frames", "6", "--batch-size", "2", "--log-every", "1", "--warmup", "3",
+                   "--no-progress", "--set", "prior=previous_frame", "--adversarial", "0.5", "--adversarial-rollout", "1"]
 
 
 def _log(out):

@@ -46,10 +46,10 @@ def test_guidance_is_the_stated_combination_of_two_predictions(model):
     guided = sample_video(model, ctx, 1, steps=1, chunk=1, seed=2, history_guidance=w).video[:, -1]
     # the same step by hand, with the model's full forward
     noise = sample_video(model, ctx, 1, steps=1, chunk=1, seed=2, context_noise=0.0)  # for the shapes only
-    from msc.sampling import _frame_noise, _noise_for
+    from msc.sampling import _frame_noise, frame_noises
 
     x = _frame_noise(2, 3, 0, 0, (1, 3, 16, 16), "cpu")[:, None]  # [1, 1, 3, 16, 16] the new frame's noise
-    hidden = _noise_for(2, [0, 1, 2], 3, 0, (1, 3, 16, 16), "cpu")  # the history at level 1 is pure noise
+    hidden = frame_noises(2, [0, 1, 2], 3, 0, (1, 3, 16, 16), "cpu")  # the history at level 1 is pure noise
     with torch.no_grad():
         v_ctx = model(torch.cat([ctx, x], 1), torch.tensor([[0.0, 0.0, 0.0, 1.0]]))[:, -1:]
         v_free = model(torch.cat([hidden, x], 1), torch.tensor([[1.0, 1.0, 1.0, 1.0]]))[:, -1:]

@@ -184,8 +184,10 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--own-context-prob", "0.5", "--set", "prior=previous_frame", "--frames", "8", "--own-context-frames", "4"], "must be in 1..3"),
     (["--adversarial", "-1"], "must be a weight >= 0"),
     (["--adversarial", "0.5"], "needs a prior"),
-    (["--adversarial", "0.5", "--set", "prior=previous_frame", "--frames", "6", "--adversarial-chunk", "5"], "must be in 1..4"),
+    (["--adversarial", "0.5", "--set", "prior=previous_frame", "--frames", "6", "--adversarial-chunk", "5"], "at most 4"),
+    (["--adversarial", "0.5", "--set", "prior=previous_frame", "--frames", "6", "--adversarial-rollout", "4"], "at most 4"),
     (["--adversarial", "0.5", "--set", "prior=previous_frame", "--adversarial-steps", "0"], "must be at least 1"),
+    (["--adversarial-warmup", "-1"], "must be a number of steps >= 0"),
 ])
 def test_training_options_reject_what_they_cannot_do(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
