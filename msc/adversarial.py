@@ -75,8 +75,8 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
                   seed: Optional[int] = None) -> SampledChunk:
     """The sampler's continuation of a clip, differentiable in its last chunk. ``clips`` ``[B, T, C, H, W]``: after the
     true frames ``0 .. k - 1`` (``k`` in ``2 ..``: two finished frames give a flow anchor its velocity) the model first
-    continues by ``r`` frames of its own (``0 .. own_frames``; one frame at a time, as live play samples, without a
-    gradient: the errors a rollout compounds), then draws a chunk of ``chunk`` frames with ``steps`` Euler steps of
+    continues by ``r`` frames of its own (a multiple of ``chunk`` up to ``own_frames``, sampled chunk by chunk as the
+    sampler does, without a gradient: the errors a rollout compounds), then draws a chunk of ``chunk`` frames with ``steps`` Euler steps of
     ``schedule``, every frame of the chunk at one level, anchored on the frames before it as the chunk-by-chunk sampler
     anchors, and finished as the sampler finishes frames (clamped to [-1, 1]). ``k``, ``r`` and the sampler's ``seed``
     are drawn from ``generator`` unless given (``context_frames``, ``rollout_frames``, ``seed``); all noise is the
@@ -89,7 +89,9 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
     if chunk < 1 or own_frames < 0 or t < chunk + own_frames + 2:
         raise ValueError(f"an adversarial chunk of {chunk} frames after up to {own_frames} of the model's own needs clips "
                          f"of at least {chunk + own_frames + 2} frames, got {t}.")
-    r = int(torch.randint(0, own_frames + 1, (), generator=generator)) if rollout_frames is None else rollout_frames
+    if rollout_frames is None:
+        rollout_frames = chunk * int(torch.randint(0, own_frames // chunk + 1, (), generator=generator))
+    r = rollout_frames
     k = int(torch.randint(2, t - chunk - r + 1, (), generator=generator)) if context_frames is None else context_frames
     seed = int(torch.randint(0, 2**31, (), generator=generator)) if seed is None else seed
     n = k + r  # frames before the chunk
@@ -97,7 +99,7 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
     context = clips[:, :k]
     if r:
         with torch.no_grad():
-            video = sample_video(denoiser.network, context, r, SamplerSettings(steps=steps, chunk=1, seed=seed,
+            video = sample_video(denoiser.network, context, r, SamplerSettings(steps=steps, chunk=chunk, seed=seed,
                                                                                  noise_schedule=schedule),
                                  batch=b, actions=None if acts is None else acts[:, :n]).video  # [B, n, C, H, W]
         context = torch.cat([context, video[:, k:].to(clips.device, clips.dtype)], dim=1)

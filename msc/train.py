@@ -247,7 +247,7 @@ def add_adversarial_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adversarial-steps", type=int, default=2, help="denoising steps of those chunks (cosine schedule)")
     p.add_argument("--adversarial-rollout", type=int, default=0, metavar="FRAMES",
                    help="before each adversarial chunk the model continues the true frames by up to FRAMES of its own "
-                        "(one at a time, no gradient): the critic judges what a rollout draws, not only its first frame")
+                        "(whole chunks, no gradient): the critic judges what a rollout draws, not only its first chunk")
     p.add_argument("--adversarial-warmup", type=int, default=0, metavar="STEPS",
                    help="the generator's term ramps up linearly over the run's first STEPS steps while the critic, trained "
                         "from the first, learns to tell (a fresh critic's gradient is noise); 0: at full weight at once")

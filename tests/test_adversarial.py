@@ -20,9 +20,10 @@ from msc.world import ACTIONS
     (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1, 0),
     (dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True), 1, 3),
     (dict(prior="flow_splat_whole"), 1, 2),
+    (dict(prior="flow_splat_whole"), 2, 4),
 ])
 def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk, own):
-    """With the sampler's seed, the differentiable continuation (after `own` frames of the model's own, one at a time)
+    """With the sampler's seed, the differentiable continuation (after `own` frames of the model's own, chunk by chunk)
     is sample_video's, to float error; the true chunk and the frames before both come with it."""
     model = perturbed_tiny(**overrides)
     g = torch.Generator().manual_seed(1)
@@ -32,7 +33,7 @@ def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk, own):
     with torch.no_grad():
         drawn = sampled_chunk(model, clips, g, chunk=chunk, steps=2, actions=actions, own_frames=own, context_frames=k,
                               rollout_frames=own, seed=seed)
-    video = sample_video(model, clips[:, :k], own + chunk, steps=2, chunk=1 if own else chunk, seed=seed, batch=2,
+    video = sample_video(model, clips[:, :k], own + chunk, steps=2, chunk=chunk, seed=seed, batch=2,
                          actions=actions).video
     n = k + own
     assert drawn.start == n
