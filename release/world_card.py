@@ -45,6 +45,8 @@ def continued_sentence(run: dict | None, record: str = "") -> str:
     return (f" Then continued from those weights for **{run['elapsed'] / 60:.0f} more minutes** ({run['step']} steps, "
             f"learning rate {args['lr']:g}, EMA {args['ema']}"
             + (f", {nothing:.0%} of the clips trained as videos from nothing" if nothing else "")
+            + (f", with the adversarial term (`msc.adversarial`: weight {args['adversarial']:g}, after up to "
+               f"{args.get('adversarial_rollout', 0)} frames of its own rollout)" if args.get("adversarial") else "")
             + f"; its checkpoint: `{record}`{resumable}).")
 
 
