@@ -72,7 +72,7 @@ class SampledChunk(NamedTuple):
 def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk: int = 1, steps: int = 2,
                   schedule: str = "cosine", actions: Optional[torch.Tensor] = None, own_frames: int = 0,
                   context_frames: Optional[int] = None, rollout_frames: Optional[int] = None,
-                  seed: Optional[int] = None) -> SampledChunk:
+                  seed: Optional[int] = None, from_nothing: bool = False) -> SampledChunk:
     """The sampler's continuation of a clip, differentiable in its last chunk. ``clips`` ``[B, T, C, H, W]``: after the
     true frames ``0 .. k - 1`` (``k`` in ``2 ..``: two finished frames give a flow anchor its velocity) the model first
     continues by ``r`` frames of its own (a multiple of ``chunk`` up to ``own_frames``, sampled chunk by chunk as the
@@ -81,14 +81,20 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
     anchors, and finished as the sampler finishes frames (clamped to [-1, 1]). ``k``, ``r`` and the sampler's ``seed``
     are drawn from ``generator`` unless given (``context_frames``, ``rollout_frames``, ``seed``); all noise is the
     sampler's own for that seed (:func:`msc.sampling.sample_video` draws the same frames). ``model``: a
-    :class:`~msc.diffusion.Denoiser` or a network with a prior; ``actions`` ``[B, T]`` (a world model's)."""
+    :class:`~msc.diffusion.Denoiser` or a network with a prior; ``actions`` ``[B, T]`` (a world model's).
+
+    ``from_nothing``: the first chunk of a video from nothing instead (no context, no anchor: whole pictures drawn from
+    their noise, as the sampler draws a video's first frames), judged beside a blank frame before it."""
     denoiser = Denoiser.around(model)
     if denoiser.prior == "none":
         raise ValueError("the adversarial term continues a context through its anchors: it needs a prior.")
     b, t = clips.shape[:2]
-    if chunk < 1 or own_frames < 0 or t < chunk + own_frames + 2:
+    needed = chunk if from_nothing else chunk + own_frames + 2
+    if chunk < 1 or own_frames < 0 or t < needed:
         raise ValueError(f"an adversarial chunk of {chunk} frames after up to {own_frames} of the model's own needs clips "
-                         f"of at least {chunk + own_frames + 2} frames, got {t}.")
+                         f"of at least {needed} frames, got {t}.")
+    if from_nothing:
+        context_frames, rollout_frames = 0, 0
     if rollout_frames is None:
         rollout_frames = chunk * int(torch.randint(0, own_frames // chunk + 1, (), generator=generator))
     r = rollout_frames
@@ -103,11 +109,14 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
                                                                                  noise_schedule=schedule),
                                  batch=b, actions=None if acts is None else acts[:, :n]).video  # [B, n, C, H, W]
         context = torch.cat([context, video[:, k:].to(clips.device, clips.dtype)], dim=1)
-    anchor = denoiser.anchors(context[:, n - 2], context[:, n - 1], range(1, chunk + 1),
-                              None if acts is None else acts[:, n:]).detach()  # [B, chunk, C, H, W]
-    anchors = torch.cat([torch.zeros_like(context), anchor], dim=1)  # the context's are not used
     anchored = torch.zeros(b, n + chunk, dtype=torch.bool, device=clips.device)
-    anchored[:, n:] = True
+    if n:
+        anchor = denoiser.anchors(context[:, n - 2], context[:, n - 1], range(1, chunk + 1),
+                                  None if acts is None else acts[:, n:]).detach()  # [B, chunk, C, H, W]
+        anchored[:, n:] = True
+    else:  # from nothing: no frame to anchor on
+        anchor = torch.zeros_like(clips[:, :chunk])
+    anchors = torch.cat([torch.zeros_like(context), anchor], dim=1)  # the context's are not used
     noise = frame_noises(seed, list(range(n, n + chunk)), INITIAL_NOISE, 0, (b, *clips.shape[2:]), clips.device)
     x = denoiser.start(noise.to(clips.dtype), anchor, anchored[:, n:])  # [B, chunk, C, H, W] at level 1
     levels = noise_levels(schedule, steps).to(torch.float32)
@@ -119,7 +128,9 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
         v = denoiser(torch.cat([context, x], dim=1), per_frame, anchor=anchors, anchored=anchored,
                      **conditions)[:, n:]  # [B, chunk, C, H, W]
         x = denoiser.step(x, v, t_now, t_next, anchor, anchored[:, n:])
-    return SampledChunk(x.clamp(-1, 1), clips[:, n : n + chunk], context[:, n - 1], clips[:, n - 1], n)
+    blank = torch.zeros_like(clips[:, 0])
+    return SampledChunk(x.clamp(-1, 1), clips[:, n : n + chunk], context[:, n - 1] if n else blank,
+                        clips[:, n - 1] if n else blank, n)
 
 
 def critic_loss(critic: FrameCritic, drawn: SampledChunk) -> torch.Tensor:

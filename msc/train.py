@@ -248,6 +248,12 @@ def add_adversarial_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adversarial-rollout", type=int, default=0, metavar="FRAMES",
                    help="before each adversarial chunk the model continues the true frames by up to FRAMES of its own "
                         "(whole chunks, no gradient): the critic judges what a rollout draws, not only its first chunk")
+    p.add_argument("--adversarial-from-nothing", type=float, default=0.0, metavar="PROB",
+                   help="fraction of the adversarial draws that are instead the first frame of a video from nothing, "
+                        "drawn alone in --adversarial-first-steps steps as the sampler draws it and judged beside a "
+                        "blank frame; 0 disables")
+    p.add_argument("--adversarial-first-steps", type=int, default=16,
+                   help="denoising steps of those first frames (a world model's Play tab draws its first frame in 16)")
     p.add_argument("--adversarial-warmup", type=int, default=0, metavar="STEPS",
                    help="the generator's term ramps up linearly over the run's first STEPS steps while the critic, trained "
                         "from the first, learns to tell (a fresh critic's gradient is noise); 0: at full weight at once")
@@ -394,6 +400,10 @@ def check_recipe(args, config) -> None:
         raise ValueError(f"--adversarial-chunk (at least 1) and --adversarial-rollout (at least 0) must add up to at most "
                          f"{args.frames - 2} (two context frames before them), got {args.adversarial_chunk} and "
                          f"{args.adversarial_rollout}.")
+    if not 0 <= args.adversarial_from_nothing <= 1:
+        raise ValueError(f"--adversarial-from-nothing must be a probability in [0, 1], got {args.adversarial_from_nothing}.")
+    if args.adversarial and args.adversarial_from_nothing and args.adversarial_first_steps < 1:
+        raise ValueError(f"--adversarial-first-steps must be at least 1, got {args.adversarial_first_steps}.")
     if args.adversarial_warmup < 0:
         raise ValueError(f"--adversarial-warmup must be a number of steps >= 0, got {args.adversarial_warmup}.")
     if args.adversarial and args.adversarial_steps < 1:
@@ -565,8 +575,10 @@ def adversarial_term(args, net, model, critic: FrameCritic, clips, actions, loss
     (:func:`msc.adversarial.sampled_chunk`, its randomness from its own generator, so the diffusion loss's draws are
     those of a run without it) and the critic, held fixed, scores it."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_039 + step * 4001 + rank)
-    drawn = sampled_chunk(net, clips, gen, args.adversarial_chunk, args.adversarial_steps, actions=actions,
-                          own_frames=args.adversarial_rollout)
+    nothing = bool(args.adversarial_from_nothing) and float(torch.rand((), generator=gen)) < args.adversarial_from_nothing
+    drawn = sampled_chunk(net, clips, gen, 1 if nothing else args.adversarial_chunk,
+                          args.adversarial_first_steps if nothing else args.adversarial_steps, actions=actions,
+                          own_frames=args.adversarial_rollout, from_nothing=nothing)
     critic.requires_grad_(False)
     try:
         adversarial = generator_loss(critic, drawn)

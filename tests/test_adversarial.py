@@ -42,6 +42,23 @@ def test_sampled_chunk_is_the_chunk_the_sampler_draws(overrides, chunk, own):
     assert torch.equal(drawn.real, clips[:, n:]) and torch.equal(drawn.real_last, clips[:, n - 1])
 
 
+@pytest.mark.parametrize("overrides", [dict(prior="previous_frame"),
+                                       dict(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True)])
+def test_a_first_chunk_from_nothing_is_the_samplers(overrides):
+    """from_nothing: the first chunk of a video from nothing, drawn from noise alone as sample_video draws it, beside a
+    blank frame before it."""
+    model = perturbed_tiny(**overrides)
+    clips = torch.rand(2, 5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    actions = torch.zeros(2, 5, dtype=torch.long) if "actions" in overrides else None
+    with torch.no_grad():
+        drawn = sampled_chunk(model, clips, torch.Generator(), chunk=2, steps=4, actions=actions, own_frames=2, seed=7,
+                              from_nothing=True)
+    video = sample_video(model, None, 2, steps=4, chunk=2, seed=7, batch=2,
+                         actions=None if actions is None else actions[:, :2]).video
+    assert drawn.start == 0 and torch.allclose(drawn.fake, video, atol=1e-4), (drawn.fake - video).abs().max()
+    assert torch.equal(drawn.real, clips[:, :2]) and not drawn.fake_last.any() and not drawn.real_last.any()
+
+
 def test_sampled_chunk_draws_where_it_starts_and_keeps_the_gradient_of_its_chunk_only():
     model = perturbed_tiny(prior="previous_frame").train()
     clips = torch.rand(2, 8, 3, 16, 16) * 2 - 1
@@ -81,7 +98,8 @@ def test_critic_judges_each_frame_beside_the_one_before_and_its_losses_pull_apar
 
 
 ADVERSARIAL_RUN = ["--config", "tiny", "--frames", "6", "--batch-size", "2", "--log-every", "1", "--warmup", "3",
-                   "--no-progress", "--set", "prior=previous_frame", "--adversarial", "0.5", "--adversarial-rollout", "1"]
+                   "--no-progress", "--set", "prior=previous_frame", "--adversarial", "0.5", "--adversarial-rollout", "1",
+                   "--adversarial-from-nothing", "0.5", "--adversarial-first-steps", "3"]
 
 
 def _log(out):

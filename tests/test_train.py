@@ -188,6 +188,9 @@ def test_fine_tune_starts_from_the_given_weights_with_a_fresh_schedule(tmp_path)
     (["--adversarial", "0.5", "--set", "prior=previous_frame", "--frames", "6", "--adversarial-rollout", "4"], "at most 4"),
     (["--adversarial", "0.5", "--set", "prior=previous_frame", "--adversarial-steps", "0"], "must be at least 1"),
     (["--adversarial-warmup", "-1"], "must be a number of steps >= 0"),
+    (["--adversarial-from-nothing", "1.5"], "must be a probability"),
+    (["--adversarial", "0.5", "--set", "prior=previous_frame", "--adversarial-from-nothing", "0.5",
+      "--adversarial-first-steps", "0"], "must be at least 1"),
 ])
 def test_training_options_reject_what_they_cannot_do(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
