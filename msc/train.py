@@ -601,6 +601,17 @@ def critic_step(critic, drawn) -> float:
     return float(loss.detach())
 
 
+def make_trained(args, config, device):
+    """``(model, its EMA, AdamW, critic or None)``: what a run trains, freshly initialised from ``--seed`` (restored
+    afterwards by :func:`restore`)."""
+    torch.manual_seed(args.seed)
+    model = MSCModel(config).to(device)
+    ema = MSCModel(config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    return model, ema, make_optimizer(model, args.lr, args.weight_decay), make_critic(args, config, device)
+
+
 def make_critic(args, config, device):
     """``(FrameCritic, Adam)`` for ``--adversarial``, else ``None``."""
     if not args.adversarial:
@@ -651,13 +662,7 @@ def train(args) -> dict:
 
     autoencoder, config = model_config(args, device)
     check_recipe(args, config)
-    torch.manual_seed(args.seed)
-    model = MSCModel(config).to(device)
-    ema = MSCModel(config).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    critic = make_critic(args, config, device)
+    model, ema, optimizer, critic = make_trained(args, config, device)
     ckpt, kept, source, start_step, elapsed_before = restore(args, model, ema, optimizer, critic)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
