@@ -22,7 +22,9 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # wher
 SHIPPED_CONTINUED = ("studies/world-long/checkpoint_13100.json", "studies/world-blur/shipped_checkpoint.json",
                      "studies/world-hard-long/01_world-long2.json", "studies/world-hard-long/02_world-self_control.json",
                      "studies/world-hard-long/03_world-mask_mask.json", "studies/world-hard-long/04_world-mask-long.json",
-                     "studies/world-hard-long/05_world-sharp_hard.json", "studies/world-hard-long/06_world-hard-long.json")
+                     "studies/world-hard-long/05_world-sharp_hard.json", "studies/world-hard-long/06_world-hard-long.json",
+                     "studies/world-hard-long/07_world-hard-long_7800.json",
+                     "studies/world-hard-long/08_world-adversarial-long_control.json")
 
 
 def _load(path: str) -> dict:
