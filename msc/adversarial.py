@@ -8,15 +8,20 @@ to be indistinguishable from real frames, beside the diffusion loss, is the adve
 (Sauer et al. 2023, "ADD"; Lin et al. 2025, "APT", for video): the diffusion loss keeps the frames where the truth is,
 the critic penalises the blur of the mean.
 
-What is trained. For a clip ``[B, T, C, H, W]`` the model continues a true context of ``k`` frames by a chunk of
-``chunk`` frames exactly as the sampler would (:func:`sampled_chunk`: noise centred on the chunk's anchors, the Euler
-steps of the noise schedule, differentiable through every step), and a small patch critic (:class:`FrameCritic`) judges
-each frame of the chunk beside the frame before it, against the true frames. Hinge losses (Lim & Ye 2017) with
+What is trained. For a clip ``[B, T, C, H, W]`` the model continues a true context of ``k`` frames by ``r`` frames of
+its own (no gradient) and then by a chunk of ``chunk`` frames exactly as the sampler would (:func:`sampled_chunk`: noise
+centred on the chunk's anchors, the Euler steps of the noise schedule, differentiable through every step), or draws the
+first chunk of a video from nothing; a small patch critic (:class:`FrameCritic`) judges each frame of the chunk beside
+the frame before it, against the true frames. Hinge losses (Lim & Ye 2017) with
 spectral-normalised convolutions (Miyato et al. 2018); the generator's term is weighted adaptively against the
 diffusion loss at the network's last layer, as VQGAN does (Esser et al. 2021, :func:`adaptive_weight`), so that one
 setting means the same share of the gradient whatever the scale of the diffusion loss.
 
 The critic is for training only: it is not part of the model's weights and the sampler never calls it.
+
+Measured (docs/world.md, studies world-adversarial and world-adversarial-long): on the world model, after rollouts of
+up to 8 frames, the critic never learned to tell the drawn frames from the true ones, and after 80 minutes the term had
+moved no bar against the recipe continued; no shipped recipe uses it.
 """
 
 from __future__ import annotations
