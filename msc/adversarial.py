@@ -81,8 +81,8 @@ def sampled_chunk(model, clips: torch.Tensor, generator: torch.Generator, chunk:
     """The sampler's continuation of a clip, differentiable in its last chunk. ``clips`` ``[B, T, C, H, W]``: after the
     true frames ``0 .. k - 1`` (``k`` in ``2 ..``: two finished frames give a flow anchor its velocity) the model first
     continues by ``r`` frames of its own (a multiple of ``chunk`` up to ``own_frames``, sampled chunk by chunk as the
-    sampler does, without a gradient: the errors a rollout compounds), then draws a chunk of ``chunk`` frames with ``steps`` Euler steps of
-    ``schedule``, every frame of the chunk at one level, anchored on the frames before it as the chunk-by-chunk sampler
+    sampler does, without a gradient: the errors a rollout compounds), then draws a chunk of ``chunk`` frames with
+    ``steps`` Euler steps of ``schedule``, every frame of the chunk at one level, anchored on the frames before it as the chunk-by-chunk sampler
     anchors, and finished as the sampler finishes frames (clamped to [-1, 1]). ``k``, ``r`` and the sampler's ``seed``
     are drawn from ``generator`` unless given (``context_frames``, ``rollout_frames``, ``seed``); all noise is the
     sampler's own for that seed (:func:`msc.sampling.sample_video` draws the same frames). ``model``: a

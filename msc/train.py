@@ -105,6 +105,10 @@ def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int)
     return torch.stack(items)
 
 
+def _save_weights(module: torch.nn.Module, path: str) -> None:
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+
+
 class Checkpoint:
     """``out/checkpoint/``: model.safetensors, ema.safetensors, optimizer.safetensors, state.json; with ``--adversarial``
     also the critic and its optimizer (critic.safetensors, critic_optimizer.safetensors).
@@ -123,13 +127,13 @@ class Checkpoint:
         """``critic``: ``(FrameCritic, its optimizer)`` or ``None``."""
         tmp = self.dir + ".tmp"
         os.makedirs(tmp, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, os.path.join(tmp, "ema.safetensors"))
+        _save_weights(model, os.path.join(tmp, "model.safetensors"))
+        _save_weights(ema, os.path.join(tmp, "ema.safetensors"))
         tensors, meta = optimizer_to_tensors(optimizer, self.compact)
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
         extra = {}
         if critic is not None:
-            save_file({k: v.contiguous() for k, v in critic[0].state_dict().items()}, os.path.join(tmp, "critic.safetensors"))
+            _save_weights(critic[0], os.path.join(tmp, "critic.safetensors"))
             tensors, extra["critic_optimizer"] = optimizer_to_tensors(critic[1], self.compact)
             save_file(tensors, os.path.join(tmp, "critic_optimizer.safetensors"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
@@ -239,7 +243,7 @@ def add_context_options(p: argparse.ArgumentParser) -> None:
 def add_adversarial_options(p: argparse.ArgumentParser) -> None:
     """The options of the adversarial term on the sampler's output (:mod:`msc.adversarial`)."""
     p.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
-                   help="with a prior: add a critic's hinge loss on chunks the sampler draws after a true context, "
+                   help="with a prior: add a critic's hinge loss on chunks the sampler draws after the clip's frames, "
                         "its gradient at the network's last layer WEIGHT x the diffusion loss's (msc.adversarial); 0 "
                         "disables")
     p.add_argument("--adversarial-chunk", type=int, default=1,
@@ -543,7 +547,7 @@ def first_frames(args, clips: torch.Tensor, actions, step: int, rank: int):
 def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: int, rank: int, autocast, critic=None):
     """One step on ``clips`` ``[B, T, C, H, W]`` (``actions`` ``[B, T]`` or ``None``): the diffusion loss
     (:func:`msc.diffusion.diffusion_loss`, its noise drawn from the step and rank), with ``critic`` ``(FrameCritic, its
-    optimizer)`` the adversarial term (:func:`adversarial_step`), the clipped gradient step, the EMA, then the
+    optimizer)`` the adversarial term (:func:`adversarial_term`), the clipped gradient step, the EMA, then the
     critic's step. ``(loss, gradient norm, {adversarial measures})``: ``loss`` is the diffusion loss alone."""
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 1009 + rank)
     clips, actions, from_nothing = first_frames(args, clips, actions, step, rank)
