@@ -131,6 +131,11 @@ def world_table(scored: Dict[str, Dict[str, dict]], logs: Dict[str, dict]) -> st
                 f = r["from_nothing_fvd"]
                 row += f" {f['fvd']:.0f} ({f['fvd_engine']:.0f}, {f['fvd_copy_first']:.0f}) |"
             lines.append(row)
+    if rollout and "engine" in first["from_nothing"]:  # the world itself on the same seeds and actions
+        cells = [first[kind]["engine"] for kind in ("from_nothing", "from_context") if kind in first]
+        lines.append("| the world itself (engine) | | | | | | | |"
+                     + "".join(f" {e['colour_drift']:.3f} | {e['sharpness_ratio']:.2f} | {e['motion_kept']:.2f} |" for e in cells)
+                     + (" |" if fvd else ""))
     return "\n".join(lines) + "\n"
 
 

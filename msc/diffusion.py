@@ -166,17 +166,24 @@ class ActionKernels(nn.Module):
     whole-pixel displacement): a soft kernel blurs every anchor a little, and a rollout of hundreds of frames compounds
     that into a picture that washes out. The kernels' own regression still fits the softmax (``soft=True``), whose
     largest tap is the displacement (a straight-through gradient instead spread the softmax and moved its largest tap
-    to wrong places within 200 steps)."""
+    to wrong places within 200 steps).
+
+    ``padding`` (``MSCConfig.action_kernel_padding``): what a kernel reads beyond the frame's edge, where the view moved
+    in from: ``"replicate"`` (the edge pixels repeated) or ``"circular"`` (the view wrapped around)."""
 
     IDENTITY_LOGIT = 6.0
+    PADDINGS = ("replicate", "circular")
     KEEP_START_LOGIT = -6.0
     SCALE = 20.0
 
-    def __init__(self, actions: int, size: int, frame_size: Optional[int] = None, hard: bool = False):
+    def __init__(self, actions: int, size: int, frame_size: Optional[int] = None, hard: bool = False,
+                 padding: str = "replicate"):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"the action kernel size must be odd and positive, got {size}.")
-        self.size, self.hard = size, hard
+        if padding not in self.PADDINGS:
+            raise ValueError(f"the action kernels' padding must be one of {self.PADDINGS}, got {padding!r}.")
+        self.size, self.hard, self.padding = size, hard, padding
         weight = torch.zeros(actions, size * size)
         weight[:, size * size // 2] = self.IDENTITY_LOGIT / self.SCALE
         self.weight = nn.Parameter(weight)
@@ -195,12 +202,12 @@ class ActionKernels(nn.Module):
         return kernel.view(-1, self.size, self.size)
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor, soft: bool = False) -> torch.Tensor:
-        """``frames`` ``[N, C, H, W]``, ``actions`` ``[N]`` -> each frame convolved with its action's kernel (edges
-        replicated), ``[N, C, H, W]``; ``soft``: the softmax kernels even where the anchors are ``hard``."""
+        """``frames`` ``[N, C, H, W]``, ``actions`` ``[N]`` -> each frame convolved with its action's kernel (beyond the
+        edges: ``padding``), ``[N, C, H, W]``; ``soft``: the softmax kernels even where the anchors are ``hard``."""
         n, c, h, w = frames.shape
         k = self.kernels(actions, soft).to(frames.dtype)  # [N, k, k]
         pad = self.size // 2
-        padded = nn.functional.pad(frames.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
+        padded = nn.functional.pad(frames.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode=self.padding)
         weight = k[:, None].expand(n, c, self.size, self.size).reshape(n * c, 1, self.size, self.size)
         moved = nn.functional.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
         if self.keep is None:

@@ -114,6 +114,11 @@ class MSCConfig:
     # per action, learned: the kernels' regression still fits their softmax): an anchor without blur, which a rollout
     # would otherwise compound frame after frame. False: the softmax kernel itself (a blend of neighbours)
     action_kernel_hard: bool = False
+    # what the action_kernel prior's anchor shows where the view moved in from beyond its edge (msc.diffusion.ActionKernels):
+    # "replicate" repeats the edge pixels (a camera held on a key draws streaks), "circular" wraps the view around (the
+    # opposite edge's texture: the view's colours and detail are kept, only their place is wrong). Either way the network
+    # draws what the world shows there, which no anchor knows
+    action_kernel_padding: str = "replicate"
     # the network also reads each frame's anchor (a prior's cheap prediction of the frame, msc.diffusion): a second patch
     # embedding, zero at initialisation (a model fine-tuned with it starts as the same function), added to the tokens of
     # the frames being denoised (msc.diffusion.network_anchor). False: the network sees its anchor only through the
@@ -136,6 +141,8 @@ class MSCConfig:
             raise ValueError(f"actions must be a number of discrete actions >= 0, got {self.actions!r}.")
         if self.prior in KERNEL_PRIORS and not self.actions:
             raise ValueError(f"the {self.prior} prior learns a kernel per action: it needs actions > 0.")
+        if self.action_kernel_padding not in ActionKernels.PADDINGS:
+            raise ValueError(f"action_kernel_padding must be one of {ActionKernels.PADDINGS}, got {self.action_kernel_padding!r}.")
         if self.anchor_input and self.prior == "none":
             raise ValueError("anchor_input reads each frame's anchor: it needs a prior other than 'none'.")
         if self.upsample not in ("nearest", "bilinear"):
@@ -430,7 +437,7 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         self.action_embed = nn.Embedding(config.actions, c) if config.actions else None
         self.action_kernels = (ActionKernels(config.actions, config.action_kernel_size,
                                              config.image_size if config.action_keep_mask else None,
-                                             hard=config.action_kernel_hard)
+                                             hard=config.action_kernel_hard, padding=config.action_kernel_padding)
                                if config.prior in KERNEL_PRIORS else None)  # the anchor's learned predictor
         self.blocks = nn.ModuleList(MSCBlock(config, r) for r in config.low_res_factors)
         self.final = FinalLayer(config)

@@ -91,6 +91,24 @@ def test_the_long_rollout_measures_drift_sharpness_and_motion_from_nothing_or_he
     assert continued["videos"].shape == (2, 40, 3, 16, 16) and torch.equal(continued["videos"][:, :8], start[0])
 
 
+def test_the_world_itself_is_scored_on_the_rollouts_seeds_and_actions():
+    """The engine's reference rollout continues the held-out start a model continues, under the actions the model's
+    rollout plays, and is scored by the same function."""
+    from bench.world import engine_rollout, held_out_episodes, rollout_actions, rollout_scores
+    from msc.data.procedural import TEST_SEED_OFFSET
+    from msc.world import World
+
+    report = engine_rollout(frames=40, seeds=2, size=16, context=8)
+    assert set(rollout_scores(torch.zeros(1, 40, 3, 16, 16))) <= set(report) and report["seeds"] == 2
+    clips, actions = held_out_episodes(1, 8, 16)
+    world = World(TEST_SEED_OFFSET, 16)
+    video = world.rollout(actions[0, 1:].tolist() + rollout_actions(0, 32).tolist())  # [40, 3, 16, 16]
+    assert torch.equal(video[:8], clips[0])  # the held-out start, then the rollout's actions
+    alone = rollout_scores(torch.stack([video, World(TEST_SEED_OFFSET + 1, 16).rollout(
+        held_out_episodes(2, 8, 16)[1][1, 1:].tolist() + rollout_actions(1, 32).tolist())]))
+    assert alone == {k: report[k] for k in alone}
+
+
 def _assert_play_equals_sampling(model, context, actions, settings):
     """Playing ``actions`` ``[1, K + n]`` after ``context`` ``[1, K, ...]`` one frame per action (:class:`msc.play.Player`)
     makes the frames that sampling the whole action sequence at once makes."""
@@ -290,6 +308,29 @@ def test_hard_kernels_move_each_pixel_by_their_largest_tap_and_the_softmax_behin
     assert hard.weight.grad[1].abs().sum() > 0 and hard.kernels(torch.tensor([1]), soft=True).max() < 0.5  # the softmax: a blend
     model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_keep_mask=True, action_kernel_hard=True)
     _assert_play_equals_sampling(model, random_context(2), _actions(6, seed=3), SamplerSettings(steps=2, chunk=1))
+
+
+def test_circular_kernels_wrap_the_view_around_where_it_moved_in_from_beyond_the_edge():
+    """``action_kernel_padding="circular"``: a whole-pixel move brings in the opposite edge (a roll), not a repeat of the
+    near edge; the setting is checked and a world model with it samples and plays exactly."""
+    from msc.diffusion import ActionKernels
+    from msc.model import config_from_name
+    from msc.sampling import SamplerSettings
+
+    wrap = ActionKernels(len(ACTIONS), 3, hard=True, padding="circular")
+    with torch.no_grad():
+        wrap.weight.zero_()
+        wrap.weight[1, 3] = 0.1  # action 1: the left neighbour's tap, a move one pixel right
+    frames = torch.randn(2, 3, 8, 8)
+    assert torch.equal(wrap(frames, torch.tensor([0, 1]))[1], frames[1].roll(1, dims=-1))
+    with pytest.raises(ValueError, match="padding must be one of"):
+        ActionKernels(len(ACTIONS), 3, padding="reflect")
+    with pytest.raises(ValueError, match="action_kernel_padding must be one of"):
+        config_from_name("tiny", prior="action_kernel", actions=len(ACTIONS), action_kernel_padding="zeros")
+    model = perturbed_tiny(prior="action_kernel", actions=len(ACTIONS), action_kernel_hard=True,
+                           action_kernel_padding="circular")
+    assert model.action_kernels.padding == "circular"
+    _assert_play_equals_sampling(model, random_context(2), _actions(6, seed=4), SamplerSettings(steps=2, chunk=1))
 
 
 def test_a_model_with_a_new_keep_mask_starts_from_weights_without_one(tmp_path):

@@ -60,3 +60,10 @@ def test_a_world_study_table_has_a_column_per_rollout_kind_of_every_arm():
     header = next(line for line in table.splitlines() if line.startswith("| arm"))
     assert header.count("|") == rows[0].count("|") == rows[1].count("|")
     assert "from context: colour drift" in header and rows[1].endswith("| 0.100 | 0.50 | 0.25 | 0.050 | 0.50 | 0.25 | 900 (300, 1200) |")
+    engine = {"colour_drift": 0.15, "sharpness_ratio": 1.0, "motion_kept": 0.3}
+    with_world = report(4.0, 0.2)
+    for kind in ("from_nothing", "from_context"):
+        with_world[kind] = dict(with_world[kind], engine=engine)
+    table = world_table({"control": {"steps_2": with_world}}, {"control": {"step": 10}})
+    world = next(line for line in table.splitlines() if line.startswith("| the world itself"))
+    assert world.count("|") == header.count("|") and world.endswith("| 0.150 | 1.00 | 0.30 | 0.150 | 1.00 | 0.30 | |")
