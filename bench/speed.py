@@ -7,7 +7,8 @@ For a weights folder (the bundled model by default) this counts the FLOPs of thr
   generation, chunks of one frame);
 * **generated frame**: what a frame costs the sampler at ``--steps`` denoising steps, chunks of 1: ``steps`` forwards
   of the frame and the one that commits it to the KV cache;
-* **training step**: forward and backward of the loss on ``--batch`` clips of ``--frames`` frames.
+* **training step**: forward and backward of the loss on ``--batch`` clips of ``--frames`` frames; and the same under
+  bf16 autocast (``msc.train --bf16``: matmuls in bf16, attention and the action kernels in float32).
 
 The **bound** of each is its FLOPs over the machine's matrix-multiply rate at the model's own matmul shapes
 (``[tokens, D] @ [D, 3D]``, ``[D, 4D]``, ``[4D, D]``), measured in the same process in float32 and bfloat16; each
@@ -68,20 +69,21 @@ def frame_work(model: MSCModel, steps: int):
     g = torch.Generator().manual_seed(0)
     shape = (1, 1, cfg.channels, cfg.image_size, cfg.image_size)
     cache = KVCache(cfg)
+    actions = (lambda n: {"actions": torch.zeros(1, n, dtype=torch.long)}) if cfg.actions else (lambda n: {})  # the no-op
     with torch.no_grad():
-        model(torch.randn(1, window, *shape[2:], generator=g), torch.zeros(1, window), cache=cache, commit=True)
+        model(torch.randn(1, window, *shape[2:], generator=g), torch.zeros(1, window), cache=cache, commit=True, **actions(window))
     x, t = torch.randn(shape, generator=g), torch.full((1, 1), 0.5)
 
     @torch.no_grad()
     def one_forward():
-        model(x, t, cache=cache)
+        model(x, t, cache=cache, **actions(1))
 
     @torch.no_grad()
     def generated_frame():
         for _ in range(steps):
-            model(x, t, cache=cache)
+            model(x, t, cache=cache, **actions(1))
         keep = [(b.k, b.v) for pair in cache.layers for b in pair]
-        model(x, torch.zeros(1, 1), cache=cache, commit=True)
+        model(x, torch.zeros(1, 1), cache=cache, commit=True, **actions(1))
         for (k, v), b in zip(keep, (b for pair in cache.layers for b in pair)):  # the window stays the same length
             b.k, b.v = k, v
         cache.frames -= 1
@@ -89,14 +91,17 @@ def frame_work(model: MSCModel, steps: int):
     return one_forward, generated_frame
 
 
-def training_work(model: MSCModel, batch: int, frames: int):
+def training_work(model: MSCModel, batch: int, frames: int, bf16: bool = False):
+    """A training step's forward and backward; ``bf16``: under bf16 autocast, as ``msc.train --bf16`` trains."""
     cfg = model.config
     clips = torch.rand(batch, frames, cfg.channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     actions = torch.zeros(batch, frames, dtype=torch.long) if cfg.actions else None
 
     def step():
         model.zero_grad(set_to_none=True)
-        diffusion_loss(model, clips, torch.Generator().manual_seed(1), max_chunk=8, frame_loss="log", actions=actions).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = diffusion_loss(model, clips, torch.Generator().manual_seed(1), max_chunk=8, frame_loss="log", actions=actions)
+        loss.backward()
 
     return step
 
@@ -119,14 +124,15 @@ def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -
     cfg = model.config
     tokens_frame = cfg.grid**2
     one_forward, generated_frame = frame_work(model, steps)
-    train_step = training_work(model, batch, frames)
+    train_step, train_step_bf16 = training_work(model, batch, frames), training_work(model, batch, frames, bf16=True)
     rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
                     "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     rows = {}
     for name, fn, scale, runs in (("one-frame forward", one_forward, "frame", repeat),
                                   (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
-                                  (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5))):
+                                  (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5)),
+                                  ("the same, bf16 autocast (msc.train --bf16)", train_step_bf16, "training", max(3, repeat // 5))):
         flops = count_flops(fn)
         seconds = median_seconds(fn, runs)
         bound = {p: flops / rates[p][scale] for p in rates}

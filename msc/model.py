@@ -265,6 +265,16 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
 
 
+def attention_in_float32(q, k, v, *args, **kwargs) -> torch.Tensor:
+    """:func:`~msc.attention.neighborhood_attention`, in float32 under the CPU's bf16 autocast (``msc.train --bf16``):
+    there the matmuls gain bf16's rate, but PyTorch's CPU flash attention runs its backward 2.7× slower in bf16 than in
+    float32 (the world model's training step, bench.speed's profile). Elsewhere it is the call itself."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return neighborhood_attention(q.float(), k.float(), v.float(), *args, **kwargs)
+    return neighborhood_attention(q, k, v, *args, **kwargs)
+
+
 class MSCAttention(nn.Module):
     """MSC attention of one layer (or frame-causal dense attention for the baseline)."""
 
@@ -328,7 +338,7 @@ class MSCAttention(nn.Module):
         """Frame-causal global attention for the baseline. With a cache, each new frame attends the
         cached frames and the new frames up to itself, one unmasked SDPA call per new frame."""
         if cache is None:
-            return neighborhood_attention(q, k, v, (q.shape[1], q.shape[2], q.shape[3]), 1, (True, False, False))
+            return attention_in_float32(q, k, v, (q.shape[1], q.shape[2], q.shape[3]), 1, (True, False, False))
         k_all, v_all, n_past = cache.with_past(k, v, commit)
         outs = []
         for i in range(q.shape[1]):
@@ -348,7 +358,7 @@ class MSCAttention(nn.Module):
             k, v, n_past = cache.with_past(k, v, commit)
             if n_past:  # placeholders: only the new frames' queries are computed (query_start)
                 q = torch.cat([q.new_zeros(q.shape[0], n_past, *q.shape[2:]), q], dim=1)
-        return neighborhood_attention(q, k, v, kernel_size, dilation, (True, False, False), query_start=n_past)
+        return attention_in_float32(q, k, v, kernel_size, dilation, (True, False, False), query_start=n_past)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, h, w, D]`` -> ``[B, T, h/r, w/r, D]``: the mean of every ``r × r`` block of tokens, as two sums over
