@@ -8,6 +8,7 @@ settings (``frame_std``, ``residual_std``) read in the same units whatever the a
 convolutional: what a linear un-patchify draws as a grid of patches, it draws as one picture.
 
     python -m msc.autoencoder --data data --minutes 7 --out runs/ae         # train, then report reconstruction PSNR
+    python -m msc.autoencoder --data data --minutes 7 --out runs/ae --resume  # continue a stopped run exactly
     python -m msc.train ... --autoencoder runs/ae/final                     # MSC on its latents
 
 Architecture (a compact version of the VAE of Rombach et al. 2022, without the KL term): a 3 × 3 stem, then
@@ -40,6 +41,9 @@ class AutoencoderConfig:
     def __post_init__(self):
         if self.factor < 2 or self.factor & (self.factor - 1):
             raise ValueError(f"factor must be a power of 2 of at least 2, got {self.factor}.")
+
+
+WARMUP = 100  # steps of linear learning-rate warm-up
 
 
 class ResBlock(nn.Module):
@@ -112,13 +116,54 @@ def training_frames(data, count: int, seed: int) -> torch.Tensor:
     return torch.stack([clips[i][i % 4] for i in picks])
 
 
+def _save_checkpoint(folder: str, model: FrameAutoencoder, opt: torch.optim.Optimizer, state: dict) -> None:
+    """``folder``: model.safetensors, optimizer.safetensors and state.json (step, elapsed, log, the optimizer's
+    non-tensor state), written to a temporary folder first so that a kill mid-write leaves the previous one."""
+    from safetensors.torch import save_file
+
+    from msc.train import optimizer_to_tensors
+
+    tmp = folder + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
+    tensors, meta = optimizer_to_tensors(opt)
+    save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump({**state, "optimizer": meta}, f)
+    if os.path.isdir(folder):
+        os.rename(folder, folder + ".old")
+    os.rename(tmp, folder)
+    if os.path.isdir(folder + ".old"):
+        import shutil
+
+        shutil.rmtree(folder + ".old")
+
+
+def _load_checkpoint(folder: str, model: FrameAutoencoder, opt: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    from msc.train import optimizer_from_tensors
+
+    with open(os.path.join(folder, "state.json")) as f:
+        state = json.load(f)
+    model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
+    optimizer_from_tensors(opt, load_file(os.path.join(folder, "optimizer.safetensors")), state.pop("optimizer"))
+    return state
+
+
 def train_autoencoder(data_folder: str, out: str, minutes: float, config: AutoencoderConfig, batch: int = 32,
-                      lr: float = 1e-3, seed: int = 0, threads: int = 0) -> dict:
-    """Train on frames of the training mixture for ``minutes`` of wall time (L1 + MSE), fit the latent statistics,
-    and save ``out/final`` with a report of reconstruction PSNR on the held-out sets."""
+                      lr: float = 1e-3, seed: int = 0, threads: int = 0, pool: int = 4096, resume: bool = False,
+                      ckpt_every: int = 100, max_steps: int = 0) -> dict:
+    """Train on frames of the training mixture for ``minutes`` of wall time (L1 + MSE; the learning rate warms up
+    over :data:`WARMUP` steps, then follows a cosine over the budget down to a tenth), fit the latent statistics, and
+    save ``out/final`` with a report of reconstruction PSNR on the held-out sets. ``pool`` training frames are drawn
+    once (each step a fresh batch of them, mirrored every other step); every ``ckpt_every`` steps ``out/checkpoint``
+    is written, from which ``resume`` continues as a run never stopped would (the same batches; the optimizer and the
+    budget's elapsed time restored). ``max_steps`` (0: none) ends the run earlier."""
     from msc.data.mixture import PreparedData
     from msc.evaluate import SETS, held_out_set
     from msc.metrics import psnr
+    from msc.train import learning_rate
 
     if threads:
         torch.set_num_threads(threads)
@@ -126,11 +171,19 @@ def train_autoencoder(data_folder: str, out: str, minutes: float, config: Autoen
     data = PreparedData(data_folder)
     model = FrameAutoencoder(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    start, step, log = time.time(), 0, []
-    pool = training_frames(data, 4096, seed)  # drawn once; each step a fresh batch of it, mirrored at random
-    while time.time() - start < 60 * minutes:
+    checkpoint = os.path.join(out, "checkpoint")
+    state = {"step": 0, "elapsed": 0.0, "log": []}
+    if resume and os.path.isdir(checkpoint):
+        state = _load_checkpoint(checkpoint, model, opt)
+        if state["config"] != asdict(config):
+            raise ValueError(f"{checkpoint} holds an autoencoder of {state['config']}, not {asdict(config)}.")
+    step, log, start = state["step"], state["log"], time.time() - state["elapsed"]
+    frames = training_frames(data, pool, seed)  # [pool, 3, S, S]
+    while time.time() - start < 60 * minutes and not (max_steps and step >= max_steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, lr, WARMUP, 1 << 30, (time.time() - start) / (60 * minutes))
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = pool[torch.randint(0, pool.shape[0], (batch,), generator=g)]
+        x = frames[torch.randint(0, frames.shape[0], (batch,), generator=g)]
         if step % 2:
             x = x.flip(-1)
         y = model.decoder(model.encoder(x))
@@ -140,10 +193,13 @@ def train_autoencoder(data_folder: str, out: str, minutes: float, config: Autoen
         opt.step()
         step += 1
         if step % 50 == 0:
-            log.append({"step": step, "loss": float(loss), "elapsed": time.time() - start})
+            log.append({"step": step, "loss": float(loss), "lr": opt.param_groups[0]["lr"], "elapsed": time.time() - start})
             print(json.dumps(log[-1]), flush=True)
+        if ckpt_every and step % ckpt_every == 0:
+            _save_checkpoint(checkpoint, model, opt, {"step": step, "elapsed": time.time() - start, "log": log,
+                                                      "config": asdict(config)})
     model.eval()
-    model.fit_statistics(pool[:1024])
+    model.fit_statistics(frames[:1024])
     report = {"config": asdict(config), "steps": step, "minutes": (time.time() - start) / 60, "log": log, "psnr": {}}
     with torch.no_grad():
         for name in SETS:
@@ -166,10 +222,16 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=d.width)
     p.add_argument("--factor", type=int, default=d.factor)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pool", type=int, default=4096, help="training frames drawn once, each step a batch of them")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (out/checkpoint)")
+    p.add_argument("--resume", action="store_true", help="continue from out/checkpoint exactly, within the same --minutes")
+    p.add_argument("--max-steps", type=int, default=0, help="end after this many steps (0: the time budget alone)")
     args = p.parse_args(argv)
     report = train_autoencoder(args.data, args.out, args.minutes, AutoencoderConfig(3, args.latent_channels, args.width, args.factor),
-                               args.batch_size, threads=args.threads)
+                               args.batch_size, args.lr, threads=args.threads, pool=args.pool, resume=args.resume,
+                               ckpt_every=args.ckpt_every, max_steps=args.max_steps)
     print(json.dumps({k: report[k] for k in ("steps", "minutes", "psnr")}, indent=1))
     return 0
 

@@ -485,19 +485,20 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     seen = x0 if own_context is None else torch.cat([own_context.to(x0.device, x0.dtype), x0[:, own_context.shape[1]:]], 1)
     seen = corrupt_context(seen, context, generator, context_corruption, context_blur) if corrupted else seen  # [B, T, C, H, W]
     cuts = generator.get_state()  # the chunk cuts, drawn again below for the kernels' clean anchors
-    anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
+    learned = denoiser.config.prior in KERNEL_PRIORS  # the kernels' anchors are detached below: no graph for them
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not learned):
+        anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:
         anchored = anchored & ~nothing[:, None].to(anchored.device)
         anchor = anchor * anchored[:, :, None, None, None].to(anchor.dtype)
     kernel_loss = 0.0
-    if denoiser.config.prior in KERNEL_PRIORS:  # the kernels' own regression, from clean frames onto clean frames (on
+    if learned:  # the kernels' own regression, from clean frames onto clean frames (on
         # the corrupted context the best kernel would blur, to denoise); the network learns the residual around their
         # detached prediction from the frames it sees
         same_cuts = torch.Generator().set_state(cuts)
         clean, _ = chunk_anchors(x0, same_cuts, max_chunk, denoiser.config.prior, actions, denoiser.kernels,
                                  soft_kernels=True)
         kernel_loss = (clean - x0).pow(2).mean(dim=(2, 3, 4))[anchored].mean() if anchored.any() else clean.sum() * 0
-        anchor = anchor.detach()
     weight = anchor_error_weight(x0, anchor, anchored, anchor_error_strength) if anchor_error_strength > 0 else None
     return kernel_loss + velocity_loss(denoiser, seen, levels.clamp(min=MIN_TRAINING_LEVEL), noise, anchor, anchored,
                                        scored=~context if corrupted or own_context is not None else None,

@@ -6,6 +6,7 @@ from msc.autoencoder import AutoencoderConfig, FrameAutoencoder
 from msc.evaluate import EvalSettings, evaluate, load_model
 from msc.sampling import SamplerSettings
 from msc.train import main as train_main
+from test_prepared_data import prepared  # noqa: F401  (the tiny prepared-data folder fixture)
 
 
 def test_encode_decode_shapes_and_normalised_latents():
@@ -32,3 +33,21 @@ def test_training_on_latents_and_scoring_in_pixels(tmp_path):
     report = evaluate({"msc": model}, settings)
     assert len(report["sets"]["procedural"]["methods"]["msc"]["psnr"]) == 2  # scored against 16-pixel frames
     assert report["rollout"]["video"].shape == (1, 4, 3, 16, 16)
+
+
+def test_a_stopped_autoencoder_run_resumes_exactly(prepared, tmp_path):
+    """Four steps straight, or two then a resume from the checkpoint to four: the same weights (the batches and the
+    learning rates are functions of the step, the optimizer is restored)."""
+    from safetensors.torch import load_file
+
+    from msc.autoencoder import train_autoencoder
+
+    config = AutoencoderConfig(latent_channels=4, width=8, factor=2)
+    common = dict(minutes=60, config=config, batch=4, pool=16, ckpt_every=2, threads=1)
+    straight = train_autoencoder(prepared.root, str(tmp_path / "straight"), max_steps=4, **common)
+    train_autoencoder(prepared.root, str(tmp_path / "stopped"), max_steps=2, **common)
+    resumed = train_autoencoder(prepared.root, str(tmp_path / "stopped"), max_steps=4, resume=True, **common)
+    assert straight["steps"] == resumed["steps"] == 4
+    a, b = (load_file(str(tmp_path / run / "checkpoint" / "model.safetensors")) for run in ("straight", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert set(resumed["psnr"]) == {"real", "camera", "procedural"}
