@@ -193,7 +193,7 @@ def train_autoencoder(data_folder: str, out: str, minutes: float, config: Autoen
         opt.step()
         step += 1
         if step % 50 == 0:
-            log.append({"step": step, "loss": float(loss), "lr": opt.param_groups[0]["lr"], "elapsed": time.time() - start})
+            log.append({"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], "elapsed": time.time() - start})
             print(json.dumps(log[-1]), flush=True)
         if ckpt_every and step % ckpt_every == 0:
             _save_checkpoint(checkpoint, model, opt, {"step": step, "elapsed": time.time() - start, "log": log,
