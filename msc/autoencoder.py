@@ -121,22 +121,16 @@ def _save_checkpoint(folder: str, model: FrameAutoencoder, opt: torch.optim.Opti
     non-tensor state), written to a temporary folder first so that a kill mid-write leaves the previous one."""
     from safetensors.torch import save_file
 
-    from msc.train import optimizer_to_tensors
+    from msc.train import optimizer_to_tensors, save_weights, swap_in
 
     tmp = folder + ".tmp"
     os.makedirs(tmp, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
+    save_weights(model, os.path.join(tmp, "model.safetensors"))
     tensors, meta = optimizer_to_tensors(opt)
     save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({**state, "optimizer": meta}, f)
-    if os.path.isdir(folder):
-        os.rename(folder, folder + ".old")
-    os.rename(tmp, folder)
-    if os.path.isdir(folder + ".old"):
-        import shutil
-
-        shutil.rmtree(folder + ".old")
+    swap_in(tmp, folder)
 
 
 def _load_checkpoint(folder: str, model: FrameAutoencoder, opt: torch.optim.Optimizer) -> dict:

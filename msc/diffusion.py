@@ -485,7 +485,7 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     seen = x0 if own_context is None else torch.cat([own_context.to(x0.device, x0.dtype), x0[:, own_context.shape[1]:]], 1)
     seen = corrupt_context(seen, context, generator, context_corruption, context_blur) if corrupted else seen  # [B, T, C, H, W]
     cuts = generator.get_state()  # the chunk cuts, drawn again below for the kernels' clean anchors
-    learned = denoiser.config.prior in KERNEL_PRIORS  # the kernels' anchors are detached below: no graph for them
+    learned = denoiser.config.prior in KERNEL_PRIORS  # the kernels' anchors are no regression target: no graph for them
     with torch.set_grad_enabled(torch.is_grad_enabled() and not learned):
         anchor, anchored = chunk_anchors(seen, generator, max_chunk, denoiser.config.prior, actions, denoiser.kernels)
     if nothing is not None:

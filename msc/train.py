@@ -105,8 +105,22 @@ def batch_for_step(dataset, step: int, global_batch: int, rank: int, world: int)
     return torch.stack(items)
 
 
-def _save_weights(module: torch.nn.Module, path: str) -> None:
+def save_weights(module: torch.nn.Module, path: str) -> None:
+    """``module``'s state dict as one safetensors file."""
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+
+
+def swap_in(tmp: str, folder: str) -> None:
+    """Replace ``folder`` by the fully written ``tmp`` folder, atomically enough: a crash mid-save leaves the previous
+    ``folder`` intact (a checkpoint's last step)."""
+    old = folder + ".old"
+    if os.path.isdir(folder):
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if os.path.isdir(old):
+        for name in os.listdir(old):
+            os.remove(os.path.join(old, name))
+        os.rmdir(old)
 
 
 class Checkpoint:
@@ -127,26 +141,18 @@ class Checkpoint:
         """``critic``: ``(FrameCritic, its optimizer)`` or ``None``."""
         tmp = self.dir + ".tmp"
         os.makedirs(tmp, exist_ok=True)
-        _save_weights(model, os.path.join(tmp, "model.safetensors"))
-        _save_weights(ema, os.path.join(tmp, "ema.safetensors"))
+        save_weights(model, os.path.join(tmp, "model.safetensors"))
+        save_weights(ema, os.path.join(tmp, "ema.safetensors"))
         tensors, meta = optimizer_to_tensors(optimizer, self.compact)
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
         extra = {}
         if critic is not None:
-            _save_weights(critic[0], os.path.join(tmp, "critic.safetensors"))
+            save_weights(critic[0], os.path.join(tmp, "critic.safetensors"))
             tensors, extra["critic_optimizer"] = optimizer_to_tensors(critic[1], self.compact)
             save_file(tensors, os.path.join(tmp, "critic_optimizer.safetensors"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({**state, "optimizer": meta, **extra, "config": model.config.to_dict()}, f)
-        # swap in atomically-enough: a crash mid-save leaves the previous checkpoint intact
-        old = self.dir + ".old"
-        if os.path.isdir(self.dir):
-            os.replace(self.dir, old)
-        os.replace(tmp, self.dir)
-        if os.path.isdir(old):
-            for name in os.listdir(old):
-                os.remove(os.path.join(old, name))
-            os.rmdir(old)
+        swap_in(tmp, self.dir)
 
     def load(self, model, ema, optimizer, critic=None) -> dict:
         """Restores what :meth:`save` wrote; the ``critic`` ``(FrameCritic, its optimizer)`` where the checkpoint has
