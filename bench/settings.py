@@ -9,10 +9,12 @@ time with one torch thread each):
 * all the held-out real windows (8 context frames, 8 generated): PSNR / SSIM, the motion of the
   generated frames against the truth's, and the **Fréchet Video Distance** of the 16-frame clips
   against the ground truth's (:mod:`msc.fvd`; needs ``python -m msc.i3d`` once);
-* a 256-frame rollout from the first 2 real clips: the colour drift of the last 32 frames (the
-  model card's bar: 0.05) and their sharpness against the context's.
+* a 256-frame rollout from the first :data:`ROLLOUT_CLIPS` real clips (the model card's): the colour drift of the last
+  32 frames (the card's bar: 0.05), their sharpness against the context's and how much they still move against the
+  context (the bar: 0.5; a rollout that slows to a halt is a frozen picture).
 
-**The rule** (:data:`RULE`): among the settings whose rollout keeps its colour, the lowest FVD. FVD
+**The rule** (:data:`RULE`): among the settings whose rollout keeps its colour and keeps moving, the lowest FVD
+(among those that keep their colour when none keeps both: freezing never qualifies a setting that moves). FVD
 compares the distribution of whole continuations with the truth's, so it punishes both blur and
 made-up motion, where PSNR rewards a blurred average; but it sees 16 frames, and the app extends
 videos for as long as one asks, so a setting whose colour drifts away over 256 frames does not
@@ -37,13 +39,15 @@ import subprocess
 import sys
 
 from bench import write_results
-from msc.evaluate import COLOUR_TOLERANCE, model_names
+from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, model_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = ((1, 4), (1, 8), (2, 4), (2, 8), (4, 4), (4, 8), (8, 8), (16, 4), (16, 8))
+ROLLOUT_CLIPS = 4  # as the model card's rollout
 SEEDS = 3  # FVD seeds per setting whose rollout keeps its colour (seed 0 is the grid's own evaluation)
 RULE = ("among the settings whose 256-frame rollout keeps the colour within "
-        f"{COLOUR_TOLERANCE} (FVD sees 16 frames; the app extends videos as long as one asks), the lowest FVD (mean over "
+        f"{COLOUR_TOLERANCE} and still moves at least {MOTION_KEPT:g}× as much as its context (those that keep the colour "
+        "when none does both; FVD sees 16 frames, and the app extends videos as long as one asks), the lowest FVD (mean over "
         f"{SEEDS} seeds; it compares whole continuations with the truth's, so it punishes blur and made-up motion alike, "
         "where PSNR rewards a blurred average); settings within two standard errors of it are tied, and of those the one "
         "whose rollout's sharpness is closest to the context's (objects neither dissolve into texture nor collapse to flat colour)")
@@ -60,8 +64,9 @@ def fvd_mean_and_error(row: dict) -> tuple:
 
 
 def qualifying(rows: list) -> list:
-    """The settings whose rollout keeps its colour (all of them when none does)."""
-    return [r for r in rows if r["drift"] <= COLOUR_TOLERANCE] or rows
+    """The settings whose rollout keeps its colour and keeps moving; else those that keep the colour; else all."""
+    coloured = [r for r in rows if r["drift"] <= COLOUR_TOLERANCE]
+    return [r for r in coloured if r.get("motion_kept", 0.0) >= MOTION_KEPT] or coloured or rows
 
 
 def choose(rows: list) -> dict:
@@ -96,7 +101,7 @@ def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int, seeds
         if len(running) == jobs:
             _wait(running.pop(0))
         path = report_path(runs, steps, chunk, seed)
-        rollout = ["--rollout", "256", "--rollout-clips", "2"] if seed == 0 else ["--rollout", "0"]
+        rollout = ["--rollout", "256", "--rollout-clips", str(ROLLOUT_CLIPS)] if seed == 0 else ["--rollout", "0"]
         args = [sys.executable, "-m", "msc.evaluate", "--weights", weights, "--data", data, "--sets", "real", "--clips", "256",
                 *rollout, "--fvd", "--steps", str(steps), "--chunk", str(chunk), "--seed", str(seed),
                 "--threads", "1", "--json", path]
@@ -130,6 +135,7 @@ def summarise(runs: str, grid) -> tuple:
         rows.append({"steps": steps, "chunk": chunk, "clips": real["clips"], "psnr": m["psnr_mean"], "ssim": m["ssim_mean"],
                      "motion": m["motion"], "motion_truth": m["motion_truth"], "fvd": m["fvd"],
                      "drift": r["colour_drift_max"], "sharpness_ratio": r["sharpness_ratio"], "rollout_clips": r["clips"],
+                     "motion_kept": r.get("motion_kept", float("nan")),
                      "fvd_seeds": [m["fvd"]]})
         for seed in range(1, SEEDS):
             path = report_path(runs, steps, chunk, seed)
@@ -144,7 +150,8 @@ def summarise(runs: str, grid) -> tuple:
 def settings_table(report: dict) -> str:
     """The sampler-settings study (``python -m bench.settings``, its JSON): one row per denoising steps × chunk
     with the real windows' PSNR / SSIM, motion (truth), FVD (at seed 0, and ``fvd_mean`` ± ``fvd_error`` over the
-    seeds where the rule measured more) and the 256-frame rollout's colour drift and sharpness, the rule's choice and the
+    seeds where the rule measured more) and the 256-frame rollout's colour drift, sharpness and motion kept, the rule's
+    choice and the
     shipped default marked, then the rule in words."""
     rows = report["grid"]
     copy = report["copy_last"]
@@ -156,10 +163,10 @@ def settings_table(report: dict) -> str:
              + (f" The settings whose rollout keeps its colour are also scored at {seeds - 1} more seeds." if seeds > 1 else ""),
              "",
              "| steps | chunk | real PSNR / SSIM | motion (truth) | FVD | " + (f"FVD over {seeds} seeds | " if seeds > 1 else "")
-             + "rollout colour drift | rollout sharpness |",
-             "|---:|---:|---|---|---:|" + ("---:|" if seeds > 1 else "") + "---:|---:|",
+             + "rollout colour drift | rollout sharpness | rollout motion kept |",
+             "|---:|---:|---|---|---:|" + ("---:|" if seeds > 1 else "") + "---:|---:|---:|",
              f"| copy the last frame | | {copy['psnr']:.2f} / {copy['ssim']:.3f} | 0 | {copy['fvd']:.1f} | "
-             + ("– | " if seeds > 1 else "") + "0 | 1× |"]
+             + ("– | " if seeds > 1 else "") + "0 | 1× | 0 |"]
     for r in rows:
         marks = [name for name, hit in (("chosen", (r["steps"], r["chunk"]) == choice),
                                         ("the default", (r["steps"], r["chunk"]) == default)) if hit]
@@ -168,7 +175,8 @@ def settings_table(report: dict) -> str:
         if seeds > 1:
             over_seeds = f"{r['fvd_mean']:.1f} ± {r['fvd_error']:.1f} | " if len(r.get("fvd_seeds", ())) > 1 else "– | "
         lines.append(f"| {r['steps']} | {r['chunk']}{tag} | {r['psnr']:.2f} / {r['ssim']:.3f} | {r['motion']:.4f} "
-                     f"({r['motion_truth']:.4f}) | {r['fvd']:.1f} | {over_seeds}{r['drift']:.3f} | {r['sharpness_ratio']:.2f}× |")
+                     f"({r['motion_truth']:.4f}) | {r['fvd']:.1f} | {over_seeds}{r['drift']:.3f} | {r['sharpness_ratio']:.2f}× | "
+                     f"{r.get('motion_kept', float('nan')):.2f} |")
     lines += ["", f"Rule: {report['rule']} → steps {choice[0]}, chunk {choice[1]}; the default: steps {default[0]}, chunk {default[1]}."]
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Optional
 
-from msc.evaluate import COLOUR_TOLERANCE, model_names
+from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, model_names
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the records' paths are relative to
 LABELS = {"copy-last": "copy the last frame", "flow-extrapolation": "flow extrapolation (Farnebäck, warped back)",
@@ -183,8 +183,8 @@ def rollout_section(report: dict) -> list:
             f"drift of the last 32 frames against the context is {r['colour_drift_max']:.3f} on [0, 1] (bar "
             f"{COLOUR_TOLERANCE}: {kept}); their sharpness is {r['sharpness_ratio']:.2f}× the context's "
             f"({'detail fades' if r['sharpness_ratio'] < 0.8 else 'detail kept' if r['sharpness_ratio'] <= 1.25 else 'texture grows'})"
-            + (f"; they move {r['motion_kept']:.2f}× as much as the context (bar 0.5: "
-               f"{'still moving' if r['motion_kept'] >= 0.5 else '**slowing to a halt**'})" if "motion_kept" in r else "")
+            + (f"; they move {r['motion_kept']:.2f}× as much as the context (bar {MOTION_KEPT:g}: "
+               f"{'still moving' if r['motion_kept'] >= MOTION_KEPT else '**slowing to a halt**'})" if "motion_kept" in r else "")
             + ".", ""]
 
 

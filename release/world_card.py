@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+from msc.evaluate import MOTION_KEPT
+
 ACTION_BAR_DB, MIN_FPS, MAX_LATENCY_S = 3.0, 10.0, 0.3
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where --continued is relative to
 # the runs that continued world3's world32-kernel arm into the bundled weights/world, in order (each checkpoint's record)
@@ -103,7 +105,7 @@ def from_nothing_section(world: dict) -> list:
         "![Videos from nothing](from_nothing.png)", "",
         f"Colour drift of the last 32 frames against the first 8: {r['colour_drift']:.3f} (bar ≤ 0.05); sharpness "
         f"{r['sharpness_ratio']:.2f}× the first frames' (bar 0.8–1.25); motion over the last 32 frames "
-        f"{r['motion_kept']:.2f}× the first 32's (bar ≥ 0.5): {_met(r['met'])}.", ""] + _engine_line(r)
+        f"{r['motion_kept']:.2f}× the first 32's (bar ≥ {MOTION_KEPT:g}): {_met(r['met'])}.", ""] + _engine_line(r)
 
 
 def _engine_line(rollout: dict) -> list:

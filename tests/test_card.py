@@ -123,7 +123,8 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
 
 def test_settings_rule_ties_fvds_within_their_seed_noise_and_prefers_the_sharpness_of_the_context():
     """With FVDs at several seeds, a setting within two standard errors of the lowest mean is tied with it, and the
-    tie goes to the rollout whose sharpness is closest to the context's (either way: 0.7× beats 1.5×)."""
+    tie goes to the rollout whose sharpness is closest to the context's (either way: 0.7× beats 1.5×); a rollout that
+    keeps its colour and keeps moving qualifies before any that slows to a halt."""
     from bench.settings import choose, fvd_mean_and_error
     from bench.settings import settings_table
 
@@ -136,6 +137,8 @@ def test_settings_rule_ties_fvds_within_their_seed_noise_and_prefers_the_sharpne
     assert choose([textured, plain, far, drifting]) is plain  # 5 apart, within 2 × 3.1: tied; 1.4× is nearer 1× than 2×
     assert choose([textured, dict(plain, fvd_seeds=[180.0, 181.0, 182.0]), far]) is textured  # 16 apart: not tied
     assert choose([dict(textured, sharpness_ratio=1.5), dict(plain, sharpness_ratio=0.7)])["chunk"] == 8
+    moving = dict(far, motion_kept=0.8)  # the worst FVD, but the only rollout that keeps moving as well as its colour
+    assert choose([dict(textured, motion_kept=0.2), dict(plain, motion_kept=0.3), moving, drifting]) is moving
     rows = [dict(r, psnr=30.0, ssim=0.8, motion=0.004, motion_truth=0.008, fvd=r["fvd_seeds"][0], clips=55, rollout_clips=2,
                  fvd_mean=fvd_mean_and_error(r)[0], fvd_error=fvd_mean_and_error(r)[1]) for r in (textured, plain, drifting)]
     table = settings_table({"grid": rows, "copy_last": {"psnr": 31.0, "ssim": 0.9, "fvd": 144.0}, "rule": "the rule", "seeds": 3,
