@@ -39,7 +39,7 @@ DIS_REFINEMENT_ITERATIONS = 1  # on top of OpenCV's ultrafast preset (0 and 5 me
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
-def _grey_uint8(frames: torch.Tensor) -> np.ndarray:
+def grey_uint8(frames: torch.Tensor) -> np.ndarray:
     """``[B, 3, H, W]`` in [-1, 1] -> ``[B, H, W]`` uint8 luma (what Farnebäck reads)."""
     unit = (frames.detach().float().cpu().clamp(-1, 1) + 1) / 2
     grey = (unit * _LUMA[:, None, None]).sum(1) if frames.shape[1] == 3 else unit.mean(1)
@@ -51,7 +51,7 @@ def backward_flow(previous: torch.Tensor, last: torch.Tensor, estimator: str = "
     ``(dx, dy)`` in pixels, ``last(x) ≈ previous(x + f(x))``. ``estimator``: ``"farneback"`` or ``"dis"``."""
     import cv2  # on use: importing OpenCV changes the process's LD_LIBRARY_PATH
 
-    a, b = _grey_uint8(last), _grey_uint8(previous)
+    a, b = grey_uint8(last), grey_uint8(previous)
     if estimator == "farneback":
         flows = [cv2.calcOpticalFlowFarneback(a[i], b[i], None, **FARNEBACK) for i in range(a.shape[0])]  # [H, W, 2] each
     elif estimator == "dis":
