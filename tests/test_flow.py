@@ -97,3 +97,15 @@ def test_splatting_predicts_a_pan_and_the_uncovered_border_keeps_the_backward_wa
     assert float(psnr(pred[inner], truth[inner]).min()) > 30
     assert torch.isfinite(pred).all() and pred.abs().max() <= 1.0 + 1e-5  # no hole left empty: all of it is a picture
     assert torch.allclose(splat(clip[:, 0], torch.zeros(1, 2, 48, 48), clip[:, 1]), clip[:, 0], atol=1e-6)  # still: itself
+
+
+def test_a_longer_velocity_baseline_measures_motion_under_a_pixel_a_frame():
+    """bench.anchors' velocity over ``k`` frames: a pan of 1 pixel every 2 frames (the frames a whole-pixel rollout
+    makes of half a pixel a frame) measures 0 between the last two frames and half a pixel a frame over 2."""
+    from bench.anchors import ESTIMATORS, velocity_flow
+
+    pan = _panned(3, 1)  # [1, 3, 3, S, S]: frames 0, 1, 2 at 0, 1, 2 pixels
+    clip = torch.stack([pan[:, 0], pan[:, 1], pan[:, 1]], dim=1)  # moved once in the last two frames' span of 2
+    dis = next(iter(ESTIMATORS.values()))
+    one, two = velocity_flow(clip, dis, 1)[0, 0, 12:-12, 12:-12], velocity_flow(clip, dis, 2)[0, 0, 12:-12, 12:-12]
+    assert abs(float(one.median())) < 0.1 and abs(float(two.median()) + 0.5) < 0.15
