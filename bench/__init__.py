@@ -12,6 +12,14 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVERS: dict = {}  # URL -> the app_server process serving it, while it runs
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process (default: this one) has used so far, all its threads (Linux ``/proc``)."""
+    with open(f"/proc/{pid or os.getpid()}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_results(out: str, report: dict, lines: list) -> None:
@@ -46,6 +54,7 @@ def app_server(*args: str, wait_s: float = 180, log_path: str | None = None):
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env={**os.environ, **OFFLINE},
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = proc
     try:
         deadline = time.time() + wait_s
         while True:
@@ -60,6 +69,7 @@ def app_server(*args: str, wait_s: float = 180, log_path: str | None = None):
                 time.sleep(0.5)  # polling a starting server
         yield url
     finally:
+        SERVERS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=15)

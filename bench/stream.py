@@ -13,7 +13,9 @@ quality, and what the app's ``/stream`` endpoint delivers end to end.
 3. **End to end**: ``python app.py`` on a free port; ``gradio_client`` submits ``/stream`` (64 frames
    from nothing and from a clip) at every preset that ``/stream`` can run (the real-time preset with
    its own steps and chunk: the default too when it differs only in those), and the arrival time of
-   every frame is recorded: first frame after submit, frames/s over the 64.
+   every frame is recorded: first frame after submit, frames/s over the 64; and the CPU time the server and the client
+   (this process: ``gradio_client`` reading the stream and downloading every frame) spent per frame, on the same two
+   cores.
 4. **Why per-frame images and not HLS video streaming**: the cost of encoding one frame as the PNG
    the preview sends, against encoding a one-second mp4 segment (what ``gr.Video(streaming=True)``
    sends; the viewer cannot show a frame before its segment is complete).
@@ -31,7 +33,7 @@ from dataclasses import replace
 
 import torch
 
-from bench import ROOT, app_server, write_results
+from bench import ROOT, SERVERS, app_server, cpu_seconds, write_results
 
 FRAMES = 64
 
@@ -67,6 +69,7 @@ def end_to_end(weights: str, clip: str, settings_list) -> list:
         rows = []
         for steps, chunk in settings_list:
             for source in ("nothing", "clip"):
+                server_cpu, client_cpu = cpu_seconds(SERVERS[url].pid), cpu_seconds()
                 start, arrivals = time.perf_counter(), []
                 job = client.submit(handle_file(clip) if source == "clip" else None, FRAMES, steps, 0, chunk, api_name="/stream")
                 read = 0  # /stream also yields a status alone (no frame) while decoding and after every denoising step
@@ -77,11 +80,13 @@ def end_to_end(weights: str, clip: str, settings_list) -> list:
                     read = len(outputs)
                     time.sleep(0.005)
                 job.result()
+                server_cpu, client_cpu = cpu_seconds(SERVERS[url].pid) - server_cpu, cpu_seconds() - client_cpu
                 seen = len(arrivals)
                 if seen != FRAMES:
                     raise RuntimeError(f"/stream gave {seen} frames for {FRAMES} asked (steps {steps}, chunk {chunk}, from {source}).")
                 rows.append({"steps": steps, "chunk": chunk, "from": source, "frames": seen, "first_frame_s": arrivals[0],
-                             "fps": seen / arrivals[-1]})
+                             "fps": seen / arrivals[-1], "server_cpu_ms_per_frame": 1000 * server_cpu / seen,
+                             "client_cpu_ms_per_frame": 1000 * client_cpu / seen})
                 print(f"  /stream steps {steps} chunk {chunk} from {source}: first frame {arrivals[0]:.2f} s, {seen / arrivals[-1]:.1f} frames/s",
                       flush=True)
         return rows
@@ -168,8 +173,13 @@ def main(argv=None) -> None:
               f"→ {'steps %d, chunk %d' % (choice['steps'], choice['chunk']) if choice else 'none qualifies'}; "
               f"the shipped real-time preset: steps {preset.steps}, chunk {preset.chunk}, {preset.schedule}.", "",
               f"**End to end** (`gradio_client`, `/stream`, {FRAMES} frames, times from submit):", "",
-              "| presets | steps | chunk | from | first frame (s) | frames/s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {' = '.join(r['presets'])} | {r['steps']} | {r['chunk']} | {r['from']} | {r['first_frame_s']:.2f} | {r['fps']:.1f} |" for r in e2e]
+              "| presets | steps | chunk | from | first frame (s) | frames/s | CPU per frame: server / client (ms) |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {' = '.join(r['presets'])} | {r['steps']} | {r['chunk']} | {r['from']} | {r['first_frame_s']:.2f} | {r['fps']:.1f} | "
+              f"{r['server_cpu_ms_per_frame']:.0f} / {r['client_cpu_ms_per_frame']:.0f} |" for r in e2e]
+    cores = os.cpu_count() or 1
+    lines += ["", f"Both processes share the machine's {cores} cores: at 15 frames/s they have {1000 * cores / 15:.0f} ms of CPU a "
+              "frame between them."]
     lines += ["", f"**Encoding** one preview frame as PNG: {costs['png_per_frame_ms']:.1f} ms; one second of video (8 frames) as an "
               f"mp4 segment: {costs['mp4_segment_8_frames_ms']:.0f} ms, and an HLS viewer shows no frame of a segment before "
               "the segment is complete (≥ 1 s of frames at 8 frames/s)."]
