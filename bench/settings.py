@@ -202,10 +202,11 @@ def main(argv=None) -> None:
     choice = choose(rows)
     default = load_presets(os.path.abspath(args.weights))["default"]  # the weights' own default settings
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    report = {"machine": machine, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
+    command = "python -m bench.settings" + ("" if tuple(grid) == GRID else " --grid " + " ".join(args.grid))
+    report = {"machine": machine, "command": command, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE, "seeds": SEEDS,
               "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default.steps, "chunk": default.chunk}}
-    lines = [f"Measured by `python -m bench.settings` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
+    lines = [f"Measured by `{command}` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
              settings_table(report)]
     write_results(args.out, report, lines)
 

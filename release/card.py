@@ -164,7 +164,7 @@ def sampler_section(settings: Optional[dict], from_nothing: Optional[dict]) -> l
     lines = []
     if settings:
         lines += ["## How the default sampler settings were chosen", "",
-                  f"`python -m bench.settings` on {settings['machine']}:", "", settings_table(settings), ""]
+                  f"`{settings.get('command', 'python -m bench.settings')}` on {settings['machine']}:", "", settings_table(settings), ""]
     if from_nothing:
         lines += ["## From nothing", "",
                   f"The first frame of a video from nothing is drawn alone with its own steps (`python -m bench.from_nothing` "

@@ -46,6 +46,7 @@ def test_the_bundled_card_is_its_measurements():
             shutil.copy(os.path.join(WEIGHTS, name), tmp)
         again = open(write_card(tmp, os.path.join(study, "shipped_checkpoint.json"), os.path.join(ROOT, "studies", "history"),
                                 os.path.join(study, "evaluation.json"), os.path.join(study, "evaluation_fvd.json"),
+                                settings_path=os.path.join(study, "settings.json"),
                                 from_nothing_path=os.path.join(study, "from_nothing.json"))).read()
     assert card == again, "weights/README.md is stale: python -m release.card ... (docs/training.md, Shipping a model)"
     assert "## Continuing held-out video" in card and "## What it does not do" in card
