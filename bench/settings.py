@@ -13,8 +13,8 @@ time with one torch thread each):
   32 frames (the card's bar: 0.05), their sharpness against the context's and how much they still move against the
   context (the bar: 0.5; a rollout that slows to a halt is a frozen picture).
 
-**The rule** (:data:`RULE`): among the settings whose rollout keeps its colour and keeps moving, the lowest FVD
-(among those that keep their colour when none keeps both: freezing never qualifies a setting that moves). FVD
+**The rule** (:data:`RULE`): among the settings whose rollout keeps its colour and keeps moving (when none does both,
+among those that keep their colour), the lowest FVD. FVD
 compares the distribution of whole continuations with the truth's, so it punishes both blur and
 made-up motion, where PSNR rewards a blurred average; but it sees 16 frames, and the app extends
 videos for as long as one asks, so a setting whose colour drifts away over 256 frames does not
@@ -151,8 +151,7 @@ def settings_table(report: dict) -> str:
     """The sampler-settings study (``python -m bench.settings``, its JSON): one row per denoising steps × chunk
     with the real windows' PSNR / SSIM, motion (truth), FVD (at seed 0, and ``fvd_mean`` ± ``fvd_error`` over the
     seeds where the rule measured more) and the 256-frame rollout's colour drift, sharpness and motion kept, the rule's
-    choice and the
-    shipped default marked, then the rule in words."""
+    choice and the shipped default marked, then the rule in words."""
     rows = report["grid"]
     copy = report["copy_last"]
     choice = (report["choice"]["steps"], report["choice"]["chunk"])
@@ -160,7 +159,7 @@ def settings_table(report: dict) -> str:
     seeds = report.get("seeds", 1)
     lines = [f"Held-out real windows ({rows[0]['clips']} × 16 frames) and a 256-frame rollout from {rows[0]['rollout_clips']} "
              "real clips; other settings as the sampler's defaults."
-             + (f" The settings whose rollout keeps its colour are also scored at {seeds - 1} more seeds." if seeds > 1 else ""),
+             + (f" The settings the rule qualifies are also scored at {seeds - 1} more seeds." if seeds > 1 else ""),
              "",
              "| steps | chunk | real PSNR / SSIM | motion (truth) | FVD | " + (f"FVD over {seeds} seeds | " if seeds > 1 else "")
              + "rollout colour drift | rollout sharpness | rollout motion kept |",
