@@ -38,7 +38,8 @@ PREVIEW_RATE, CONE_RATE = 0.5, 4.0
 # machine); a generation nobody reads by then is dropped when its turn comes, and when the queue is full, the queued
 # ones nobody has read for as long leave it for a new request (evict_unread_when_full). While other requests wait for the
 # worker (or for room in a full queue), an unread one gets READ_GRACE_BUSY_S only: its wait is theirs (bench.abuse:
-# after twenty unread posts the next client waits less than one generation)
+# after twenty unread posts the next client waits less than one generation); a client slower than that to read is told
+# why and may send again
 READ_GRACE_S, READ_GRACE_BUSY_S = 3.0, 1.0
 
 
