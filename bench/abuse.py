@@ -132,7 +132,9 @@ def post_unread(url: str, server_path: str, count: int) -> int:
         try:
             urllib.request.urlopen(request, timeout=30).read()  # the event id; its stream is never opened
             accepted += 1
-        except urllib.error.HTTPError as err:  # 503: the queue is full
+        except urllib.error.HTTPError as err:  # 503: the queue is full; anything else is the server failing
+            if err.code != 503:
+                raise
             err.read()
     return accepted
 

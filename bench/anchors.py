@@ -32,9 +32,8 @@ import torch
 from bench import ROOT, write_results
 from msc.data.mixture import PreparedData
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
-from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, STABILITY_WINDOW, colour_means, continuation_scores, held_out_set
+from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, continuation_scores, copy_last, held_out_set, rollout_measures
 from msc.flow import DIS_REFINEMENT_ITERATIONS, FARNEBACK, grey_uint8, extrapolate
-from msc.metrics import motion, sharpness
 
 CLIPS, CONTEXT, HORIZON = 16, 8, 8
 ROLLOUT, ROLLOUT_CLIPS, CHUNK = 256, 4, 8
@@ -105,10 +104,8 @@ def rollout_row(context: torch.Tensor, estimate, baseline: int) -> dict:
     video = context
     while video.shape[1] < context.shape[1] + ROLLOUT:
         video = torch.cat([video, anchor_frames(video, estimate, baseline, CHUNK)], dim=1)
-    tail = video[:, context.shape[1]:][:, ROLLOUT - STABILITY_WINDOW:ROLLOUT]
-    return {"colour_drift": float((colour_means(tail) - colour_means(context)).abs().max()),
-            "sharpness_ratio": float(sharpness(tail).mean() / sharpness(context).mean()),
-            "motion_kept": float(motion(tail).mean() / motion(context).mean())}
+    measures = rollout_measures(context, video[:, context.shape[1]:context.shape[1] + ROLLOUT])
+    return {k: measures[k] for k in ("colour_drift_max", "sharpness_ratio", "motion_kept")}
 
 
 def table(report: dict) -> list:
@@ -122,7 +119,7 @@ def table(report: dict) -> list:
         lines.append(f"| {r['estimator']} | {r['baseline']} | {c['real']['psnr_mean']:.2f} / {c['real']['motion_ratio']:.2f} | "
                      f"{c['camera']['psnr_mean']:.2f} / {c['camera']['motion_ratio']:.2f} | {c['procedural']['psnr_mean']:.2f} / "
                      f"{c['procedural']['motion_ratio']:.2f} / {c['procedural']['trajectory_error']:.2f} px | "
-                     f"{o['colour_drift']:.3f} | {o['sharpness_ratio']:.2f}× | {o['motion_kept']:.2f} |")
+                     f"{o['colour_drift_max']:.3f} | {o['sharpness_ratio']:.2f}× | {o['motion_kept']:.2f} |")
     half = report["copy_last"]["sprites"] / 2
     best = min(report["rows"], key=lambda r: r["continuation"]["procedural"]["trajectory_error"])
     moving = max(report["rows"], key=lambda r: r["rollout"]["motion_kept"])
@@ -144,10 +141,10 @@ def main(argv=None) -> int:
     sets = {name: held_out_set(name, CLIPS, CONTEXT + HORIZON, data.size, data) for name in ("real", "camera", "procedural")}
     sprites = [procedural_sprites(TEST_SEED_OFFSET + i, CONTEXT + HORIZON, data.size) for i in range(CLIPS)]
     rollout_context = sets["real"][:ROLLOUT_CLIPS, :CONTEXT]
-    copy = {name: continuation_scores(clips[:, CONTEXT - 1:CONTEXT].expand(-1, HORIZON, -1, -1, -1), clips[:, CONTEXT:],
+    copy = {name: continuation_scores(copy_last(clips[:, :CONTEXT], HORIZON), clips[:, CONTEXT:],
                                       sprites if name == "procedural" else None, CONTEXT) for name, clips in sets.items()}
-    copy_last = {name: s["psnr_mean"] for name, s in copy.items()}
-    copy_last["sprites"] = copy["procedural"]["trajectory_error"]
+    frozen = {name: s["psnr_mean"] for name, s in copy.items()}
+    frozen["sprites"] = copy["procedural"]["trajectory_error"]
     variants = [(name, 1) for name in ESTIMATORS] + [(next(iter(ESTIMATORS)), k) for k in BASELINES[1:]]
     rows = []
     for name, baseline in variants:
@@ -157,7 +154,7 @@ def main(argv=None) -> int:
                      "rollout": rollout_row(rollout_context, estimate, baseline)})
         print(f"{name}, baseline {baseline}: {time.time() - start:.0f} s", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    report = {"machine": machine, "clips": CLIPS, "copy_last": copy_last, "rows": rows}
+    report = {"machine": machine, "clips": CLIPS, "copy_last": frozen, "rows": rows}
     write_results(args.out, report, [f"`python -m bench.anchors` on {machine}: the whole-pixel splatting anchor alone, no "
                                      "network, by flow estimator and velocity baseline.", "", *table(report)])
     return 0

@@ -165,16 +165,30 @@ def colour_means(video: torch.Tensor) -> torch.Tensor:
     return to_unit(video).mean(dim=(1, 3, 4))
 
 
-def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalSettings) -> dict:
-    """Generate ``frames`` frames after ``context`` and compare the last frames' colour and sharpness
-    with the context's."""
-    start = time.time()
-    video = sample_pixels(model, context, frames, settings.sampler)
-    tail = video[:, -min(STABILITY_WINDOW, frames):]
+def rollout_measures(context: torch.Tensor, video: torch.Tensor) -> dict:
+    """The long-rollout bar's measures of ``video`` ``[N, T, C, H, W]``, the frames after ``context`` ``[N, K, C, H, W]``:
+    the last :data:`STABILITY_WINDOW` frames' colour and sharpness against the context's, and how much they still move
+    against it (the bar: :data:`MOTION_KEPT`)."""
+    tail = video[:, -min(STABILITY_WINDOW, video.shape[1]):]
     colour_tail, colour_context = colour_means(tail), colour_means(context)  # [N, C]
     drift = (colour_tail - colour_context).abs()  # [N, C]
     sharp_tail, sharp_context = float(sharpness(tail).mean()), float(sharpness(context).mean())
-    moving_context = float(motion(context).mean())  # the bar: the last frames still move MOTION_KEPT as much
+    moving_context = float(motion(context).mean())
+    return {
+        "colour_context": colour_context.tolist(), "colour_last": colour_tail.tolist(),
+        "colour_drift_max": float(drift.max()),
+        "sharpness_context": sharp_context, "sharpness_last": sharp_tail,
+        "sharpness_ratio": sharp_tail / max(sharp_context, 1e-8),
+        "motion_kept": float(motion(tail).mean()) / moving_context if moving_context > 0 else float("nan"),
+    }
+
+
+def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalSettings) -> dict:
+    """Generate ``frames`` frames after ``context`` and compare the last frames' colour and sharpness
+    with the context's (:func:`rollout_measures`)."""
+    start = time.time()
+    video = sample_pixels(model, context, frames, settings.sampler)
+    measures = rollout_measures(context, video)
     unit = to_unit(video).flatten(-3)
     return {
         "frames": frames,
@@ -182,12 +196,8 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
         "frame_mean": unit.mean(-1).mean(0).tolist(),
         "frame_std": unit.std(-1).mean(0).tolist(),
         "frame_sharpness": sharpness(video).mean(0).tolist(),
-        "colour_context": colour_context.tolist(), "colour_last": colour_tail.tolist(),
-        "colour_drift_max": float(drift.max()),
-        "sharpness_context": sharp_context, "sharpness_last": sharp_tail,
-        "sharpness_ratio": sharp_tail / max(sharp_context, 1e-8),
-        "motion_kept": float(motion(tail).mean()) / moving_context if moving_context > 0 else float("nan"),
-        "colour_kept": float(drift.max()) <= COLOUR_TOLERANCE and bool(torch.isfinite(video).all()),
+        **measures,
+        "colour_kept": measures["colour_drift_max"] <= COLOUR_TOLERANCE and bool(torch.isfinite(video).all()),
         "seconds": time.time() - start,
         "video": video,
     }

@@ -202,24 +202,12 @@ def test_posts_nobody_reads_do_not_keep_the_next_client_waiting(server):
     from gradio_client import Client, handle_file
     from gradio_client.utils import QueueError
 
+    from bench.abuse import post_unread, upload
+
     client = Client(server, verbose=False)
-    boundary, data = "msc-test-boundary", open(ASSET, "rb").read()  # the clip uploaded over plain HTTP, once
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    post = urllib.request.Request(f"{server}/gradio_api/upload", data=body,
-                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    uploaded = json.loads(urllib.request.urlopen(post, timeout=30).read())[0]
     with open(SERVER_LOGS[server]) as f:
         before = f.read()
-    accepted = 0
-    for seed in range(20):
-        body = json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, 16, 2, 8, seed]}).encode()
-        post = urllib.request.Request(f"{server}/gradio_api/call/extend", data=body, headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(post, timeout=30).read()  # the event id, never read
-            accepted += 1
-        except urllib.error.HTTPError as err:  # "queue full" (503) once 16 wait, unread for less than a second
-            assert err.code == 503
+    accepted = post_unread(server, upload(server, ASSET), 20)  # the clip uploaded over plain HTTP, once; 503s counted out
     start = time.time()
     while True:
         try:
