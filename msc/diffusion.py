@@ -316,10 +316,17 @@ def noise_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
     return t
 
 
+def sampler_query_levels(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
+    """``[steps]`` float32: the levels a sampler of ``steps`` steps on ``schedule`` runs the network at, from 1 down
+    (:func:`noise_levels` without its final 0, where the frame is finished and no call is made)."""
+    return noise_levels(schedule, steps, shift)[:-1].float()
+
+
 def sample_training_levels(batch: int, frames: int, generator: torch.Generator, clean_prefix_prob: float = 0.25,
                            distribution: str = "uniform", return_prefix: bool = False,
                            no_prefix: Optional[torch.Tensor] = None, shared_level_prob: float = 0.0,
-                           prefix_length: Optional[int] = None):
+                           prefix_length: Optional[int] = None, sampler_levels: Optional[torch.Tensor] = None,
+                           sampler_level_prob: float = 0.0):
     """``[B, T]`` independent per-frame noise levels for training.
 
     Independent levels per frame (Diffusion Forcing): ``uniform`` on [0, 1], or ``logit-normal``
@@ -332,6 +339,12 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
     frame's draw), as the chunk-by-chunk sampler denoises a chunk after the context together (its random numbers are
     drawn after the others: at 0 the levels are the same as without it). ``prefix_length``: every sample gets a prefix
     of exactly that many frames (its random numbers are drawn as without it, then overridden).
+
+    ``sampler_levels`` ``[L]`` with ``sampler_level_prob`` > 0: that fraction of the frames after the prefix instead
+    take one of those levels, uniformly (the levels a sampler queries the network at, :func:`sampler_query_levels`).
+    A few-step sampler asks the network at only a few levels (2 steps of the cosine schedule: 1 and 0.5), where a
+    continuous draw almost never trains it; the rest of the frames keep the continuous draw, so every level stays
+    learned (its random numbers are drawn after all the others: at 0 the levels are the same as without it).
     """
     if distribution not in LEVEL_DISTRIBUTIONS:
         raise ValueError(f"level distribution must be one of {LEVEL_DISTRIBUTIONS}, got {distribution!r}.")
@@ -349,9 +362,15 @@ def sample_training_levels(batch: int, frames: int, generator: torch.Generator, 
         prefix, use_prefix = torch.full_like(prefix, prefix_length), torch.ones_like(use_prefix)
     low = 0.1 * torch.rand(batch, frames, generator=generator)
     in_prefix = use_prefix[:, None] & (torch.arange(frames)[None] < prefix[:, None])
+    shared = torch.rand(batch, generator=generator) < shared_level_prob if shared_level_prob > 0 else None  # [B]
+    if sampler_level_prob > 0:
+        if sampler_levels is None or len(sampler_levels) == 0:
+            raise ValueError("sampler_level_prob > 0 needs the sampler's levels (sampler_levels).")
+        queried = torch.rand(batch, frames, generator=generator) < sampler_level_prob  # [B, T]
+        pick = torch.randint(len(sampler_levels), (batch, frames), generator=generator)
+        t = torch.where(queried, torch.as_tensor(sampler_levels, dtype=t.dtype)[pick], t)
     levels = torch.where(in_prefix, low, t)
-    if shared_level_prob > 0:
-        shared = torch.rand(batch, generator=generator) < shared_level_prob  # [B]
+    if shared is not None:
         levels = torch.where(shared[:, None] & ~in_prefix, t[:, -1:], levels)  # the last frame is never in the prefix
     return (levels, in_prefix) if return_prefix else levels
 
@@ -441,7 +460,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
                    level_distribution: str = "uniform", max_chunk: int = 4, context_corruption: float = 0.0,
                    from_nothing_prob: float = 0.0, frame_loss: str = "mse", shared_level_prob: float = 0.0,
                    actions: Optional[torch.Tensor] = None, anchor_error_strength: float = 0.0,
-                   context_blur: float = 0.0, own_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   context_blur: float = 0.0, own_context: Optional[torch.Tensor] = None,
+                   sampler_levels: Optional[torch.Tensor] = None, sampler_level_prob: float = 0.0) -> torch.Tensor:
     """The training loss: independent per-frame noise levels and fresh noise from ``generator``;
     with the ``previous_frame`` prior, chunk anchors (:func:`chunk_anchors`). ``x0`` ``[B, T, C, H, W]``.
 
@@ -459,7 +479,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
     ``frame_loss``: how each frame's error counts (:func:`velocity_loss`). ``shared_level_prob``: the fraction of
     clips whose frames after the context share one noise level (:func:`sample_training_levels`). ``actions`` ``[B, T]``:
     the action that led to each frame (a world model). ``anchor_error_strength`` > 0: each pixel's error weighted by how
-    wrong the anchor is there (:func:`anchor_error_weight`).
+    wrong the anchor is there (:func:`anchor_error_weight`). ``sampler_levels``, ``sampler_level_prob``: that fraction
+    of the frames trained at the levels the sampler queries (:func:`sample_training_levels`).
 
     ``own_context`` ``[B, P, C, H, W]`` (a prior with anchors): the clips' first ``P`` frames as the model itself
     continued them (:func:`msc.train.own_rollout`: the true first frames, then its own generated ones). They are the
@@ -476,7 +497,8 @@ def diffusion_loss(model, x0: torch.Tensor, generator: torch.Generator, clean_pr
         nothing = None  # every clip continues the model's own frames
     levels, context = sample_training_levels(b, t, generator, clean_prefix_prob, level_distribution, return_prefix=True,
                                              no_prefix=nothing, shared_level_prob=shared_level_prob,
-                                             prefix_length=None if own_context is None else own_context.shape[1])
+                                             prefix_length=None if own_context is None else own_context.shape[1],
+                                             sampler_levels=sampler_levels, sampler_level_prob=sampler_level_prob)
     levels = levels.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if denoiser.config.prior == "none":

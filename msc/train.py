@@ -35,9 +35,11 @@ from safetensors.torch import load_file, save_file
 from msc.adversarial import FrameCritic, adaptive_weight, critic_loss, generator_loss, sampled_chunk
 from msc.data import FolderVideos, ProceduralVideos
 from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
-from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss
+from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss, sampler_query_levels
 from msc.model import CONFIGS, MSCModel, config_from_name
 from msc.sampling import SamplerSettings, sample_video
+
+_SAMPLER = SamplerSettings()  # the library's sampler: its noise schedule gives --sampler-level-steps' levels
 
 OWN_CONTEXT_TRUE_FRAMES = 4  # --own-context-prob: the most true frames its rollouts start from
 
@@ -229,6 +231,12 @@ def add_context_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared-level-prob", type=float, default=0.0,
                    help="fraction of clips whose frames after the clean prefix share one noise level, as the chunk-by-chunk "
                         "sampler denoises a chunk together (the others: an independent level per frame, Diffusion Forcing)")
+    p.add_argument("--sampler-level-prob", type=float, default=0.0, metavar="P",
+                   help="fraction of the frames after the clean prefix trained at the levels a sampler of "
+                        "--sampler-level-steps steps runs the network at, which a continuous draw almost never hits; the "
+                        "others keep --level-distribution")
+    p.add_argument("--sampler-level-steps", type=int, default=2, metavar="N",
+                   help="those levels: the noise schedule of the library's sampler in N steps (2 cosine steps: 1 and 0.5)")
     p.add_argument("--anchor-error-weight", type=float, default=0.0, metavar="STRENGTH",
                    help="with an anchored prior: weight each pixel's error by 1 + STRENGTH x the anchor's error there / its "
                         "frame's mean (normalised per frame), so training goes where the anchor is wrong; 0 disables")
@@ -384,6 +392,10 @@ def check_recipe(args, config) -> None:
         raise ValueError(f"--anchor-error-weight must be >= 0, got {args.anchor_error_weight}.")
     if args.anchor_error_weight and config.prior == "none":
         raise ValueError("--anchor-error-weight weights by the anchor's error: it needs a prior with anchors (--set prior=...).")
+    if not 0 <= args.sampler_level_prob <= 1:
+        raise ValueError(f"--sampler-level-prob must be a probability in [0, 1], got {args.sampler_level_prob}.")
+    if args.sampler_level_steps < 1:
+        raise ValueError(f"--sampler-level-steps must be at least 1, got {args.sampler_level_steps}.")
     if not 0 <= args.shared_level_prob <= 1:
         raise ValueError(f"--shared-level-prob must be a probability in [0, 1], got {args.shared_level_prob}.")
     if not 0 <= args.own_context_prob <= 1:
@@ -565,7 +577,10 @@ def optimisation_step(args, net, model, ema, optimizer, clips, actions, step: in
                               from_nothing_prob=1.0 if from_nothing else args.from_nothing_prob,
                               context_blur=args.context_blur,
                               frame_loss=args.frame_loss, shared_level_prob=args.shared_level_prob, actions=actions,
-                              anchor_error_strength=args.anchor_error_weight, own_context=own_context)
+                              anchor_error_strength=args.anchor_error_weight, own_context=own_context,
+                              sampler_levels=sampler_query_levels(_SAMPLER.noise_schedule, args.sampler_level_steps,
+                                                                  _SAMPLER.shift),
+                              sampler_level_prob=args.sampler_level_prob)
         total, measures, judged = loss, {}, None
         if critic is not None and not from_nothing:
             total, measures, judged = adversarial_term(args, net, model, critic[0], clips, actions, loss, step, rank)

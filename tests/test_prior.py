@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import perturbed_tiny, random_context
 
-from msc.diffusion import Denoiser, anchor_error_weight, chunk_anchors, corrupt_context, diffusion_loss, residual_scales, sample_training_levels
+from msc.diffusion import (Denoiser, anchor_error_weight, chunk_anchors, corrupt_context, diffusion_loss, residual_scales,
+                           sample_training_levels, sampler_query_levels)
 from msc.model import KVCache, MSCModel, config_from_name
 from msc.sampling import sample_video
 
@@ -86,6 +87,30 @@ def test_shared_levels_give_the_frames_after_the_context_one_level():
     assert (one_level | kept).all() and 0.27 < (one_level & ~kept).float().mean() < 0.33
     all_shared = sample_training_levels(64, 8, torch.Generator().manual_seed(1), clean_prefix_prob=0.0, shared_level_prob=1.0)
     assert torch.equal(all_shared, all_shared[:, :1].expand(64, 8)) and all_shared[:, 0].unique().numel() == 64
+
+
+def test_sampler_levels_train_a_fraction_of_the_frames_where_the_sampler_asks():
+    """``sampler_level_prob``: that fraction of the frames after the clean prefix take one of the sampler's levels (2
+    cosine steps: 1 and 0.5, the only levels the bundled model's default sampler runs it at); the prefix and the other
+    frames keep their continuous draw, and at 0 nothing changes."""
+    queried = sampler_query_levels("cosine", 2)
+    assert torch.allclose(queried, torch.tensor([1.0, 0.5]))
+    assert torch.equal(sampler_query_levels("linear", 4), torch.tensor([1.0, 0.75, 0.5, 0.25]))
+    plain, context = sample_training_levels(4000, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                            return_prefix=True)
+    same = sample_training_levels(4000, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                  sampler_levels=queried, sampler_level_prob=0.0)
+    assert torch.equal(same, plain)
+    aimed = sample_training_levels(4000, 8, torch.Generator().manual_seed(0), clean_prefix_prob=0.5,
+                                   sampler_levels=queried, sampler_level_prob=0.75)
+    assert torch.equal(aimed[context], plain[context])
+    at_sampler = (aimed[~context] == 1.0) | (aimed[~context] == 0.5)
+    changed = aimed[~context] != plain[~context]
+    assert torch.equal(at_sampler, changed)  # a continuous draw never lands on them exactly
+    assert 0.73 < at_sampler.float().mean() < 0.77
+    assert 0.45 < (aimed[~context][at_sampler] == 1.0).float().mean() < 0.55
+    with pytest.raises(ValueError, match="sampler's levels"):
+        sample_training_levels(2, 8, torch.Generator(), sampler_level_prob=0.5)
 
 
 class _Recorder(Denoiser):
