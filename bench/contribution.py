@@ -1,4 +1,4 @@
-"""What does the network add to its anchor? ``python -m bench.contribution --weights weights`` (about a minute).
+"""What does the network add to its anchor? ``python -m bench.contribution --weights weights`` (a few minutes).
 
 A model with a prior (:mod:`msc.diffusion`) predicts each frame as its anchor plus a residual that its network draws;
 an untrained network (output 0) predicts the anchor. The card compares the sampled model with its anchor alone; this
@@ -13,8 +13,8 @@ last context frame at its horizon, as a chunk of 8 is). At each level it reports
 
 and the **share** of the zero-output error that the network removes (0: it adds nothing it did not read through the
 noise). At level 1 the input holds no trace of the truth, so whatever the model gains there over its anchor it
-predicted from the context: the sampler's first step. Held-out sets (the card's) and the same kinds drawn from the
-training files (``--split train``): a network that gains nothing on either has learned no prediction, not one that
+predicted from the context: the sampler's first step. Both on the held-out sets (the card's) and on the same kinds
+drawn from the training files: a network that gains nothing on either has learned no prediction, not one that
 fails to generalise. Results: ``bench/results/contribution.md``.
 """
 
@@ -28,7 +28,7 @@ import torch
 
 from bench import ROOT, write_results
 from msc.data.mixture import MixedVideos, PreparedData
-from msc.diffusion import Denoiser, residual_scales
+from msc.diffusion import Denoiser, frame_sigma, preconditioned_velocity
 from msc.evaluate import held_out_set, load_model
 from msc.metrics import psnr
 
@@ -62,9 +62,9 @@ def predictions(model, clips: torch.Tensor, level: float, seed: int = 0) -> dict
     all_anchors = torch.cat([torch.zeros_like(context), anchor], 1)
     all_anchored = torch.cat([torch.zeros(n, CONTEXT, dtype=torch.bool), anchored], 1)
     v = denoiser(everything, levels, anchor=all_anchors, anchored=all_anchored)[:, CONTEXT:]
-    sigma, noise_std = model.config.residual_std, denoiser.noise_std(anchored)[0, 0]
-    c_skip, _ = residual_scales(torch.tensor(level), torch.tensor(sigma), noise_std)
-    return {"anchor": anchor, "zero": anchor + c_skip * (xt - anchor), "model": xt - level * v}
+    sigma = frame_sigma(anchored, model.config.residual_std, model.config.frame_std)
+    v_zero = preconditioned_velocity(torch.zeros_like(xt), xt, t, anchor, sigma, denoiser.noise_std(anchored))
+    return {"anchor": anchor, "zero": xt - level * v_zero, "model": xt - level * v}
 
 
 def measure(model, clips: torch.Tensor) -> list:
