@@ -39,8 +39,26 @@ PREVIEW_RATE, CONE_RATE = 0.5, 4.0
 # ones nobody has read for as long leave it for a new request (evict_unread_when_full). While other requests wait for the
 # worker (or for room in a full queue), an unread one gets READ_GRACE_BUSY_S only: its wait is theirs (bench.abuse:
 # after twenty unread posts the next client waits less than one generation); a client slower than that to read is told
-# why and may send again
-READ_GRACE_S, READ_GRACE_BUSY_S = 3.0, 1.0
+# why and may send again. Both are for an idle machine: on an oversubscribed one every client is slower to read, so
+# they grow with the load per core (load_slowdown), up to MAX_LOAD_SLOWDOWN times
+READ_GRACE_S, READ_GRACE_BUSY_S, MAX_LOAD_SLOWDOWN = 3.0, 1.0, 4.0
+
+
+def load_slowdown() -> float:
+    """How many times slower than on an idle machine a client runs now: the 1-minute load average per core this
+    process may use, between 1 and :data:`MAX_LOAD_SLOWDOWN`; 1 where the system does not say."""
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except OSError:
+        return 1.0
+    return min(max(load / cores, 1.0), MAX_LOAD_SLOWDOWN)
+
+
+def read_grace(busy: bool) -> float:
+    """Seconds a client has to open its event stream (:data:`READ_GRACE_BUSY_S` while others wait, else
+    :data:`READ_GRACE_S`), times :func:`load_slowdown`."""
+    return (READ_GRACE_BUSY_S if busy else READ_GRACE_S) * load_slowdown()
 
 
 def bundled(folder: str) -> str:
@@ -131,16 +149,16 @@ def waiting_events(queue) -> list:
 
 def evict_unread_when_full(demo: gr.Blocks) -> None:
     """When a request finds the queue full, the queued requests nobody has read (:func:`unread`) for
-    :data:`READ_GRACE_BUSY_S` leave it first, one line in the log each, so a client that posts without reading cannot
+    :func:`read_grace` leave it first, one line in the log each, so a client that posts without reading cannot
     keep others out for longer than that. (A wrapper on the queue's ``push``; call it after ``demo.queue(...)``.)"""
     queue = demo._queue
     push = queue.push
 
     async def push_evicting(body, request, username):
         if queue.max_size is not None and len(queue) >= queue.max_size:
-            now = time.monotonic()
+            now, grace = time.monotonic(), read_grace(busy=True)
             for event in waiting_events(queue):
-                if now - event.enqueue_time > READ_GRACE_BUSY_S and unread(queue, event.session_hash):
+                if now - event.enqueue_time > grace and unread(queue, event.session_hash):
                     await queue.clean_events(session_hash=event.session_hash)
                     queue.pending_messages_per_session.pop(event.session_hash, None)
                     print("evicted a queued generation nobody read, for a new request", flush=True)
@@ -260,9 +278,9 @@ class AppModel:
         self.blocks: gr.Blocks | None = None  # the app's Blocks, once built (its queue tells who reads their results)
 
     def drop_unread(self, request: gr.Request | None) -> None:
-        """Refuse a generation whose client is not reading its results (:func:`unread`) :data:`READ_GRACE_S` after it
-        was queued (``POST /gradio_api/call/...`` whose event stream is never opened), or :data:`READ_GRACE_BUSY_S`
-        after it while another client's request waits for the worker: twenty such posts cost the worker about a second,
+        """Refuse a generation whose client is not reading its results (:func:`unread`) :func:`read_grace` after it
+        was queued (``POST /gradio_api/call/...`` whose event stream is never opened; a shorter grace while another
+        client's request waits for the worker): twenty such posts cost the worker about a second,
         not twenty generations. Where Gradio's queue cannot tell, the request runs."""
         queue = getattr(self.blocks, "_queue", None)
         session = getattr(request, "session_hash", None)
@@ -271,11 +289,10 @@ class AppModel:
         events = [e for e in list(queue.event_ids_to_events.values()) if e.session_hash == session]
         queued_at = min((e.enqueue_time for e in events), default=time.monotonic())
         while unread(queue, session):
-            others = any(e.session_hash != session for e in waiting_events(queue))
-            grace = READ_GRACE_BUSY_S if others else READ_GRACE_S
+            grace = read_grace(busy=any(e.session_hash != session for e in waiting_events(queue)))
             if time.monotonic() - queued_at > grace:
-                print(f"dropped a generation nobody read for {grace:g} s", flush=True)
-                raise user_error(f"this request's results were not read within {grace:g} s of sending it, so it did not "
+                print(f"dropped a generation nobody read for {grace:.1f} s", flush=True)
+                raise user_error(f"this request's results were not read within {grace:.1f} s of sending it, so it did not "
                                  "run: read each result (its event stream; gradio_client does) before sending more.")
             time.sleep(0.02)  # the reader's task runs on the server's event loop
 

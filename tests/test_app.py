@@ -741,6 +741,27 @@ def test_paced_slots_space_the_starts_of_a_flood():
     single.release()
 
 
+def test_the_read_grace_grows_with_the_load_per_core(monkeypatch):
+    """A client has the idle machine's grace to open its event stream on a machine no busier than its cores, longer
+    in proportion on an oversubscribed one (its threads are slower to run), never more than MAX_LOAD_SLOWDOWN times."""
+    import os
+
+    from msc import app_common
+    from msc.app_common import MAX_LOAD_SLOWDOWN, READ_GRACE_BUSY_S, READ_GRACE_S, read_grace
+
+    cores = len(os.sched_getaffinity(0))
+    for load, slowdown in [(0.0, 1.0), (cores, 1.0), (2.5 * cores, 2.5), (100.0 * cores, MAX_LOAD_SLOWDOWN)]:
+        monkeypatch.setattr(app_common.os, "getloadavg", lambda load=load: (load, load, load))
+        assert read_grace(busy=True) == pytest.approx(READ_GRACE_BUSY_S * slowdown)
+        assert read_grace(busy=False) == pytest.approx(READ_GRACE_S * slowdown)
+
+    def unsupported():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(app_common.os, "getloadavg", unsupported)
+    assert read_grace(busy=True) == READ_GRACE_BUSY_S
+
+
 def test_client_rate_limit_refuses_a_flood_at_the_door():
     """A client over its rate of one kind of API request is answered 429 before the app sees the request; other
     clients, other kinds, pages and event streams are not affected, and the bucket refills at its rate."""
