@@ -1,12 +1,13 @@
 """Speed against the FLOP bound, measured in one run: ``python -m bench.speed``.
 
-For a weights folder (the bundled model by default) this counts the FLOPs of three pieces of work with
+For a weights folder (the bundled model by default) this counts the FLOPs of four pieces of work with
 ``torch.utils.flop_counter.FlopCounterMode`` and times them on this machine:
 
 * **one-frame forward**: one new 64 × 64 frame after a full attention window of cached frames (the steady state of
   generation, chunks of one frame);
 * **generated frame**: what a frame costs the sampler at ``--steps`` denoising steps, chunks of 1: ``steps`` forwards
   of the frame and the one that commits it to the KV cache;
+* **forward of a chunk of 8 frames** after the same window (the default preset's model call);
 * **training step**: forward and backward of the loss on ``--batch`` clips of ``--frames`` frames; and the same under
   bf16 autocast (``msc.train --bf16``: matmuls in bf16, attention and the action kernels in float32).
 
@@ -15,6 +16,10 @@ The **bound** of each is its FLOPs over the machine's matrix-multiply rate at th
 timing is reported as "× over bound" (1 would be a CPU that spends all its time in matmuls at full rate). A profile
 table (``torch.profiler``) of the one-frame forward and the training step shows where the rest goes.
 Timings are medians of ``--repeat`` runs after a warm-up; run it on an otherwise idle machine.
+
+Each row also counts what the kernel did for it (page faults, kernel CPU time), and the whole measurement is made a
+second time in a child process with glibc's default allocator instead of the one every program of this repository
+sets (:func:`msc.environment.keep_freed_memory`): the table of the two side by side is the allocator's effect.
 """
 
 from __future__ import annotations
@@ -23,14 +28,19 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import ROOT
 from msc.diffusion import diffusion_loss
+from msc.environment import keep_freed_memory
 from msc.model import KVCache, MSCModel
 
 
@@ -50,6 +60,18 @@ def median_seconds(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def kernel_work(fn, repeat: int) -> dict:
+    """What ``fn`` costs the kernel a call, counted by it (``getrusage``; steadier than a timing on a shared machine):
+    the pages it faults in afresh, and the CPU time spent in the kernel on the process's behalf."""
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(repeat):
+        fn()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"page_faults": (after.ru_minflt - before.ru_minflt) / repeat,
+            "kernel_cpu_s": (after.ru_stime - before.ru_stime) / repeat}
+
+
 def matmul_rate(tokens: int, width: int, dtype: torch.dtype, repeat: int) -> float:
     """FLOP/s of the model's three matmul shapes at ``tokens`` rows, FLOP-weighted (total FLOPs / total time)."""
     g = torch.Generator().manual_seed(0)
@@ -62,8 +84,10 @@ def matmul_rate(tokens: int, width: int, dtype: torch.dtype, repeat: int) -> flo
     return flops / seconds
 
 
-def frame_work(model: MSCModel, steps: int):
-    """``(one_forward, generated_frame)`` closures at the steady state: a full window of committed frames."""
+def frame_work(model: MSCModel, steps: int, chunk: int = 8):
+    """``(one_forward, generated_frame, chunk_forward)`` closures at the steady state (a full window of committed
+    frames): one frame's forward, a frame generated in chunks of 1, and the forward of a chunk of ``chunk`` frames
+    (the default preset's model call)."""
     cfg = model.config
     window = max(model.config.windows.history())
     g = torch.Generator().manual_seed(0)
@@ -73,10 +97,15 @@ def frame_work(model: MSCModel, steps: int):
     with torch.no_grad():
         model(torch.randn(1, window, *shape[2:], generator=g), torch.zeros(1, window), cache=cache, commit=True, **actions(window))
     x, t = torch.randn(shape, generator=g), torch.full((1, 1), 0.5)
+    xs, ts = torch.randn(1, chunk, *shape[2:], generator=g), torch.full((1, chunk), 0.5)
 
     @torch.no_grad()
     def one_forward():
         model(x, t, cache=cache, **actions(1))
+
+    @torch.no_grad()
+    def chunk_forward():
+        model(xs, ts, cache=cache, **actions(chunk))
 
     @torch.no_grad()
     def generated_frame():
@@ -88,7 +117,7 @@ def frame_work(model: MSCModel, steps: int):
             b.k, b.v = k, v
         cache.frames -= 1
 
-    return one_forward, generated_frame
+    return one_forward, generated_frame, chunk_forward
 
 
 def training_work(model: MSCModel, batch: int, frames: int, bf16: bool = False):
@@ -121,37 +150,59 @@ def profile_table(fn, rows: int = 12) -> str:
 
 
 def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -> dict:
+    """Every row's FLOPs, time and kernel work, then the matmul rates that bound them. The frame work comes first, as
+    in the app's process, whose allocator has seen no larger block than a generation's (the matmul rates' and the
+    training step's blocks would change what a fresh process pays)."""
     cfg = model.config
     tokens_frame = cfg.grid**2
-    one_forward, generated_frame = frame_work(model, steps)
+    one_forward, generated_frame, chunk_forward = frame_work(model, steps)
     train_step, train_step_bf16 = training_work(model, batch, frames), training_work(model, batch, frames, bf16=True)
-    rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
-                    "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
-             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    rows = {}
+    rows, scales = {}, {}
     for name, fn, scale, runs in (("one-frame forward", one_forward, "frame", repeat),
                                   (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
+                                  ("forward of a chunk of 8 frames", chunk_forward, "chunk", max(3, repeat // 3)),
                                   (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5)),
                                   ("the same, bf16 autocast (msc.train --bf16)", train_step_bf16, "training", max(3, repeat // 5))):
-        flops = count_flops(fn)
         seconds = median_seconds(fn, runs)
-        bound = {p: flops / rates[p][scale] for p in rates}
-        rows[name] = {"gflop": flops / 1e9, "seconds": seconds, "gflop_per_s": flops / seconds / 1e9,
-                      "bound_fp32_s": bound["fp32"], "bound_bf16_s": bound["bf16"],
-                      "over_fp32_bound": seconds / bound["fp32"], "over_bf16_bound": seconds / bound["bf16"]}
+        rows[name] = {"gflop": count_flops(fn) / 1e9, "seconds": seconds, **kernel_work(fn, runs)}
+        scales[name] = scale
+    rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
+                    "chunk": matmul_rate(tokens_frame * 8, cfg.hidden_size, dtype, max(3, repeat // 3)),
+                    "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for name, row in rows.items():
+        bound = {p: row["gflop"] * 1e9 / rates[p][scales[name]] for p in rates}
+        row.update(gflop_per_s=row["gflop"] / row["seconds"], bound_fp32_s=bound["fp32"], bound_bf16_s=bound["bf16"],
+                   over_fp32_bound=row["seconds"] / bound["fp32"], over_bf16_bound=row["seconds"] / bound["bf16"])
     return {"rates_gflop_per_s": {p: {k: v / 1e9 for k, v in r.items()} for p, r in rates.items()}, "rows": rows,
             "profile_forward": profile_table(one_forward), "profile_training": profile_table(train_step)}
 
 
-def format_report(report: dict, machine: str) -> str:
+def format_report(report: dict, machine: str, system_allocator: dict | None = None) -> str:
+    """The report as markdown; ``system_allocator``: the same measurement made with glibc's default allocator (a
+    column of its times beside this one's, with the speed-up of :func:`msc.environment.keep_freed_memory`)."""
     r = report["rates_gflop_per_s"]
     lines = [f"Machine: {machine}.", "",
              f"Matmul rate at the model's shapes: fp32 {r['fp32']['frame']:.0f} GFLOP/s (one frame's tokens), "
-             f"{r['fp32']['training']:.0f} (a training batch's); bf16 {r['bf16']['frame']:.0f} / {r['bf16']['training']:.0f}.", "",
-             "| work | GFLOP | time (ms) | GFLOP/s | × over fp32 bound | × over bf16 bound |", "|---|---:|---:|---:|---:|---:|"]
+             f"{r['fp32']['chunk']:.0f} (8 frames'), {r['fp32']['training']:.0f} (a training batch's); "
+             f"bf16 {r['bf16']['frame']:.0f} / {r['bf16']['chunk']:.0f} / {r['bf16']['training']:.0f}.", "",
+             "| work | GFLOP | time (ms) | GFLOP/s | × over fp32 bound | × over bf16 bound |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, row in report["rows"].items():
         lines.append(f"| {name} | {row['gflop']:.2f} | {1000 * row['seconds']:.1f} | {row['gflop_per_s']:.1f} | "
                      f"{row['over_fp32_bound']:.1f} | {row['over_bf16_bound']:.1f} |")
+    if system_allocator:
+        lines += ["", "These timings run with the allocator setting every program of this repository applies "
+                  "(`msc.environment.keep_freed_memory`: freed memory stays mapped in the process). The same work in a "
+                  "child process with glibc's default allocator, in the same run (page faults and kernel time are "
+                  "counted by the kernel; timings on a shared machine vary by ±20 % from run to run):", "",
+                  "| work | page faults a call: default / kept | kernel CPU a call (ms): default / kept | "
+                  "time (ms): default / kept |", "|---|---:|---:|---:|"]
+        for name, row in report["rows"].items():
+            other = system_allocator["rows"][name]
+            lines.append(f"| {name} | {other['page_faults']:.0f} / {row['page_faults']:.0f} | "
+                         f"{1000 * other['kernel_cpu_s']:.1f} / {1000 * row['kernel_cpu_s']:.1f} | "
+                         f"{1000 * other['seconds']:.1f} / {1000 * row['seconds']:.1f} |")
     lines += ["", "Where the one-frame forward's time goes:", "", report["profile_forward"], "",
               "Where the training step's time goes:", "", report["profile_training"]]
     return "\n".join(lines)
@@ -166,19 +217,34 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results/speed", help="writes OUT.md and OUT.json")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="measure with glibc's default allocator (the comparison column; OUT.json only)")
     args = p.parse_args(argv)
+    if not args.system_allocator:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     model = MSCModel.from_pretrained(os.path.abspath(args.weights)).train()
     report = measure(model, args.steps, args.batch, args.frames, args.repeat)
+    if args.system_allocator:
+        with open(args.out + ".json", "w") as f:
+            json.dump(report, f)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ["--weights", args.weights, "--steps", str(args.steps), "--batch", str(args.batch), "--frames",
+                   str(args.frames), "--repeat", str(args.repeat), "--threads", str(args.threads)]
+        subprocess.run([sys.executable, "-m", "bench.speed", *options, "--system-allocator", "--out",
+                        os.path.join(tmp, "system")], check=True, cwd=ROOT)
+        with open(os.path.join(tmp, "system.json")) as f:
+            system = json.load(f)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
-    text = format_report(report, machine)
+    text = format_report(report, machine, system)
     print(text)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out + ".md", "w") as f:
             f.write(f"`python -m bench.speed --weights {args.weights}`\n\n{text}\n")
         with open(args.out + ".json", "w") as f:
-            json.dump({**report, "machine": machine, "weights": args.weights}, f, indent=1)
+            json.dump({**report, "machine": machine, "weights": args.weights, "system_allocator": system}, f, indent=1)
     return 0
 
 

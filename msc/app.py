@@ -31,7 +31,7 @@ from msc.app_common import (
     CHECKED_KINDS, AppModel, ClientRateLimit, bundled, evict_unread_when_full, refuse_bad_requests_in_one_line,
     report_refusals_as_user_errors,
 )
-from msc.environment import go_offline
+from msc.environment import go_offline, keep_freed_memory
 from msc.explain_app import ExplainTabs
 from msc.generate_app import SESSION_IDLE_SECONDS, GenerateTab
 from msc.model import MSCModel
@@ -120,6 +120,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     go_offline()
+    keep_freed_memory()
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     try:

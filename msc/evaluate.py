@@ -53,7 +53,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real
-from msc.environment import go_offline
+from msc.environment import go_offline, keep_freed_memory
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
 from msc.flow import flow_extrapolation, flow_splatting, flow_splatting_whole
 from msc.fvd import FVD
@@ -349,6 +349,7 @@ def _write_json(report: dict, path: Optional[str]) -> None:
 
 def main(argv=None) -> int:
     go_offline()
+    keep_freed_memory()
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from msc.environment import go_offline
+from msc.environment import go_offline, keep_freed_memory
 from msc.model import MSCModel
 from msc.sampling import add_settings_arguments, load_presets, sample_video, settings_from_args, settings_table
 from msc.video import VideoError, read_video, write_video
@@ -41,6 +41,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     go_offline()
+    keep_freed_memory()
     args = parse_args(argv)
     if args.settings_table:
         print(settings_table())

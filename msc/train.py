@@ -36,6 +36,7 @@ from msc.adversarial import FrameCritic, adaptive_weight, critic_loss, generator
 from msc.data import FolderVideos, ProceduralVideos
 from msc.data.mixture import DEFAULT_MIX, MixedVideos, PreparedData
 from msc.diffusion import FRAME_LOSSES, LEVEL_DISTRIBUTIONS, diffusion_loss, sampler_query_levels
+from msc.environment import keep_freed_memory
 from msc.model import CONFIGS, MSCModel, config_from_name
 from msc.sampling import SamplerSettings, sample_video
 
@@ -757,6 +758,7 @@ def train(args) -> dict:
 
 
 def main(argv=None):
+    keep_freed_memory()
     args = parse_args(argv)
     if args.export:
         print(export_checkpoint(args.out, args.export, "ema" if args.ema else "model"))

@@ -7,14 +7,18 @@ from bench.speed import format_report, measure
 
 def test_speed_bench_reports_every_row_against_both_bounds():
     report = measure(perturbed_tiny(prior="previous_frame").train(), steps=2, batch=2, frames=4, repeat=1)
-    assert set(report["rows"]) == {"one-frame forward", "generated frame (2 steps, chunks of 1)", "training step (2 clips x 4 frames)",
+    assert set(report["rows"]) == {"one-frame forward", "generated frame (2 steps, chunks of 1)", "forward of a chunk of 8 frames",
+                                   "training step (2 clips x 4 frames)",
                                    "the same, bf16 autocast (msc.train --bf16)"}
     for row in report["rows"].values():
         assert row["gflop"] > 0 and row["seconds"] > 0 and row["over_fp32_bound"] > 0 and row["over_bf16_bound"] > 0
     forward, frame = report["rows"]["one-frame forward"], report["rows"]["generated frame (2 steps, chunks of 1)"]
     assert abs(frame["gflop"] - 3 * forward["gflop"]) < 0.05 * frame["gflop"]  # 2 steps + the commit: three forwards
+    assert all(row["page_faults"] >= 0 and row["kernel_cpu_s"] >= 0 for row in report["rows"].values())
     text = format_report(report, "test machine")
-    assert "× over fp32 bound" in text and "Where the training step's time goes" in text
+    assert "× over fp32 bound" in text and "Where the training step's time goes" in text and "page faults" not in text
+    beside = format_report(report, "test machine", system_allocator=report)  # the child's report has the same rows
+    assert all(f"| {name} | " in beside.split("page faults a call")[1] for name in report["rows"])
 
 
 def test_a_world_model_is_measured_with_its_actions_and_trains_under_bf16_with_float32_attention():
