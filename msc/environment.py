@@ -42,8 +42,8 @@ def keep_freed_memory() -> bool:
     if any(name in os.environ for name in MALLOC_VARIABLES):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's C library
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the process's C library (Windows has no such handle: TypeError)
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED.items())
