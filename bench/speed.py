@@ -43,6 +43,8 @@ from msc.diffusion import diffusion_loss
 from msc.environment import keep_freed_memory
 from msc.model import KVCache, MSCModel
 
+CHUNK = 8  # frames in the chunk-forward row: the default preset's chunk
+
 
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
@@ -50,25 +52,18 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def median_seconds(fn, repeat: int) -> float:
-    fn()  # warm-up: caches of masks and tilings, allocator
-    times = []
+def timed(fn, repeat: int) -> dict:
+    """``fn``'s median time over ``repeat`` calls after a warm-up (caches of masks and tilings, allocator), and what
+    the same calls cost the kernel a call, counted by it (``getrusage``; steadier than a timing on a shared machine):
+    the pages faulted in afresh and the CPU time spent in the kernel on the process's behalf."""
+    fn()
+    times, before = [], resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def kernel_work(fn, repeat: int) -> dict:
-    """What ``fn`` costs the kernel a call, counted by it (``getrusage``; steadier than a timing on a shared machine):
-    the pages it faults in afresh, and the CPU time spent in the kernel on the process's behalf."""
-    fn()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(repeat):
-        fn()
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"page_faults": (after.ru_minflt - before.ru_minflt) / repeat,
+    return {"seconds": statistics.median(times), "page_faults": (after.ru_minflt - before.ru_minflt) / repeat,
             "kernel_cpu_s": (after.ru_stime - before.ru_stime) / repeat}
 
 
@@ -79,12 +74,12 @@ def matmul_rate(tokens: int, width: int, dtype: torch.dtype, repeat: int) -> flo
     for k, n in ((width, 3 * width), (width, 4 * width), (4 * width, width)):
         a = torch.randn(tokens, k, generator=g).to(dtype)
         b = torch.randn(k, n, generator=g).to(dtype)
-        seconds += median_seconds(lambda: torch.mm(a, b), repeat)
+        seconds += timed(lambda: torch.mm(a, b), repeat)["seconds"]
         flops += 2 * tokens * k * n
     return flops / seconds
 
 
-def frame_work(model: MSCModel, steps: int, chunk: int = 8):
+def frame_work(model: MSCModel, steps: int, chunk: int = CHUNK):
     """``(one_forward, generated_frame, chunk_forward)`` closures at the steady state (a full window of committed
     frames): one frame's forward, a frame generated in chunks of 1, and the forward of a chunk of ``chunk`` frames
     (the default preset's model call)."""
@@ -149,10 +144,10 @@ def profile_table(fn, rows: int = 12) -> str:
     return "\n".join(lines)
 
 
-def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -> dict:
+def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int, profile: bool = True) -> dict:
     """Every row's FLOPs, time and kernel work, then the matmul rates that bound them. The frame work comes first, as
     in the app's process, whose allocator has seen no larger block than a generation's (the matmul rates' and the
-    training step's blocks would change what a fresh process pays)."""
+    training step's blocks would change what a fresh process pays). ``profile``: with the two profile tables."""
     cfg = model.config
     tokens_frame = cfg.grid**2
     one_forward, generated_frame, chunk_forward = frame_work(model, steps)
@@ -160,22 +155,21 @@ def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -
     rows, scales = {}, {}
     for name, fn, scale, runs in (("one-frame forward", one_forward, "frame", repeat),
                                   (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
-                                  ("forward of a chunk of 8 frames", chunk_forward, "chunk", max(3, repeat // 3)),
+                                  (f"forward of a chunk of {CHUNK} frames", chunk_forward, "chunk", max(3, repeat // 3)),
                                   (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5)),
                                   ("the same, bf16 autocast (msc.train --bf16)", train_step_bf16, "training", max(3, repeat // 5))):
-        seconds = median_seconds(fn, runs)
-        rows[name] = {"gflop": count_flops(fn) / 1e9, "seconds": seconds, **kernel_work(fn, runs)}
+        rows[name] = {"gflop": count_flops(fn) / 1e9, **timed(fn, runs)}
         scales[name] = scale
     rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
-                    "chunk": matmul_rate(tokens_frame * 8, cfg.hidden_size, dtype, max(3, repeat // 3)),
+                    "chunk": matmul_rate(tokens_frame * CHUNK, cfg.hidden_size, dtype, max(3, repeat // 3)),
                     "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for name, row in rows.items():
         bound = {p: row["gflop"] * 1e9 / rates[p][scales[name]] for p in rates}
         row.update(gflop_per_s=row["gflop"] / row["seconds"], bound_fp32_s=bound["fp32"], bound_bf16_s=bound["bf16"],
                    over_fp32_bound=row["seconds"] / bound["fp32"], over_bf16_bound=row["seconds"] / bound["bf16"])
-    return {"rates_gflop_per_s": {p: {k: v / 1e9 for k, v in r.items()} for p, r in rates.items()}, "rows": rows,
-            "profile_forward": profile_table(one_forward), "profile_training": profile_table(train_step)}
+    profiles = {"profile_forward": profile_table(one_forward), "profile_training": profile_table(train_step)} if profile else {}
+    return {"rates_gflop_per_s": {p: {k: v / 1e9 for k, v in r.items()} for p, r in rates.items()}, "rows": rows, **profiles}
 
 
 def format_report(report: dict, machine: str, system_allocator: dict | None = None) -> str:
@@ -184,7 +178,7 @@ def format_report(report: dict, machine: str, system_allocator: dict | None = No
     r = report["rates_gflop_per_s"]
     lines = [f"Machine: {machine}.", "",
              f"Matmul rate at the model's shapes: fp32 {r['fp32']['frame']:.0f} GFLOP/s (one frame's tokens), "
-             f"{r['fp32']['chunk']:.0f} (8 frames'), {r['fp32']['training']:.0f} (a training batch's); "
+             f"{r['fp32']['chunk']:.0f} ({CHUNK} frames'), {r['fp32']['training']:.0f} (a training batch's); "
              f"bf16 {r['bf16']['frame']:.0f} / {r['bf16']['chunk']:.0f} / {r['bf16']['training']:.0f}.", "",
              "| work | GFLOP | time (ms) | GFLOP/s | × over fp32 bound | × over bf16 bound |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -224,7 +218,7 @@ def main(argv=None) -> int:
         keep_freed_memory()
     torch.set_num_threads(args.threads)
     model = MSCModel.from_pretrained(os.path.abspath(args.weights)).train()
-    report = measure(model, args.steps, args.batch, args.frames, args.repeat)
+    report = measure(model, args.steps, args.batch, args.frames, args.repeat, profile=not args.system_allocator)
     if args.system_allocator:
         with open(args.out + ".json", "w") as f:
             json.dump(report, f)
