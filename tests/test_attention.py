@@ -116,6 +116,20 @@ def test_torch_matches_reference_on_tile_boundaries():
         assert (got - ref).abs().max().item() <= TOL
 
 
+def test_query_tile_gathers_the_fewest_keys_for_its_queries():
+    """The bundled model's grid: 4 x 16 tiles, whose halo spans the width, score fewer pairs than 8 x 8 ones; every
+    shape exact on a grid where the chosen tile is not a divisor."""
+    spec = A.check_arguments(*_qkv((10, 16, 16), batch=1, heads=1, dim=2), (3, 7, 7), 1, (True, False, False))
+    assert A.query_tile(spec) == (1, 4, 16)
+    assert A.tiled_pairs(spec) < A.tiled_pairs(spec, tile=(1, 8, 8))
+    assert A.query_tile(A.check_arguments(*_qkv((2, 4, 4)), (2, 3, 3), 1, (True, False, False))) == (1, 4, 4)  # whole frame
+    q, k, v = _qkv((3, 13, 21), batch=1, heads=2, dim=8)
+    ref = neighborhood_attention(q, k, v, (2, 5, 7), 1, (True, False, False), backend="reference")
+    for tile in [(1, 4, 16), (1, 8, 8), (1, 2, 21), (1, 13, 4)]:
+        spec = A.check_arguments(q, k, v, (2, 5, 7), 1, (True, False, False))
+        assert (A._tiled(q, k, v, spec, q.shape[-1] ** -0.5, tile=tile) - ref).abs().max().item() <= TOL, tile
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_gradients_match_reference(seed):
     rng = random.Random(2000 + seed)

@@ -44,9 +44,9 @@ def test_msc_layer_cheaper_than_dense_and_split_by_channels():
 
 
 def test_tiled_pairs_equal_what_the_kernel_scores():
-    from msc.attention import DEFAULT_TILE, _tiling
+    from msc.attention import _tiling, query_tile
 
     spec = WindowSpec((5, 19, 13), (3, 5, 4), (1, 1, 1), (True, False, False))
-    bias = _tiling(spec.shape, spec.kernel_size, spec.is_causal, DEFAULT_TILE, torch.float32, torch.device("cpu")).bias
+    bias = _tiling(spec.shape, spec.kernel_size, spec.is_causal, query_tile(spec), torch.float32, torch.device("cpu")).bias
     assert C.tiled_pairs(spec) == bias.numel()
     assert C.computed_pairs(spec, "torch") == bias.numel()
