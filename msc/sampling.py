@@ -20,7 +20,8 @@ when this call finished some, else ``None``), and a ``cancel()`` asked before ev
 **Frame schedules** (how noise levels are arranged across frames):
 
 * ``autoregressive``: chunks of ``chunk`` frames are denoised from level 1 to 0 together,
-  conditioned on the finished past;
+  conditioned on the finished past (the first chunk of ``first_chunk`` frames when that is set: a live stream's first
+  frame as soon as a small chunk's, its frames/s those of large chunks);
 * ``diffusion-forcing``: the pyramid of Diffusion Forcing: a sliding window in which each frame is
   ``ar_step`` denoising steps behind the previous one; a frame is emitted when it reaches 0;
 * ``full-sequence``: all new frames share one level (the non-causal baseline).
@@ -90,18 +91,24 @@ def frame_noises(seed: int, frames: List[int], kind: int, step: int, shape, devi
     return torch.stack([_frame_noise(seed, f, kind, step, shape, device) for f in frames], dim=1)
 
 
-def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_step: int) -> List[List[tuple]]:
+def chunk_starts(frames: int, chunk: int, first_chunk: int = 0) -> List[int]:
+    """The first new frame of every chunk of the autoregressive schedule: a first chunk of ``first_chunk`` frames (0: of
+    ``chunk``), then chunks of ``chunk``."""
+    first = min(first_chunk or chunk, frames)
+    return [0] + list(range(first, frames, chunk)) if frames else []
+
+
+def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_step: int,
+                        first_chunk: int = 0) -> List[List[tuple]]:
     """The denoising plan: a list of model calls, each a list of ``(new frame index, step index)``
     moving that frame from ``levels[step]`` to ``levels[step + 1]``. Frames finish in order."""
     if schedule not in FRAME_SCHEDULES:
         raise ValueError(f"frame schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}.")
-    if schedule == "full-sequence":
-        chunk = frames
     if schedule in ("autoregressive", "full-sequence"):
+        starts = chunk_starts(frames, chunk, first_chunk) if schedule == "autoregressive" else [0][:frames]
         plan = []
-        for start in range(0, frames, chunk):
-            members = range(start, min(start + chunk, frames))
-            plan.extend([[(j, i) for j in members] for i in range(steps)])
+        for start, end in zip(starts, starts[1:] + [frames]):
+            plan.extend([[(j, i) for j in range(start, end)] for i in range(steps)])
         return plan
     # diffusion forcing: frame j starts at tick j * ar_step and takes one step per tick
     plan = []
@@ -271,6 +278,10 @@ class SamplerSettings:
     # tuned to no checkpoint; a model's measured defaults live beside its weights, in its SAMPLER_FILE (load_presets)
     steps: int = field(default=16, metadata={"help": "denoising steps per frame", "range": (1, 100, 1)})
     chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
+    # the first chunk waits for all its frames: a smaller one shows the first frame sooner, the chunks after it keep
+    # their size (live streaming: the first frame of a small chunk, the frames/s of a large one)
+    first_chunk: int = field(default=0, metadata={"help": "frames in the first chunk (0: as chunk); fewer show the first "
+                                                          "frame sooner", "range": (0, 16, 1)})
     # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: a model
     # sampled with few steps may want more for its first frame from nothing
     first_frame_steps: int = field(default=0, metadata={"help": "from nothing: denoising steps of the first frame, "
@@ -297,6 +308,7 @@ class SamplerSettings:
     def __post_init__(self):
         check_sampling_args(self.steps, self.chunk, self.ar_step, self.context_noise, self.eta, self.schedule)
         _check_count("first_frame_steps", self.first_frame_steps, minimum=0)
+        _check_count("first_chunk", self.first_chunk, minimum=0)
         check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
         noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
         _check_count("seed", self.seed, minimum=0)
@@ -541,9 +553,9 @@ def _plan(s: SamplerSettings, context: int, frames: int):
     with its own steps, then the schedule runs over the rest."""
     levels = noise_levels(s.noise_schedule, s.steps, s.shift).tolist()
     if not s.first_frame_alone(context):
-        return frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step), lambda j: levels
+        return frame_schedule_plan(s.schedule, frames, s.steps, s.chunk, s.ar_step, s.first_chunk), lambda j: levels
     first_levels = noise_levels(s.noise_schedule, s.first_frame_steps, s.shift).tolist()
-    rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step) if frames > 1 else []
+    rest = frame_schedule_plan(s.schedule, frames - 1, s.steps, s.chunk, s.ar_step, s.first_chunk) if frames > 1 else []
     plan = [[(0, st)] for st in range(s.first_frame_steps)] + [[(j + 1, st) for j, st in call] for call in rest]
     return plan, lambda j: first_levels if j == 0 else levels
 

@@ -7,6 +7,7 @@ to change; the app shows it as a ``gr.Error`` and keeps serving.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from msc.sampling import (
-    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, SamplingResult, SamplingWork, StepEvent, sample_frames,
-    sampling_work, settings_fields, window_fields,
+    WINDOW_FLAGS, FrameEvent, SamplerSettings, SamplingRecorder, SamplingResult, SamplingWork, StepEvent, chunk_starts,
+    sample_frames, sampling_work, settings_fields, window_fields,
 )
 from msc.model import AttentionWindows
 from msc.video import VideoError, decode_video, finish, mark_frames
@@ -262,10 +263,10 @@ def describe_step(step: StepEvent, settings: Settings, context: int) -> str:
     if s.schedule == "diffusion-forcing":
         return f"{frames} in flight at steps {min(step.steps)}-{max(step.steps)}/{s.steps} · {step.finished}/{step.total} new frames done"
     start = int(first_alone)  # new frames before the chunks
-    chunk = settings.frames - start if s.schedule == "full-sequence" else s.chunk
-    index = (min(step.frames) - context - start) // chunk + 1 + start
-    count = -(-(settings.frames - start) // chunk) + start
-    return f"chunk {index}/{count} ({frames}) · step {max(step.steps)}/{s.steps}"
+    rest = settings.frames - start
+    starts = [0] if s.schedule == "full-sequence" else chunk_starts(rest, s.chunk, s.first_chunk)
+    index = bisect.bisect_right(starts, min(step.frames) - context - start) + start
+    return f"chunk {index}/{len(starts) + start} ({frames}) · step {max(step.steps)}/{s.steps}"
 
 
 def model_frame_shape(model) -> tuple:

@@ -121,7 +121,7 @@ def _engine_line(rollout: dict) -> list:
 
 def play_section(play: dict) -> list:
     rows = ["## Live play", "",
-            f"`bench.play` on {play['machine']}, the training runs paused while it measured; 64 frames with a key held:", "",
+            f"`bench.play` on {play['machine']}, no other work running while it measured; 64 frames with a key held:", "",
             "| path | frames/s (bar ≥ 10) | key to frame, median / worst (s; bar ≤ 0.3) |", "|---|---:|---:|"]
     for name in ("in process", "API, /play_step per frame", "API, /play_stream", "browser"):
         r = play[name]

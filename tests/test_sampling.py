@@ -81,6 +81,23 @@ def test_frame_schedule_plans():
                 seen[j] = s
 
 
+def test_a_smaller_first_chunk_is_a_short_first_call_then_the_chunks(tiny_prior_model):
+    """``first_chunk``: the first chunk's frames alone, then chunks of ``chunk``; the same frames as generating the first
+    chunk and continuing from it (the anchors, noise and cache follow the video, not the call)."""
+    assert frame_schedule_plan("autoregressive", 6, 2, 3, 1, first_chunk=1) == [
+        [(0, 0)], [(0, 1)], [(1, 0), (2, 0), (3, 0)], [(1, 1), (2, 1), (3, 1)], [(4, 0), (5, 0)], [(4, 1), (5, 1)]]
+    assert frame_schedule_plan("autoregressive", 5, 2, 2, 1, first_chunk=2) == frame_schedule_plan("autoregressive", 5, 2, 2, 1)
+    kw = dict(steps=2, chunk=3, seed=5, eta=0.5)
+    infos = []
+    res = sample_video(tiny_prior_model, _context(), 6, first_chunk=1, callback=infos.append, **kw)
+    assert [i["frames"] for i in infos][:3] == [[3], [3], [4, 5, 6]]  # video frame indices: the context is 0-2
+    first = sample_video(tiny_prior_model, _context(), 1, **kw).video
+    rest = sample_video(tiny_prior_model, first, 5, **kw).video
+    assert (res.video - rest).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="first_chunk must be an integer >= 0"):
+        sample_video(tiny_prior_model, _context(), 2, first_chunk=-1)
+
+
 def test_from_nothing_callback_gates_and_windows(model):
     infos = []
     windows = AttentionWindows(k_s=5, k_t=2, d=1, k_lo=3)

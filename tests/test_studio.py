@@ -27,7 +27,7 @@ def model():
 
 def test_settings_from_controls_by_name_and_their_checks():
     defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
-    values = dict(frames=8, context=4, chunk=2, steps=3.0, first_frame_steps=16, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
+    values = dict(frames=8, context=4, chunk=2, first_chunk=0, steps=3.0, first_frame_steps=16, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
                   shift=3.0, context_noise=0.0, eta=0.0, seed=7, history_guidance=1.0, guidance_mode="vanilla",
                   guidance_level=0.5, guidance_schedule="constant", k_s=3, k_t=2, d=2, k_lo=2, mark=True)
     assert set(values) == set(CONTROLS)  # every control has a name, every setting a control
@@ -117,6 +117,14 @@ def test_from_nothing_the_first_frame_is_its_own_chunk_in_the_progress(model, sc
         assert steps == first + [f"chunk {c}/3 (frames {f}) · step {i}/2" for c, f in ((2, "2-3"), (3, "4-5")) for i in (1, 2)]
     else:
         assert steps == first + ["chunk 2/2 (frames 2-5) · step 1/2", "chunk 2/2 (frames 2-5) · step 2/2"]
+
+
+def test_a_smaller_first_chunk_is_counted_as_a_chunk_in_the_progress(model):
+    settings = Settings(frames=5, context=4, sampler=SamplerSettings(chunk=3, first_chunk=1, steps=1,
+                                                                     windows=AttentionWindows(**TINY_WINDOWS)))
+    context = procedural_clip(2, 4, 16)
+    steps = [describe_step(e, settings, 4) for e in generation(model, context, settings) if isinstance(e, StepEvent)]
+    assert steps == ["chunk 1/3 (frame 5) · step 1/1", "chunk 2/3 (frames 6-8) · step 1/1", "chunk 3/3 (frame 9) · step 1/1"]
 
 
 def test_stopping_a_generation_keeps_the_finished_frames(model):
