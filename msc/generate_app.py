@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import replace
 
 import gradio as gr
 import torch
@@ -201,6 +202,8 @@ class GenerateTab:
         session = self._session(session_id)
         if session.video is None:
             raise user_error("nothing to continue yet: press Generate first.")
+        if session.frames > session.first_generated:  # the video's first chunk is behind it: its chunks follow on, so
+            settings = replace(settings, sampler=replace(settings.sampler, first_chunk=0))  # Undo, Continue: same frames
         with self.policy.generating_in(request) as cancel:
             yield from self._extend(session_id, session, settings, "Continued with", progress, cancel)
 

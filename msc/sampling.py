@@ -280,8 +280,8 @@ class SamplerSettings:
     chunk: int = field(default=4, metadata={"help": "frames denoised together (autoregressive schedule)", "range": (1, 16, 1)})
     # the first chunk waits for all its frames: a smaller one shows the first frame sooner, the chunks after it keep
     # their size (live streaming: the first frame of a small chunk, the frames/s of a large one)
-    first_chunk: int = field(default=0, metadata={"help": "frames in the first chunk (0: as chunk); fewer show the first "
-                                                          "frame sooner", "range": (0, 16, 1)})
+    first_chunk: int = field(default=0, metadata={"help": "frames in a video's first chunk (0: as chunk); fewer show the "
+                                                          "first frame sooner", "range": (0, 16, 1)})
     # a frame with an anchor only draws its change from the frame before, one without draws a whole picture: a model
     # sampled with few steps may want more for its first frame from nothing
     first_frame_steps: int = field(default=0, metadata={"help": "from nothing: denoising steps of the first frame, "

@@ -238,16 +238,19 @@ def _decoded(path):
     return read_video(path, size=64)
 
 
-def test_continue_and_undo_reproduce_the_same_frames(server):
+@pytest.mark.parametrize("first_chunk", [0, 1])
+def test_continue_and_undo_reproduce_the_same_frames(server, first_chunk):
+    """With a smaller first chunk too: it is the video's first, and Continue's chunks follow on from the video's."""
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    first, *_, session = client.predict(handle_file(ASSET), *SETTINGS, api_name="/generate")  # 8 + 4 frames
-    more, _, status, *_ = client.predict(session, *SETTINGS, api_name="/continue")  # + 4
+    settings = controls(first_chunk=first_chunk)
+    first, *_, session = client.predict(handle_file(ASSET), *settings, api_name="/generate")  # 8 + 4 frames
+    more, _, status, *_ = client.predict(session, *settings, api_name="/continue")  # + 4, in chunks of 2
     assert "Continued with 4 frames" in status and _frames(more) == 16
     undone, _, status, *_ = client.predict(session, True, api_name="/undo")  # drops the last chunk (2 frames)
     assert "Undid the last chunk (2 frames)" in status and _frames(undone) == 14
-    again, *_ = client.predict(session, *SETTINGS, api_name="/continue")  # the same seed: the same frames
+    again, *_ = client.predict(session, *settings, api_name="/continue")  # the same seed: the same frames
     a, b = _decoded(more), _decoded(again)
     assert b.shape[0] == 18
     assert (a[:16] - b[:16]).abs().mean() < 0.01
