@@ -5,8 +5,9 @@ quality, and what the app's ``/stream`` endpoint delivers end to end.
 
 1. **Grid** (in process, the bundled model, one held-out real clip's last 8 frames as context):
    time to the first finished frame and frames/s over 64 new frames for denoising steps × chunk size, and for every
-   steps the largest chunk after a smaller first chunk (``--first-chunks``), beside the quality of the same settings (mean PSNR / SSIM of 8-frame continuations of 16
-   held-out real clips, as ``msc.evaluate`` scores them; copy-last for scale).
+   steps the largest chunk after a smaller first chunk (``--first-chunks``), beside the quality of the same
+   settings (mean PSNR / SSIM of 8-frame continuations of 16 held-out real clips, as ``msc.evaluate`` scores them;
+   copy-last for scale).
 2. **The choice**: the real-time preset is the best-PSNR setting that keeps at least
    ``--min-fps`` frames/s and the first frame within ``--max-first-s`` (0.3 s) in process: the live preview's goal is
    its first frame 0.5 s after a clip is sent, and the upload, the decoding and the HTTP and PNG work take the rest.
