@@ -48,7 +48,7 @@ def time_frame_at(model, length: int, steps: int, use_cache: bool):
         for s in range(0, length, 16):
             part = context[:, s : s + 16] if s < context.shape[1] else torch.zeros(1, 0, 3, 64, 64)
             if part.shape[1]:
-                model(part, torch.zeros(part.shape[:2]), cache=cache, commit=True)
+                model(part, torch.zeros(part.shape[:2]), cache=cache, commit=True, keys_only=True)
     return per_call * steps / CHUNK, cache.memory_bytes() / 2**20, time.perf_counter() - start
 
 

@@ -107,7 +107,7 @@ def frame_work(model: MSCModel, steps: int, chunk: int = CHUNK):
         for _ in range(steps):
             model(x, t, cache=cache, **actions(1))
         keep = [(b.k, b.v) for pair in cache.layers for b in pair]
-        model(x, torch.zeros(1, 1), cache=cache, commit=True, **actions(1))
+        model(x, torch.zeros(1, 1), cache=cache, commit=True, keys_only=True, **actions(1))  # as the sampler commits
         for (k, v), b in zip(keep, (b for pair in cache.layers for b in pair)):  # the window stays the same length
             b.k, b.v = k, v
         cache.frames -= 1

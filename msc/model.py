@@ -375,6 +375,17 @@ class MSCAttention(nn.Module):
         return y.permute(0, 2, 3, 1).reshape(b, t, h, w, ch)
 
 
+    def commit_keys(self, x: torch.Tensor, cache, first_frame: int) -> None:
+        """Only what the cache keeps of frames ``x`` ``[B, T, h, w, D]`` (normalised, modulated): each branch's keys
+        and values, appended as :meth:`forward` with ``commit`` appends them, without attending."""
+        hi_cache, lo_cache = cache
+        _, k, v = self._qkv(self.qkv_hi, x, self.heads_hi, first_frame, 1)
+        hi_cache.with_past(k, v, commit=True)
+        if not self.dense:
+            _, k, v = self._qkv(self.qkv_lo, self._pool(x), self.heads_lo, first_frame, self.r)
+            lo_cache.with_past(k, v, commit=True)
+
+
 class MSCBlock(nn.Module):
     """DiT block with adaLN-Zero, per-frame modulation, and MSC attention."""
 
@@ -399,6 +410,11 @@ class MSCBlock(nn.Module):
         x = x + gate1[:, :, None, None] * attn
         x = x + gate2[:, :, None, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
+
+    def commit_keys(self, x: torch.Tensor, c: torch.Tensor, cache, first_frame: int) -> None:
+        """The block's keys and values of ``x`` into ``cache`` (:meth:`MSCAttention.commit_keys`), nothing else."""
+        shift1, scale1 = self.adaLN(c).chunk(6, dim=-1)[:2]
+        self.attn.commit_keys(modulate(self.norm1(x), shift1, scale1), cache, first_frame)
 
 
 class FinalLayer(nn.Module):
@@ -516,7 +532,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
         commit: bool = False,
         actions: Optional[torch.Tensor] = None,
         anchor: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+        keys_only: bool = False,
+    ) -> Optional[torch.Tensor]:
         """``x`` ``[B, T, C, H, W]`` noisy frames, ``t`` ``[B, T]`` noise levels -> the network's raw output, same shape
         as ``x``: the velocity itself without a prior; with one, :class:`msc.diffusion.Denoiser` preconditions it
         around the frames' anchors.
@@ -526,7 +543,9 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
 
         ``windows`` overrides the attention windows of the config (sampling-time settings). With a
         :class:`KVCache`, ``x`` holds the frames that follow the cached ones; ``commit=True`` adds
-        their keys and values to the cache (do it once per frame, with the frame in its final state).
+        their keys and values to the cache (do it once per frame, with the frame in its final state); with
+        ``keys_only`` too, nothing else is computed (the last block stops at its keys and values, a sixth of the
+        model's blocks less) and ``None`` is returned: the sampler's commit of finished frames, whose outputs it drops.
 
         """
         self.check_inputs(x, t)
@@ -545,12 +564,18 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             tokens = tokens + self.anchor_embed(self.patchify(anchor))  # [B, T, h, w, D]
         noise = self.t_embed(t)  # [B, T, D]
         c = noise + self.embed_actions(actions, t.shape)  # [B, T, D]
+        if keys_only and (cache is None or not commit):
+            raise ValueError("keys_only computes what a commit to a KV cache keeps: pass cache= and commit=True.")
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            tokens = block(tokens, c, windows, layer_cache, first_frame, commit, noise)
+            if keys_only and i == last:
+                block.commit_keys(tokens, c, layer_cache, first_frame)
+            else:
+                tokens = block(tokens, c, windows, layer_cache, first_frame, commit, noise)
         if cache is not None and commit:
             cache.frames += x.shape[1]
-        return self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
+        return None if keys_only else self.unpatchify(self.final(tokens, c))  # [B, T, C, H, W]
 
     def embed_actions(self, actions: Optional[torch.Tensor], shape) -> torch.Tensor | float:
         """``[B, T, D]`` embedding of the frames' actions (0 for a model without actions), checked by

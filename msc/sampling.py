@@ -232,7 +232,7 @@ class _History:
                 part = x[:, s : s + 16]
                 conditions = {} if self.actions is None else {"actions": self.actions_of(first + s, part.shape[1])}
                 self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True,
-                           **conditions)  # the outputs are dropped: the raw network, no anchors
+                           keys_only=True, **conditions)  # keys and values only: the raw network, no anchors
 
     def anchor(self, frame: int) -> Optional[torch.Tensor]:
         """``[B, C, H, W]`` anchor of the video's frame ``frame`` (counted as :meth:`__len__` counts) from the

@@ -36,6 +36,27 @@ def test_cached_forward_equals_full_forward(attention):
         assert (hi.frames, lo.frames) == m.config.windows.history()
 
 
+@pytest.mark.parametrize("attention", ["msc", "dense"])
+def test_a_keys_only_commit_keeps_what_a_full_commit_keeps(attention):
+    """The sampler's commit computes the cache's keys and values alone (the last block stops at them): the same
+    cache, so the same next frames, as a full forward that commits."""
+    torch.manual_seed(1)
+    m = MSCModel(config_from_name("tiny", attention=attention)).eval()
+    x, t, nxt = torch.randn(1, 6, 3, 16, 16), torch.zeros(1, 6), torch.randn(1, 2, 3, 16, 16)
+    full, lean = KVCache(m.config), KVCache(m.config)
+    with torch.no_grad():
+        for a, b in [(0, 4), (4, 6)]:
+            m(x[:, a:b], t[:, a:b], cache=full, commit=True)
+            assert m(x[:, a:b], t[:, a:b], cache=lean, commit=True, keys_only=True) is None
+        assert lean.frames == full.frames == 6
+        for (hi_f, lo_f), (hi_l, lo_l) in zip(full.layers, lean.layers):
+            for f, l in ((hi_f, hi_l), (lo_f, lo_l)):
+                assert (f.k is None) == (l.k is None) and (f.k is None or (torch.equal(f.k, l.k) and torch.equal(f.v, l.v)))
+        assert torch.equal(m(nxt, torch.ones(1, 2), cache=full), m(nxt, torch.ones(1, 2), cache=lean))
+    with pytest.raises(ValueError, match="keys_only"):
+        m(x, t, keys_only=True)
+
+
 @pytest.mark.parametrize("schedule", ["autoregressive", "diffusion-forcing", "full-sequence"])
 @pytest.mark.parametrize("context_noise, eta", [(0.0, 0.0), (0.1, 0.5)])
 def test_sampling_with_cache_equals_without(model, schedule, context_noise, eta):

@@ -13,7 +13,8 @@ def test_speed_bench_reports_every_row_against_both_bounds():
     for row in report["rows"].values():
         assert row["gflop"] > 0 and row["seconds"] > 0 and row["over_fp32_bound"] > 0 and row["over_bf16_bound"] > 0
     forward, frame = report["rows"]["one-frame forward"], report["rows"]["generated frame (2 steps, chunks of 1)"]
-    assert abs(frame["gflop"] - 3 * forward["gflop"]) < 0.05 * frame["gflop"]  # 2 steps + the commit: three forwards
+    # 2 steps + the commit, whose last block stops at its keys and values: between two and three forwards
+    assert 2.5 * forward["gflop"] < frame["gflop"] < 2.99 * forward["gflop"]
     assert all(row["page_faults"] >= 0 and row["kernel_cpu_s"] >= 0 for row in report["rows"].values())
     text = format_report(report, "test machine")
     assert "× over fp32 bound" in text and "Where the training step's time goes" in text and "page faults" not in text
