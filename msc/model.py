@@ -374,7 +374,6 @@ class MSCAttention(nn.Module):
         y = F.interpolate(x.reshape(b * t, hp, wp, ch).permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
         return y.permute(0, 2, 3, 1).reshape(b, t, h, w, ch)
 
-
     def commit_keys(self, x: torch.Tensor, cache, first_frame: int) -> None:
         """Only what the cache keeps of frames ``x`` ``[B, T, h, w, D]`` (normalised, modulated): each branch's keys
         and values, appended as :meth:`forward` with ``commit`` appends them, without attending."""
@@ -549,6 +548,8 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
 
         """
         self.check_inputs(x, t)
+        if keys_only and (cache is None or not commit):
+            raise ValueError("keys_only computes what a commit to a KV cache keeps: pass cache= and commit=True.")
         if cache is not None:
             if windows is not None and windows != cache.windows:
                 raise ValueError("the windows differ from the ones the KV cache was built with; start a new cache.")
@@ -564,8 +565,6 @@ class MSCModel(nn.Module, PyTorchModelHubMixin):
             tokens = tokens + self.anchor_embed(self.patchify(anchor))  # [B, T, h, w, D]
         noise = self.t_embed(t)  # [B, T, D]
         c = noise + self.embed_actions(actions, t.shape)  # [B, T, D]
-        if keys_only and (cache is None or not commit):
-            raise ValueError("keys_only computes what a commit to a KV cache keeps: pass cache= and commit=True.")
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None

@@ -105,7 +105,7 @@ def frame_schedule_plan(schedule: str, frames: int, steps: int, chunk: int, ar_s
     if schedule not in FRAME_SCHEDULES:
         raise ValueError(f"frame schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}.")
     if schedule in ("autoregressive", "full-sequence"):
-        starts = chunk_starts(frames, chunk, first_chunk) if schedule == "autoregressive" else [0][:frames]
+        starts = chunk_starts(frames, chunk, first_chunk) if schedule == "autoregressive" else chunk_starts(frames, frames)
         plan = []
         for start, end in zip(starts, starts[1:] + [frames]):
             plan.extend([[(j, i) for j in range(start, end)] for i in range(steps)])

@@ -264,7 +264,7 @@ def describe_step(step: StepEvent, settings: Settings, context: int) -> str:
         return f"{frames} in flight at steps {min(step.steps)}-{max(step.steps)}/{s.steps} · {step.finished}/{step.total} new frames done"
     start = int(first_alone)  # new frames before the chunks
     rest = settings.frames - start
-    starts = [0] if s.schedule == "full-sequence" else chunk_starts(rest, s.chunk, s.first_chunk)
+    starts = chunk_starts(rest, rest) if s.schedule == "full-sequence" else chunk_starts(rest, s.chunk, s.first_chunk)
     index = bisect.bisect_right(starts, min(step.frames) - context - start) + start
     return f"chunk {index}/{len(starts) + start} ({frames}) · step {max(step.steps)}/{s.steps}"
 
