@@ -11,6 +11,9 @@ quality, and what the app's ``/stream`` endpoint delivers end to end.
 2. **The choice**: the real-time preset is the best-PSNR setting that keeps at least
    ``--min-fps`` frames/s and the first frame within ``--max-first-s`` (0.3 s) in process: the live preview's goal is
    its first frame 0.5 s after a clip is sent, and the upload, the decoding and the HTTP and PNG work take the rest.
+   Then its **precision**: the chosen setting once more with ``precision="bfloat16"`` (the network's matrix
+   multiplies under bf16 autocast, where the processor has bf16 units), kept if it is faster and its PSNR within
+   ``--bf16-tolerance-db`` (0.05 dB) of float32's: bf16 where quality is measured unchanged.
 3. **End to end**: ``python app.py`` on a free port; ``gradio_client`` submits ``/stream`` (64 frames
    from nothing and from a clip) at every preset that ``/stream`` can run (the real-time preset with
    its own steps and chunk: the default too when it differs only in those), and the arrival time of
@@ -137,6 +140,19 @@ def measure_grid(model, context, clips, base, steps_list, chunks, first_chunks) 
     return grid
 
 
+def precision_choice(model, context, clips, base, choice: dict, tolerance_db: float) -> dict:
+    """The chosen grid row (float32) measured once more in bfloat16, and which precision the preset takes: bfloat16 if
+    it is faster and loses at most ``tolerance_db`` of PSNR."""
+    from msc.environment import bf16_native
+
+    settings = replace(base, steps=choice["steps"], chunk=choice["chunk"], first_chunk=choice["first_chunk"],
+                       precision="bfloat16")
+    stream_speed(model, context, settings)  # bf16's weights and tilings made before the timing
+    row = {**stream_speed(model, context, settings), **quality(model, clips, settings)}
+    kept = row["fps"] > choice["fps"] and row["psnr"] >= choice["psnr"] - tolerance_db
+    return {"bfloat16": row, "bf16_native": bf16_native("cpu"), "choice": "bfloat16" if kept else "float32"}
+
+
 def describe_choice(row: dict) -> str:
     return f"steps {row['steps']}, chunk {row['chunk']}" + (f", first chunk {row['first_chunk']}" if row["first_chunk"] else "")
 
@@ -152,6 +168,8 @@ def main(argv=None) -> None:
     p.add_argument("--min-fps", type=float, default=10.0)
     p.add_argument("--max-first-s", type=float, default=0.3,
                    help="in process; the rest of the live preview's 0.5 s goes to the clip's upload and decoding")
+    p.add_argument("--bf16-tolerance-db", type=float, default=0.05,
+                   help="the most PSNR the chosen setting may lose in bfloat16 for the preset to run it so")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "stream"))
     args = p.parse_args(argv)
 
@@ -167,10 +185,11 @@ def main(argv=None) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
     print(f"# {machine}", flush=True)
     presets = load_presets(os.path.abspath(args.weights))  # the weights' own presets
-    base = presets["default"]
+    base = replace(presets["default"], precision="float32")  # the grid in float32; bfloat16 is the choice's second look
     grid = measure_grid(model, context, clips, base, args.steps, args.chunks, args.first_chunks)
     live = [r for r in grid if r["fps"] >= args.min_fps and r["first_frame_s"] <= args.max_first_s]
     choice = max(live, key=lambda r: r["psnr"]) if live else None
+    precision = precision_choice(model, context, clips, base, choice, args.bf16_tolerance_db) if choice else None
     preset = presets["real-time"]
     # /stream runs the real-time preset with any steps and chunk: the presets that differ from it only in those
     streamable = {}
@@ -182,8 +201,10 @@ def main(argv=None) -> None:
         row["presets"] = streamable[(row["steps"], row["chunk"])]
     costs = encoding_costs(model)
     report = {"machine": machine, "grid": grid, "copy_last": {"psnr": baseline["psnr_mean"], "ssim": baseline["ssim_mean"]},
-              "rule": {"min_fps": args.min_fps, "max_first_s": args.max_first_s}, "choice": choice,
-              "preset": {"steps": preset.steps, "chunk": preset.chunk, "first_chunk": preset.first_chunk, "schedule": preset.schedule},
+              "rule": {"min_fps": args.min_fps, "max_first_s": args.max_first_s, "bf16_tolerance_db": args.bf16_tolerance_db},
+              "choice": choice, "precision": precision,
+              "preset": {"steps": preset.steps, "chunk": preset.chunk, "first_chunk": preset.first_chunk, "schedule": preset.schedule,
+                         "precision": preset.precision},
               "end_to_end": e2e, "encoding": costs}
 
     lines = [f"Measured by `python -m bench.stream` on {machine}; the bundled model, 64 × 64 px.", "",
@@ -196,7 +217,14 @@ def main(argv=None) -> None:
                      f"{r['psnr']:.2f} | {r['ssim']:.3f} |")
     lines += ["", f"Rule: the best PSNR with ≥ {args.min_fps:g} frames/s and the first frame within {args.max_first_s:g} s in process "
               f"→ {describe_choice(choice) if choice else 'none qualifies'}; "
-              f"the shipped real-time preset: {describe_choice(vars(preset))}, {preset.schedule}.", "",
+              f"the shipped real-time preset: {describe_choice(vars(preset))}, {preset.schedule}, {preset.precision}.", ""]
+    if precision:
+        bf = precision["bfloat16"]
+        lines += [f"**Precision** of the chosen setting (bf16 units: {'yes' if precision['bf16_native'] else 'no'}): "
+                  f"bfloat16 first frame {bf['first_frame_s']:.2f} s, {bf['fps']:.1f} frames/s, PSNR {bf['psnr']:.2f}, SSIM "
+                  f"{bf['ssim']:.3f}; kept if faster and within {args.bf16_tolerance_db:g} dB of float32's → "
+                  f"**{precision['choice']}**.", ""]
+    lines += [
               f"**End to end** (`gradio_client`, `/stream`, {FRAMES} frames, times from submit):", "",
               "| presets | steps | chunk | first chunk | from | client | first frame (s) | frames/s | CPU per frame: server / client (ms) |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -568,9 +568,10 @@ class Denoiser(nn.Module):
         return getattr(getattr(self.network, "module", self.network), "action_kernels", None)
 
     def anchors(self, previous: Optional[torch.Tensor], last: torch.Tensor, horizons,
-                actions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """See :func:`anchor_frames` (``actions``: of the frames after ``last``, for the ``action_kernel`` prior)."""
-        return anchor_frames(self.prior, previous, last, horizons, actions, self.kernels)
+                actions: Optional[torch.Tensor] = None, prior: Optional[str] = None) -> torch.Tensor:
+        """See :func:`anchor_frames` (``actions``: of the frames after ``last``, for the ``action_kernel`` prior;
+        ``prior``: another prior's anchor in place of the model's own)."""
+        return anchor_frames(prior or self.prior, previous, last, horizons, actions, self.kernels)
 
     def start(self, noise: torch.Tensor, anchor=None, anchored=None) -> torch.Tensor:
         """A frame at level 1: its noise, centred on its anchor and scaled by its noise std."""

@@ -47,3 +47,18 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED.items())
+
+
+def bf16_native(device_type: str = "cpu") -> bool:
+    """Whether ``device_type``'s processor computes bfloat16 matrix multiplies in hardware: on a CPU, AVX512-BF16 or AMX
+    (elsewhere PyTorch emulates them, several times slower than float32); a CUDA GPU that supports bf16."""
+    if device_type == "cuda":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    import torch.cpu
+
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)

@@ -56,10 +56,18 @@ from typing import Callable, Dict, Iterator, List, Optional, Union
 import numpy as np
 import torch
 
-from msc.diffusion import SCHEDULES, Denoiser, noise_levels
+from msc.diffusion import FLOW_PRIORS, SCHEDULES, Denoiser, noise_levels
+from msc.environment import bf16_native
 from msc.model import AttentionWindows, KVCache
 
 FRAME_SCHEDULES = ("autoregressive", "diffusion-forcing", "full-sequence")
+# the network's arithmetic while sampling: bfloat16 runs its matrix multiplies under bf16 autocast (the attention, the
+# action kernels and the sampler's own update stay float32) where the processor has bf16 units, float32 elsewhere
+PRECISIONS = ("float32", "bfloat16")
+# the anchor of the frames that follow the caller's context (real frames): the model's own prior, or a flow anchor in
+# its place (for a model with a flow prior) -- a sub-pixel splat is the better guess of the next frames, and its blur
+# compounds only where chunk after chunk is anchored on generated frames, which keep the model's own
+CONTEXT_ANCHORS = ("prior",) + tuple(FLOW_PRIORS)
 MAX_FRAMES = 4096  # a single call never generates more frames than this
 
 
@@ -170,6 +178,15 @@ def check_guidance_args(w, mode, level, schedule) -> None:
         raise ValueError(f"guidance schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}.")
 
 
+def network_precision(precision: str, device: torch.device):
+    """The context the network's calls run in at ``precision`` (one of :data:`PRECISIONS`): for ``"bfloat16"``, bf16
+    autocast on ``device`` where its processor computes bf16 in hardware (:func:`msc.environment.bf16_native`; what
+    autocast leaves in float32: :func:`msc.model.attention_in_float32`, :class:`msc.diffusion.ActionKernels`), else
+    nothing: emulated bf16 is slower than float32, and the setting is for speed."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bfloat16" and bf16_native(kind))
+
+
 class _History:
     """The finished frames as one pass of the model sees them: each at noise level ``level`` (with
     noise of kind ``noise_kind`` drawn per frame), kept as keys and values in a bounded
@@ -180,8 +197,12 @@ class _History:
     history guidance. Otherwise each frame's noise is centred on the frame before it, as in training."""
 
     def __init__(self, model, windows, level: float, noise_kind: int, use_cache: bool, seed: int, frame_offset: int,
-                 noise_shape, device, hide: bool = False, actions: Optional[torch.Tensor] = None):
+                 noise_shape, device, hide: bool = False, actions: Optional[torch.Tensor] = None,
+                 precision: str = "float32", context_anchor: str = "prior"):
         self.model, self.windows, self.level, self.kind = model, windows, float(level), noise_kind
+        self.precision = precision  # one of PRECISIONS: how the network computes (see network_precision)
+        self.context_anchor = context_anchor  # one of CONTEXT_ANCHORS
+        self.context_frames: Optional[int] = None  # how many of the committed frames are the caller's context
         self.denoiser = Denoiser(model)
         self.actions = actions  # [B, K + N] long: the action that led to each frame of the video, or None
         self.hide = hide
@@ -202,9 +223,9 @@ class _History:
     def __len__(self) -> int:
         return self.count
 
-    def commit(self, new_frames: torch.Tensor) -> None:
+    def commit(self, new_frames: torch.Tensor, context: bool = False) -> None:
         """Add finished frames (clean, ``[B, n, C, H, W]``): noise them to ``level`` and, with the
-        cache, run them through the model once."""
+        cache, run them through the model once. ``context``: they are the caller's context (real frames)."""
         b, first = new_frames.shape[0], len(self)
         idx = [self.offset + i for i in range(first, first + new_frames.shape[1])]
         x = new_frames
@@ -225,14 +246,17 @@ class _History:
         self.last = new_frames[:, -1]
         self._next_anchors = {}
         self.count += x.shape[1]
+        if context:
+            self.context_frames = self.count
         if self.cache is None:
             self.frames = torch.cat([self.frames, x], dim=1)
         else:
             for s in range(0, x.shape[1], 16):  # long contexts go in pieces; the cache makes it exact
                 part = x[:, s : s + 16]
                 conditions = {} if self.actions is None else {"actions": self.actions_of(first + s, part.shape[1])}
-                self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache, commit=True,
-                           keys_only=True, **conditions)  # keys and values only: the raw network, no anchors
+                with network_precision(self.precision, self.device):
+                    self.model(part, torch.full(part.shape[:2], self.level, device=self.device), cache=self.cache,
+                               commit=True, keys_only=True, **conditions)  # keys and values only: the raw network
 
     def anchor(self, frame: int) -> Optional[torch.Tensor]:
         """``[B, C, H, W]`` anchor of the video's frame ``frame`` (counted as :meth:`__len__` counts) from the
@@ -240,15 +264,21 @@ class _History:
         if self.last is None:
             return None
         horizon = frame - (len(self) - 1)
+        on_context = self.context_anchor != "prior" and len(self) == self.context_frames  # anchored on real frames
         if horizon not in self._next_anchors:
             self._next_anchors[horizon] = self.denoiser.anchors(self.previous, self.last, [horizon],
-                                                                self.actions_of(len(self), horizon))[:, 0]
+                                                                self.actions_of(len(self), horizon),
+                                                                prior=self.context_anchor if on_context else None)[:, 0]
         return self._next_anchors[horizon]
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, anchor=None, anchored=None, frames: Optional[List[int]] = None) -> torch.Tensor:
         """Velocity of the frames ``x`` ``[B, n, C, H, W]`` at levels ``t`` ``[B, n]`` after this history
         (``anchor`` / ``anchored``: see :class:`~msc.diffusion.Denoiser`; ``frames``: their indices in the video,
         for their actions)."""
+        with network_precision(self.precision, self.device):
+            return self._predict(x, t, anchor, anchored, frames).float()
+
+    def _predict(self, x, t, anchor, anchored, frames):
         actions = None if self.actions is None else self.actions[:, frames]
         conditions = {} if actions is None else {"actions": actions}
         if self.cache is not None:
@@ -303,6 +333,12 @@ class SamplerSettings:
                                                          "range": (0.05, 0.95, 0.05)})
     guidance_schedule: str = field(default="constant", metadata={"help": "guidance scale over the noise level",
                                                                  "choices": GUIDANCE_SCHEDULES})
+    context_anchor: str = field(default="prior", metadata={"help": "anchor of the frames after the context: the model's own "
+                                                                    "(prior) or a flow anchor in its place (flow_splat: "
+                                                                    "sub-pixel)", "choices": CONTEXT_ANCHORS})
+    precision: str = field(default="float32", metadata={"help": "the network's matrix multiplies in float32 or bfloat16 "
+                                                                "(bf16 autocast; float32 on a processor without bf16 units)",
+                                                        "choices": PRECISIONS})
     windows: Optional[AttentionWindows] = field(default=None, metadata={"help": "attention windows (None: the model's)"})
 
     def __post_init__(self):
@@ -312,6 +348,10 @@ class SamplerSettings:
         check_guidance_args(self.history_guidance, self.guidance_mode, self.guidance_level, self.guidance_schedule)
         noise_levels(self.noise_schedule, 1, self.shift)  # checks the schedule's name and shift
         _check_count("seed", self.seed, minimum=0)
+        if self.context_anchor not in CONTEXT_ANCHORS:
+            raise ValueError(f"context_anchor must be one of {CONTEXT_ANCHORS}, got {self.context_anchor!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
 
     def first_frame_alone(self, context_frames: int) -> bool:
         """Whether the first new frame is sampled alone, with ``first_frame_steps``: from nothing, unless 0."""
@@ -473,13 +513,16 @@ def _histories(model, windows, s: "SamplerSettings", use_cache: bool, frame_offs
                actions: Optional[torch.Tensor] = None):
     """``(history, free_history)``: the finished frames as the model sees them at ``context_noise``, and with history
     guidance the same frames hidden under noise (``None`` without guidance)."""
+    if s.context_anchor != "prior" and model.config.prior not in FLOW_PRIORS:
+        raise ValueError(f"context_anchor {s.context_anchor!r} takes the place of a flow prior's anchor; this model's prior "
+                         f"is {model.config.prior!r}: use 'prior'.")
     history = _History(model, windows, s.context_noise, CONTEXT_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
-                       actions=actions)
+                       actions=actions, precision=s.precision, context_anchor=s.context_anchor)
     if not s.guided:
         return history, None
     free_level = 1.0 if s.guidance_mode == "vanilla" else s.guidance_level
     return history, _History(model, windows, free_level, HIDING_NOISE, use_cache, s.seed, frame_offset, noise_shape, device,
-                             hide=True, actions=actions)
+                             hide=True, actions=actions, precision=s.precision, context_anchor=s.context_anchor)
 
 
 def _start_frame(history: "_History", frame: int, seed: int, frame_offset: int, noise_shape, device):
@@ -620,12 +663,12 @@ def sample_frames(model, context: Optional[torch.Tensor], frames: int, settings:
     history, free_history = _histories(model, windows, s, use_cache, frame_offset, noise_shape, device, actions)
     passes = [p for p in (history, free_history) if p is not None]
 
-    def commit(new_frames: torch.Tensor) -> None:
+    def commit(new_frames: torch.Tensor, is_context: bool = False) -> None:
         for each in passes:
-            each.commit(new_frames)
+            each.commit(new_frames, is_context)
 
     if k0:
-        commit(context.to(device).float())
+        commit(context.to(device).float(), is_context=True)
 
     # the frames being denoised: absolute index -> current sample, and -> the anchor its noise is centred on
     active, anchors = {}, {}

@@ -132,12 +132,28 @@ def header(config: dict, params: int, run: dict, history: list, sampler: dict) -
         f"clips of {args['frames']} frames, learning rate {args['lr']:g}, EMA {args['ema']}, context corruption "
         f"{args['context_corruption']:g}, anchors of chunks up to {args['max_chunk']} frames) with this anchor "
         f"(`docs/training.md`). Sampled by default at {sampler['steps']} denoising steps, chunks of {sampler['chunk']} "
-        f"frames (`sampler.json`).", "",
+        f"frames{sampling_choices(sampler)} (`sampler.json`).", "",
         "```bash",
         "python app.py                                              # the app serves these weights",
         "python -m msc.generate --weights weights --frames 32 --out video.mp4",
         "python -m msc.evaluate --weights weights --data data --json eval.json",
         "```", ""]
+
+
+def sampling_choices(sampler: dict) -> str:
+    """The default preset's anchor after the context and precision, where they are not the plain ones."""
+    said = ""
+    if sampler.get("context_anchor", "prior") != "prior":
+        said += (f"; the chunk after real frames is anchored on {PRIORS[sampler['context_anchor']]} (the chunks after "
+                 "generated frames on the model's own anchor: a sub-pixel blend would compound there)")
+    if sampler.get("precision", "float32") == "bfloat16":
+        said += "; its matrix multiplies in bf16 where the processor has bf16 units (float32 elsewhere)"
+    return said
+
+
+def own_anchor(prior: str, sampler: dict) -> str:
+    """The prior whose anchor the default settings give the frames after the context (``context_anchor``'s or the model's)."""
+    return prior if sampler.get("context_anchor", "prior") == "prior" else sampler["context_anchor"]
 
 
 def evaluation_section(report: dict, fvd: Optional[dict]) -> list:
@@ -258,10 +274,16 @@ def write_card(weights: str, run_path: str, history: str, eval_path: str, fvd_pa
     records = [_load(p) for p in sorted(glob.glob(os.path.join(at(history), "*.state.json")))]
     report = _load(at(eval_path))
     fvd = _load(at(fvd_path)) if fvd_path else None
+    for name, measured in (("--eval", report), ("--fvd-eval", fvd)):
+        used = (measured or {}).get("settings", {}).get("sampler", {})
+        differ = sorted(k for k in set(used) & set(sampler) if used[k] != sampler[k])
+        if differ:
+            raise ValueError(f"{name} was measured at other sampler settings than sampler.json's default: {differ}.")
     settings = _load(at(settings_path)) if settings_path else None
     from_nothing = _load(at(from_nothing_path)) if from_nothing_path else None
     lines = (header(config, params, run, records, sampler) + evaluation_section(report, fvd) + rollout_section(report)
-             + sampler_section(settings, from_nothing) + gates_section(report) + limits_section(report, from_nothing, config["prior"]))
+             + sampler_section(settings, from_nothing) + gates_section(report)
+             + limits_section(report, from_nothing, own_anchor(config["prior"], sampler)))
     path = os.path.join(weights, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

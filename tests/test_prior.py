@@ -9,7 +9,7 @@ from conftest import perturbed_tiny, random_context
 from msc.diffusion import (Denoiser, anchor_error_weight, chunk_anchors, corrupt_context, diffusion_loss, residual_scales,
                            sample_training_levels, sampler_query_levels)
 from msc.model import KVCache, MSCModel, config_from_name
-from msc.sampling import sample_video
+from msc.sampling import SamplerSettings, sample_video
 
 
 def test_training_anchors_are_the_frame_before_each_chunk():
@@ -294,6 +294,26 @@ def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation(prior, metho
     context = _panned_context(3)
     video = sample_video(model, context, 4, steps=1, chunk=4).video
     assert torch.allclose(video[:, 3:], flow_extrapolation(context, 4, method).clamp(-1, 1), atol=1e-5)
+
+
+def test_context_anchor_takes_the_place_of_the_prior_for_the_chunk_after_the_context_only():
+    """``context_anchor="flow_splat"``: the chunk anchored on the context's real frames starts from the sub-pixel splat;
+    every chunk anchored on generated frames from the model's own whole-pixel anchor (an untrained model draws its
+    anchor in one step). A model whose prior is not a flow prior refuses it."""
+    from msc.flow import flow_extrapolation
+
+    model = MSCModel(config_from_name("tiny", prior="flow_splat_whole")).eval()
+    context = _panned_context(3)
+    assert not torch.allclose(flow_extrapolation(context, 2, "splat"), flow_extrapolation(context, 2, "splat_whole"))
+    video = sample_video(model, context, 4, steps=1, chunk=2, context_anchor="flow_splat").video
+    assert torch.allclose(video[:, 3:5], flow_extrapolation(context, 2, "splat").clamp(-1, 1), atol=1e-5)
+    assert torch.allclose(video[:, 5:], flow_extrapolation(video[:, :5], 2, "splat_whole").clamp(-1, 1), atol=1e-5)
+    plain = sample_video(model, context, 4, steps=1, chunk=2).video
+    assert torch.allclose(plain[:, 3:5], flow_extrapolation(context, 2, "splat_whole").clamp(-1, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="context_anchor"):
+        sample_video(MSCModel(config_from_name("tiny", prior="previous_frame")), context, 2, context_anchor="flow_splat")
+    with pytest.raises(ValueError, match="context_anchor"):
+        SamplerSettings(context_anchor="splat")
 
 
 def test_whole_pixel_splatting_moves_pixels_without_blending_them():

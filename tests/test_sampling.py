@@ -68,6 +68,32 @@ def test_sampling_with_cache_equals_without(model, schedule, context_noise, eta)
     assert (a.video - b.video).abs().max().item() <= 1e-4
 
 
+def test_bfloat16_precision_runs_the_network_in_bf16_and_stays_near_float32(tiny_prior_model):
+    """``precision="bfloat16"``: the network's linear layers compute in bf16 (autocast), for the denoising calls and
+    the cache's commits alike; the sampler's update stays float32, and the video stays within bf16's rounding of the
+    float32 one (the cache still agreeing with the uncached path). A processor without bf16 units runs float32."""
+    from msc.environment import bf16_native
+
+    native = bf16_native("cpu")
+    seen = []
+    hook = tiny_prior_model.blocks[0].mlp[0].register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    try:
+        kw = dict(steps=3, chunk=2, seed=2)
+        exact = sample_video(tiny_prior_model, _context(), 5, **kw).video
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        fast = sample_video(tiny_prior_model, _context(), 5, precision="bfloat16", **kw).video
+        assert set(seen) == {torch.bfloat16 if native else torch.float32} and len(seen) >= 5  # 5 frames' calls, commits
+        uncached = sample_video(tiny_prior_model, _context(), 5, precision="bfloat16", use_cache=False, **kw).video
+    finally:
+        hook.remove()
+    assert fast.dtype == torch.float32 and torch.equal(fast[:, :3], _context())
+    assert (0 < (fast - exact).abs().max().item() <= 0.05) if native else torch.equal(fast, exact)
+    assert (fast - uncached).abs().max().item() <= 0.05
+    with pytest.raises(ValueError, match="precision"):
+        SamplerSettings(precision="float16")
+
+
 def test_same_seed_same_video_other_seed_other_video(model):
     a = sample_video(model, _context(), 4, steps=3, seed=5).video
     assert torch.equal(a, sample_video(model, _context(), 4, steps=3, seed=5).video)

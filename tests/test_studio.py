@@ -29,7 +29,8 @@ def test_settings_from_controls_by_name_and_their_checks():
     defaults = Settings(sampler=SamplerSettings(windows=AttentionWindows(**TINY_WINDOWS)))
     values = dict(frames=8, context=4, chunk=2, first_chunk=0, steps=3.0, first_frame_steps=16, schedule="autoregressive", ar_step=2, noise_schedule="cosine",
                   shift=3.0, context_noise=0.0, eta=0.0, seed=7, history_guidance=1.0, guidance_mode="vanilla",
-                  guidance_level=0.5, guidance_schedule="constant", k_s=3, k_t=2, d=2, k_lo=2, mark=True)
+                  guidance_level=0.5, guidance_schedule="constant", context_anchor="prior", precision="float32", k_s=3, k_t=2, d=2,
+                  k_lo=2, mark=True)
     assert set(values) == set(CONTROLS)  # every control has a name, every setting a control
     s = Settings.from_controls(values, defaults, TINY.grid)
     assert s.frames == 8 and s.sampler.seed == 7 and isinstance(s.sampler.steps, int) and s.sampler.windows.k_s == 3
@@ -53,6 +54,8 @@ def test_settings_from_controls_by_name_and_their_checks():
         "k_lo must be between": dict(k_lo=0),
         "history_guidance must be between": dict(history_guidance=-1.0),
         "guidance_mode must be one of": dict(guidance_mode="loud"),
+        "context_anchor must be one of": dict(context_anchor="splat"),
+        "precision must be one of": dict(precision="float16"),
         "steps must be a number": dict(steps="many"),
         "unknown setting": dict(colour="red"),
         "too much work for one go: 256 frames at 100 steps, chunks of 2 take 12929 model calls": dict(frames=256, steps=100),
