@@ -2,14 +2,16 @@
 
     python -m bench.settings --data data        # the table in bench/results/settings.md (about 50 minutes)
 
-For every pair of denoising steps × chunk size in ``--grid``, the bundled model is scored by
+For every pair of denoising steps × chunk size in ``--grid`` (and every anchor after the context in
+``--context-anchors``: ``SamplerSettings.context_anchor``), the bundled model is scored by
 :mod:`msc.evaluate` exactly as its card scores it (one subprocess per setting, ``--jobs`` at a
 time with one torch thread each):
 
 * all the held-out real windows (8 context frames, 8 generated): PSNR / SSIM, the motion of the
   generated frames against the truth's, and the **Fréchet Video Distance** of the 16-frame clips
   against the ground truth's (:mod:`msc.fvd`; needs ``python -m msc.i3d`` once);
-* a 256-frame rollout from the first :data:`ROLLOUT_CLIPS` real clips (the model card's): the colour drift of the last
+* a 256-frame rollout from the first ``--rollout-clips`` real clips (default :data:`ROLLOUT_CLIPS`, the model card's;
+  the worst clip counts, so more clips make a stricter and steadier measure): the colour drift of the last
   32 frames (the card's bar: 0.05), their sharpness against the context's and how much they still move against the
   context (the bar: 0.5; a rollout that slows to a halt is a frozen picture).
 
@@ -82,11 +84,18 @@ def choose(rows: list) -> dict:
     return min((r for r in kept if tied(r)), key=lambda r: (abs(math.log(max(r["sharpness_ratio"], 1e-9))), fvd_mean_and_error(r)[0]))
 
 
-def report_path(runs: str, steps: int, chunk: int, seed: int = 0) -> str:
-    return os.path.join(runs, f"steps{steps}_chunk{chunk}" + (f"_seed{seed}" if seed else "") + ".json")
+def report_path(runs: str, steps: int, chunk: int, seed: int = 0, anchor: str = "prior") -> str:
+    return os.path.join(runs, f"steps{steps}_chunk{chunk}" + (f"_{anchor}" if anchor != "prior" else "")
+                        + (f"_seed{seed}" if seed else "") + ".json")
 
 
-def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int, seeds=(0,)) -> None:
+def setting(entry: tuple) -> tuple:
+    """A grid entry ``(steps, chunk)`` or ``(steps, chunk, context_anchor)`` as the triple."""
+    return (*entry, "prior") if len(entry) == 2 else tuple(entry)
+
+
+def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int, seeds=(0,),
+                      rollout_clips: int = ROLLOUT_CLIPS) -> None:
     """Run ``msc.evaluate`` for every setting of ``grid`` at every one of ``seeds`` whose report is missing,
     unfinished or older than the weights: at seed 0 with the 256-frame rollout, at other seeds the FVD alone."""
     os.makedirs(runs, exist_ok=True)
@@ -95,17 +104,18 @@ def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int, seeds
     def finished(path: str) -> bool:  # msc.evaluate writes its report after every part; "gates" comes with the last
         return os.path.isfile(path) and os.path.getmtime(path) > weights_time and "gates" in json.load(open(path))
 
-    todo = [(s, c, seed) for seed in seeds for s, c in grid if not finished(report_path(runs, s, c, seed))]
+    todo = [(s, c, a, seed) for seed in seeds for s, c, a in map(setting, grid)
+            if not finished(report_path(runs, s, c, seed, a))]
     running = []
-    for steps, chunk, seed in todo:
+    for steps, chunk, anchor, seed in todo:
         if len(running) == jobs:
             _wait(running.pop(0))
-        path = report_path(runs, steps, chunk, seed)
-        rollout = ["--rollout", "256", "--rollout-clips", str(ROLLOUT_CLIPS)] if seed == 0 else ["--rollout", "0"]
+        path = report_path(runs, steps, chunk, seed, anchor)
+        rollout = ["--rollout", "256", "--rollout-clips", str(rollout_clips)] if seed == 0 else ["--rollout", "0"]
         args = [sys.executable, "-m", "msc.evaluate", "--weights", weights, "--data", data, "--sets", "real", "--clips", "256",
-                *rollout, "--fvd", "--steps", str(steps), "--chunk", str(chunk), "--seed", str(seed),
+                *rollout, "--fvd", "--steps", str(steps), "--chunk", str(chunk), "--seed", str(seed), "--context-anchor", anchor,
                 "--threads", "1", "--json", path]
-        print(f"evaluating steps {steps}, chunk {chunk}, seed {seed}", flush=True)
+        print(f"evaluating steps {steps}, chunk {chunk}, anchor {anchor}, seed {seed}", flush=True)
         running.append(subprocess.Popen(args, stdout=open(path[: -len(".json")] + ".log", "w"), stderr=subprocess.STDOUT))
     for p in running:
         _wait(p)
@@ -126,19 +136,19 @@ def summarise(runs: str, grid) -> tuple:
     every further seed whose report is in ``runs``; ``fvd_mean``, ``fvd_error``: their mean and its standard error),
     and copy-last's scores."""
     rows = []
-    for steps, chunk in grid:
-        with open(report_path(runs, steps, chunk)) as f:
+    for steps, chunk, anchor in map(setting, grid):
+        with open(report_path(runs, steps, chunk, anchor=anchor)) as f:
             report = json.load(f)
         real = next(iter(report["sets"].values()))  # the one set scored: the held-out real windows
         model = model_names(real["methods"])[0]
         m, r = real["methods"][model], report["rollout"]
-        rows.append({"steps": steps, "chunk": chunk, "clips": real["clips"], "psnr": m["psnr_mean"], "ssim": m["ssim_mean"],
+        rows.append({"steps": steps, "chunk": chunk, "context_anchor": anchor, "clips": real["clips"], "psnr": m["psnr_mean"], "ssim": m["ssim_mean"],
                      "motion": m["motion"], "motion_truth": m["motion_truth"], "fvd": m["fvd"],
                      "drift": r["colour_drift_max"], "sharpness_ratio": r["sharpness_ratio"], "rollout_clips": r["clips"],
                      "motion_kept": r.get("motion_kept", float("nan")),
                      "fvd_seeds": [m["fvd"]]})
         for seed in range(1, SEEDS):
-            path = report_path(runs, steps, chunk, seed)
+            path = report_path(runs, steps, chunk, seed, anchor)
             if os.path.isfile(path):
                 rows[-1]["fvd_seeds"].append(_model_fvd(json.load(open(path))))
         rows[-1]["fvd_mean"], rows[-1]["fvd_error"] = fvd_mean_and_error(rows[-1])
@@ -154,29 +164,35 @@ def settings_table(report: dict) -> str:
     choice and the shipped default marked, then the rule in words."""
     rows = report["grid"]
     copy = report["copy_last"]
-    choice = (report["choice"]["steps"], report["choice"]["chunk"])
-    default = (report["default"]["steps"], report["default"]["chunk"])
+    def key(r):  # (steps, chunk, anchor after the context); reports before the anchor was a setting: the prior
+        return r["steps"], r["chunk"], r.get("context_anchor", "prior")
+
+    choice, default = key(report["choice"]), key(report["default"])
+    anchors = any(key(r)[2] != "prior" for r in rows)  # a column for the anchor only where the grid varies it
     seeds = report.get("seeds", 1)
     lines = [f"Held-out real windows ({rows[0]['clips']} × 16 frames) and a 256-frame rollout from {rows[0]['rollout_clips']} "
              "real clips; other settings as the sampler's defaults."
              + (f" The settings the rule qualifies are also scored at {seeds - 1} more seeds." if seeds > 1 else ""),
              "",
-             "| steps | chunk | real PSNR / SSIM | motion (truth) | FVD | " + (f"FVD over {seeds} seeds | " if seeds > 1 else "")
-             + "rollout colour drift | rollout sharpness | rollout motion kept |",
-             "|---:|---:|---|---|---:|" + ("---:|" if seeds > 1 else "") + "---:|---:|---:|",
-             f"| copy the last frame | | {copy['psnr']:.2f} / {copy['ssim']:.3f} | 0 | {copy['fvd']:.1f} | "
+             "| steps | chunk | " + ("anchor after the context | " if anchors else "") + "real PSNR / SSIM | motion (truth) | FVD | "
+             + (f"FVD over {seeds} seeds | " if seeds > 1 else "") + "rollout colour drift | rollout sharpness | rollout motion kept |",
+             "|---:|---:|" + ("---|" if anchors else "") + "---|---|---:|" + ("---:|" if seeds > 1 else "") + "---:|---:|---:|",
+             f"| copy the last frame | | {'| ' if anchors else ''}{copy['psnr']:.2f} / {copy['ssim']:.3f} | 0 | {copy['fvd']:.1f} | "
              + ("– | " if seeds > 1 else "") + "0 | 1× | 0 |"]
     for r in rows:
-        marks = [name for name, hit in (("chosen", (r["steps"], r["chunk"]) == choice),
-                                        ("the default", (r["steps"], r["chunk"]) == default)) if hit]
+        marks = [name for name, hit in (("chosen", key(r) == choice), ("the default", key(r) == default)) if hit]
         tag = f" **({', '.join(marks)})**" if marks else ""
         over_seeds = ""
         if seeds > 1:
             over_seeds = f"{r['fvd_mean']:.1f} ± {r['fvd_error']:.1f} | " if len(r.get("fvd_seeds", ())) > 1 else "– | "
-        lines.append(f"| {r['steps']} | {r['chunk']}{tag} | {r['psnr']:.2f} / {r['ssim']:.3f} | {r['motion']:.4f} "
+        lines.append(f"| {r['steps']} | {r['chunk']}{tag} | " + (f"{key(r)[2]} | " if anchors else "")
+                     + f"{r['psnr']:.2f} / {r['ssim']:.3f} | {r['motion']:.4f} "
                      f"({r['motion_truth']:.4f}) | {r['fvd']:.1f} | {over_seeds}{r['drift']:.3f} | {r['sharpness_ratio']:.2f}× | "
                      f"{r.get('motion_kept', float('nan')):.2f} |")
-    lines += ["", f"Rule: {report['rule']} → steps {choice[0]}, chunk {choice[1]}; the default: steps {default[0]}, chunk {default[1]}."]
+    def said(k):
+        return f"steps {k[0]}, chunk {k[1]}" + (f", anchor after the context {k[2]}" if anchors else "")
+
+    lines += ["", f"Rule: {report['rule']} → {said(choice)}; the default: {said(default)}."]
     return "\n".join(lines)
 
 
@@ -187,24 +203,31 @@ def main(argv=None) -> None:
     p.add_argument("--grid", nargs="+", default=[f"{s}x{c}" for s, c in GRID], help="STEPSxCHUNK pairs")
     p.add_argument("--runs", default=os.path.join(ROOT, "runs", "settings"), help="where each setting's report is kept")
     p.add_argument("--jobs", type=int, default=2, help="evaluations at a time (one torch thread each)")
+    p.add_argument("--context-anchors", nargs="+", default=["prior"],
+                   help="anchors after the context to try with every steps x chunk (SamplerSettings.context_anchor)")
+    p.add_argument("--rollout-clips", type=int, default=ROLLOUT_CLIPS, help="clips of the 256-frame rollout (the worst counts)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "settings"))
     args = p.parse_args(argv)
-    grid = [tuple(int(v) for v in pair.split("x")) for pair in args.grid]
+    grid = [(*(int(v) for v in pair.split("x")), anchor) for anchor in args.context_anchors for pair in args.grid]
 
     from msc.sampling import load_presets
 
-    evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs)
+    evaluate_settings(args.weights, args.data, grid, args.runs, args.jobs, rollout_clips=args.rollout_clips)
     rows, _ = summarise(args.runs, grid)
-    kept = [(r["steps"], r["chunk"]) for r in qualifying(rows)]
+    kept = [(r["steps"], r["chunk"], r["context_anchor"]) for r in qualifying(rows)]
     evaluate_settings(args.weights, args.data, kept, args.runs, args.jobs, seeds=range(1, SEEDS))
     rows, copy_last = summarise(args.runs, grid)
     choice = choose(rows)
     default = load_presets(os.path.abspath(args.weights))["default"]  # the weights' own default settings
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    command = "python -m bench.settings" + ("" if tuple(grid) == GRID else " --grid " + " ".join(args.grid))
+    command = ("python -m bench.settings" + ("" if [tuple(map(int, g.split("x"))) for g in args.grid] == list(GRID) else
+                                             " --grid " + " ".join(args.grid))
+               + ("" if args.context_anchors == ["prior"] else " --context-anchors " + " ".join(args.context_anchors))
+               + ("" if args.rollout_clips == ROLLOUT_CLIPS else f" --rollout-clips {args.rollout_clips}"))
     report = {"machine": machine, "command": command, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE, "seeds": SEEDS,
-              "choice": {"steps": choice["steps"], "chunk": choice["chunk"]}, "default": {"steps": default.steps, "chunk": default.chunk}}
+              "choice": {"steps": choice["steps"], "chunk": choice["chunk"], "context_anchor": choice["context_anchor"]},
+              "default": {"steps": default.steps, "chunk": default.chunk, "context_anchor": default.context_anchor}}
     lines = [f"Measured by `{command}` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
              settings_table(report)]
     write_results(args.out, report, lines)

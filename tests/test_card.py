@@ -121,6 +121,25 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
     assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD
 
 
+def test_settings_study_with_the_anchor_after_the_context_in_its_grid(tmp_path):
+    """``--context-anchors``: every steps x chunk also with another anchor after the context, kept in its own report
+    (the prior's keeps the name it always had), and a column of the table where the grid varies it."""
+    from bench.settings import report_path, setting, settings_table
+
+    assert report_path("r", 2, 8) == report_path("r", 2, 8, anchor="prior") == os.path.join("r", "steps2_chunk8.json")
+    assert report_path("r", 2, 8, 1, "flow_splat") == os.path.join("r", "steps2_chunk8_flow_splat_seed1.json")
+    assert setting((2, 8)) == (2, 8, "prior") and setting((2, 8, "flow_splat")) == (2, 8, "flow_splat")
+    row = {"clips": 55, "rollout_clips": 16, "psnr": 32.0, "ssim": 0.9, "motion": 0.01, "motion_truth": 0.01, "fvd": 100.0,
+           "drift": 0.08, "sharpness_ratio": 0.9, "motion_kept": 0.1}
+    rows = [{**row, "steps": 2, "chunk": 8, "context_anchor": "prior"}, {**row, "steps": 2, "chunk": 8, "context_anchor": "flow_splat"}]
+    table = settings_table({"grid": rows, "copy_last": {"psnr": 31.0, "ssim": 0.8, "fvd": 144.0}, "rule": "the lowest FVD",
+                            "choice": {"steps": 2, "chunk": 8, "context_anchor": "flow_splat"},
+                            "default": {"steps": 2, "chunk": 8}})
+    assert "| steps | chunk | anchor after the context | real PSNR / SSIM |" in table
+    assert "| 2 | 8 **(chosen)** | flow_splat | 32.00 / 0.900 |" in table and "| 2 | 8 **(the default)** | prior |" in table
+    assert "→ steps 2, chunk 8, anchor after the context flow_splat; the default: steps 2, chunk 8, anchor after" in table
+
+
 def test_settings_rule_ties_fvds_within_their_seed_noise_and_prefers_the_sharpness_of_the_context():
     """With FVDs at several seeds, a setting within two standard errors of the lowest mean is tied with it, and the
     tie goes to the rollout whose sharpness is closest to the context's (either way: 0.7× beats 1.5×); a rollout that
