@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from bench.speed import timed
 from msc.attention import check_arguments, choose_backend, neighborhood_attention
 from msc.complexity import tiled_pairs, window_pairs
 
@@ -32,16 +31,6 @@ GRIDS = [(4, 8, 8), (4, 16, 16), (16, 16, 16), (4, 32, 32), (8, 32, 32), (16, 32
 QUICK_GRIDS = [(4, 8, 8), (4, 16, 16), (8, 32, 32)]
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: builds cached masks and tilings
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_grid(shape, repeats: int, natten_max_tokens: int) -> dict:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, *shape, HEADS, HEAD_DIM, generator=g) for _ in range(3))
@@ -50,15 +39,16 @@ def bench_grid(shape, repeats: int, natten_max_tokens: int) -> dict:
     # dense SDPA over the same tokens, no mask: the baseline every ratio divides
     qd, kd, vd = (x.reshape(1, n, HEADS, HEAD_DIM).transpose(1, 2).contiguous() for x in (q, k, v))
     row = {"shape": shape, "tokens": n, "auto": choose_backend(q, spec)}
-    row["dense"] = median_time(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)
+    row["dense"] = timed(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)["seconds"]
     for backend in ("reference", "torch", "auto"):
-        row[backend + "_s"] = median_time(lambda: neighborhood_attention(q, k, v, KERNEL, 1, CAUSAL, backend=backend), repeats)
+        run = lambda: neighborhood_attention(q, k, v, KERNEL, 1, CAUSAL, backend=backend)
+        row[backend + "_s"] = timed(run, repeats)["seconds"]
     row["natten_s"] = None
     if n <= natten_max_tokens:
         import natten
 
         fn = lambda: natten.na3d(q, k, v, kernel_size=KERNEL, is_causal=CAUSAL)
-        row["natten_s"] = median_time(fn, max(1, repeats // 2))
+        row["natten_s"] = timed(fn, max(1, repeats // 2))["seconds"]
     row["flop_ratio"] = n * n / window_pairs(spec)
     row["computed_ratio"] = n * n / tiled_pairs(spec)
     return row

@@ -28,13 +28,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import torch
 
 from bench import ROOT, write_results
-from bench.speed import CHUNK, frame_work, training_work
+from bench.speed import CHUNK, frame_work, timed, training_work
 from msc.model import KVCache, MSCModel
 
 BATCH, FRAMES, STEPS = 4, 8, 2  # the training step and the sampler's steps, as bench.speed measures them
@@ -120,23 +119,14 @@ def in_process_pairs(model: MSCModel, weights: str) -> list:
     ]
 
 
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def alternate(with_change, without, rounds: int, repeat: int) -> tuple:
-    """Both functions' timings, ``rounds`` each, in the order A B, B A, A B, ... (warmed up first)."""
-    with_change(), without()
+    """Both functions' timings (:func:`bench.speed.timed`'s medians, each after its warm-up call), ``rounds`` each, in
+    the order A B, B A, A B, ..."""
     a, b = [], []
     for r in range(rounds):
         order = ((with_change, a), (without, b)) if r % 2 == 0 else ((without, b), (with_change, a))
         for fn, times in order:
-            times.append(median_time(fn, repeat))
+            times.append(timed(fn, repeat)["seconds"])
     return a, b
 
 
@@ -158,8 +148,7 @@ def child_training_step(weights: str, allocator: str, repeat: int) -> None:
 
         keep_freed_memory()
     step = training_work(MSCModel.from_pretrained(weights), BATCH, FRAMES)
-    step()
-    print(json.dumps({"allocator": allocator, "seconds": median_time(step, repeat)}))
+    print(json.dumps({"allocator": allocator, "seconds": timed(step, repeat)["seconds"]}))
 
 
 def row(work: str, change: str, baseline: str, a: list, b: list) -> dict:
