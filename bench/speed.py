@@ -14,7 +14,8 @@ For a weights folder (the bundled model by default) this counts the FLOPs of fou
 The **bound** of each is its FLOPs over the machine's matrix-multiply rate at the model's own matmul shapes
 (``[tokens, D] @ [D, 3D]``, ``[D, 4D]``, ``[4D, D]``), measured in the same process in float32 and bfloat16; each
 timing is reported as "× over bound" (1 would be a CPU that spends all its time in matmuls at full rate). A profile
-table (``torch.profiler``) of the one-frame forward and the training step shows where the rest goes.
+table (``torch.profiler``) of the one-frame forward and the training step shows where the rest goes, and the
+**floor** of each row (the same work in the model's narrow twin, :func:`narrow_twin`) what no faster matmul removes.
 Timings are medians of ``--repeat`` runs after a warm-up; run it on an otherwise idle machine.
 
 Each row also counts what the kernel did for it (page faults, kernel CPU time), and the whole measurement is made a
@@ -41,7 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import ROOT
 from msc.diffusion import diffusion_loss
 from msc.environment import keep_freed_memory
-from msc.model import KVCache, MSCModel
+from msc.model import KVCache, MSCConfig, MSCModel
+from msc.rotary import MIN_HEAD_DIM
 
 CHUNK = 8  # frames in the chunk-forward row: the default preset's chunk
 
@@ -144,22 +146,44 @@ def profile_table(fn, rows: int = 12) -> str:
     return "\n".join(lines)
 
 
+def works(model: MSCModel, steps: int, batch: int, frames: int, repeat: int) -> list:
+    """``(name, closure, matmul-shape scale, runs)`` of every row, in the order they are measured."""
+    one_forward, generated_frame, chunk_forward = frame_work(model, steps)
+    return [("one-frame forward", one_forward, "frame", repeat),
+            (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
+            (f"forward of a chunk of {CHUNK} frames", chunk_forward, "chunk", max(3, repeat // 3)),
+            (f"training step ({batch} clips x {frames} frames)", training_work(model, batch, frames), "training",
+             max(3, repeat // 5)),
+            ("the same, bf16 autocast (msc.train --bf16)", training_work(model, batch, frames, bf16=True), "training",
+             max(3, repeat // 5))]
+
+
+def narrow_twin(model: MSCModel) -> MSCModel:
+    """The model at the narrowest width its heads allow (6 channels a head, the rotary embedding's least), everything
+    else the same: every operator, attention window and tensor count of the model, with a small fraction of its matmul
+    FLOPs. Its time is the **floor**: what a faster matmul would not remove (dispatch, the attention's softmax over its
+    windows, gathers, allocation)."""
+    width = MIN_HEAD_DIM * model.config.num_heads
+    config = MSCConfig(**{**model.config.to_dict(), "hidden_size": width})
+    return MSCModel(config).train(model.training)
+
+
 def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int, profile: bool = True) -> dict:
-    """Every row's FLOPs, time and kernel work, then the matmul rates that bound them. The frame work comes first, as
-    in the app's process, whose allocator has seen no larger block than a generation's (the matmul rates' and the
-    training step's blocks would change what a fresh process pays). ``profile``: with the two profile tables."""
+    """Every row's FLOPs, time and kernel work, its floor (the same work of :func:`narrow_twin`), then the matmul rates
+    that bound them. The frame work comes first, as in the app's process, whose allocator has seen no larger block than
+    a generation's (the matmul rates' and the training step's blocks would change what a fresh process pays).
+    ``profile``: with the two profile tables."""
     cfg = model.config
     tokens_frame = cfg.grid**2
-    one_forward, generated_frame, chunk_forward = frame_work(model, steps)
-    train_step, train_step_bf16 = training_work(model, batch, frames), training_work(model, batch, frames, bf16=True)
     rows, scales = {}, {}
-    for name, fn, scale, runs in (("one-frame forward", one_forward, "frame", repeat),
-                                  (f"generated frame ({steps} steps, chunks of 1)", generated_frame, "frame", repeat),
-                                  (f"forward of a chunk of {CHUNK} frames", chunk_forward, "chunk", max(3, repeat // 3)),
-                                  (f"training step ({batch} clips x {frames} frames)", train_step, "training", max(3, repeat // 5)),
-                                  ("the same, bf16 autocast (msc.train --bf16)", train_step_bf16, "training", max(3, repeat // 5))):
+    measured = works(model, steps, batch, frames, repeat)
+    for name, fn, scale, runs in measured:
         rows[name] = {"gflop": count_flops(fn) / 1e9, **timed(fn, runs)}
         scales[name] = scale
+    twin = narrow_twin(model)
+    for name, fn, _, runs in works(twin, steps, batch, frames, repeat):
+        rows[name].update(floor_width=twin.config.hidden_size, floor_gflop=count_flops(fn) / 1e9,
+                          floor_seconds=timed(fn, runs)["seconds"])
     rates = {name: {"frame": matmul_rate(tokens_frame, cfg.hidden_size, dtype, repeat),
                     "chunk": matmul_rate(tokens_frame * CHUNK, cfg.hidden_size, dtype, max(3, repeat // 3)),
                     "training": matmul_rate(tokens_frame * batch * frames, cfg.hidden_size, dtype, max(3, repeat // 3))}
@@ -167,7 +191,10 @@ def measure(model: MSCModel, steps: int, batch: int, frames: int, repeat: int, p
     for name, row in rows.items():
         bound = {p: row["gflop"] * 1e9 / rates[p][scales[name]] for p in rates}
         row.update(gflop_per_s=row["gflop"] / row["seconds"], bound_fp32_s=bound["fp32"], bound_bf16_s=bound["bf16"],
-                   over_fp32_bound=row["seconds"] / bound["fp32"], over_bf16_bound=row["seconds"] / bound["bf16"])
+                   over_fp32_bound=row["seconds"] / bound["fp32"], over_bf16_bound=row["seconds"] / bound["bf16"],
+                   floor_over_fp32_bound=row["floor_seconds"] / bound["fp32"],
+                   least_over_fp32_bound=(row["floor_seconds"] + bound["fp32"]) / bound["fp32"])
+    one_forward, train_step = measured[0][1], measured[3][1]
     profiles = {"profile_forward": profile_table(one_forward), "profile_training": profile_table(train_step)} if profile else {}
     return {"rates_gflop_per_s": {p: {k: v / 1e9 for k, v in r.items()} for p, r in rates.items()}, "rows": rows, **profiles}
 
@@ -185,6 +212,7 @@ def format_report(report: dict, machine: str, system_allocator: dict | None = No
     for name, row in report["rows"].items():
         lines.append(f"| {name} | {row['gflop']:.2f} | {1000 * row['seconds']:.1f} | {row['gflop_per_s']:.1f} | "
                      f"{row['over_fp32_bound']:.1f} | {row['over_bf16_bound']:.1f} |")
+    lines += floor_table(report)
     if system_allocator:
         lines += ["", "These timings run with the allocator setting every program of this repository applies "
                   "(`msc.environment.keep_freed_memory`: freed memory stays mapped in the process). The same work in a "
@@ -200,6 +228,23 @@ def format_report(report: dict, machine: str, system_allocator: dict | None = No
     lines += ["", "Where the one-frame forward's time goes:", "", report["profile_forward"], "",
               "Where the training step's time goes:", "", report["profile_training"]]
     return "\n".join(lines)
+
+
+def floor_table(report: dict) -> list:
+    """The floor of every row (:func:`narrow_twin`) against its fp32 bound, as markdown lines."""
+    any_row = next(iter(report["rows"].values()))
+    width = any_row["floor_width"]
+    lines = ["", f"**The floor**: the same work in a model {width} wide ({MIN_HEAD_DIM} channels a head; every operator, "
+             "window and tensor count the same, a small fraction of the matmul FLOPs). What it takes is what a faster "
+             "matmul would not remove: dispatch, the attention's softmax over its windows, gathers, allocation. A row "
+             "cannot run faster than its floor plus its matmuls at the measured rate, so (floor + bound) / bound is about "
+             "the least × over its fp32 bound that PyTorch's eager operators reach on this machine.", "",
+             f"| work | GFLOP at width {width} | floor (ms) | floor over fp32 bound | floor + bound, × over fp32 bound |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in report["rows"].items():
+        lines.append(f"| {name} | {row['floor_gflop']:.3f} | {1000 * row['floor_seconds']:.1f} | "
+                     f"{row['floor_over_fp32_bound']:.1f} | {row['least_over_fp32_bound']:.1f} |")
+    return lines
 
 
 def main(argv=None) -> int:

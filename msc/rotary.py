@@ -15,11 +15,13 @@ from typing import Tuple
 
 import torch
 
+MIN_HEAD_DIM = 6  # two channels for each of t, y and x
+
 
 def axis_dims(head_dim: int) -> Tuple[int, int, int]:
     """Channels given to (t, y, x): even numbers summing to ``head_dim``; space gets the larger share."""
-    if head_dim % 2 or head_dim < 6:
-        raise ValueError(f"rotary embeddings need an even head dimension >= 6, got {head_dim}.")
+    if head_dim % 2 or head_dim < MIN_HEAD_DIM:
+        raise ValueError(f"rotary embeddings need an even head dimension >= {MIN_HEAD_DIM}, got {head_dim}.")
     spatial = 2 * (head_dim // 6)
     return head_dim - 2 * spatial, spatial, spatial
 

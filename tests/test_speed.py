@@ -1,5 +1,6 @@
 """bench.speed: FLOPs counted, timings and bounds measured in one run (the numbers are the bench's job, not a test's)."""
 
+import pytest
 from conftest import perturbed_tiny
 
 from bench.speed import format_report, measure
@@ -16,8 +17,11 @@ def test_speed_bench_reports_every_row_against_both_bounds():
     # 2 steps + the commit, whose last block stops at its keys and values: between two and three forwards
     assert 2.5 * forward["gflop"] < frame["gflop"] < 2.99 * forward["gflop"]
     assert all(row["page_faults"] >= 0 and row["kernel_cpu_s"] >= 0 for row in report["rows"].values())
+    for row in report["rows"].values():  # the floor: the same work at 6 channels a head, far fewer matmul FLOPs
+        assert row["floor_width"] == 24 and 0 < row["floor_gflop"] < row["gflop"] / 2 and row["floor_seconds"] > 0
+        assert row["least_over_fp32_bound"] == pytest.approx(1 + row["floor_over_fp32_bound"])
     text = format_report(report, "test machine")
-    assert "× over fp32 bound" in text and "Where the training step's time goes" in text and "page faults" not in text
+    assert "× over fp32 bound" in text and "**The floor**" in text and "Where the training step's time goes" in text and "page faults" not in text
     beside = format_report(report, "test machine", system_allocator=report)  # the child's report has the same rows
     assert all(f"| {name} | " in beside.split("page faults a call")[1] for name in report["rows"])
 
