@@ -114,7 +114,8 @@ def evaluate_settings(weights: str, data: str, grid, runs: str, jobs: int, seeds
         rollout = ["--rollout", "256", "--rollout-clips", str(rollout_clips)] if seed == 0 else ["--rollout", "0"]
         args = [sys.executable, "-m", "msc.evaluate", "--weights", weights, "--data", data, "--sets", "real", "--clips", "256",
                 *rollout, "--fvd", "--steps", str(steps), "--chunk", str(chunk), "--seed", str(seed), "--context-anchor", anchor,
-                "--threads", "1", "--json", path]
+                "--threads", "1", "--json", path,
+                "--fvd-cache", os.path.join(runs, "i3d-features")]
         print(f"evaluating steps {steps}, chunk {chunk}, anchor {anchor}, seed {seed}", flush=True)
         running.append(subprocess.Popen(args, stdout=open(path[: -len(".json")] + ".log", "w"), stderr=subprocess.STDOUT))
     for p in running:

@@ -205,11 +205,12 @@ def rollout_stability(model, context: torch.Tensor, frames: int, settings: EvalS
 
 def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional[PreparedData] = None,
              rollout_model: Optional[str] = None, guidance: Sequence[float] = (1.0,), i3d=None,
-             callback: Optional[Callable[[dict], None]] = None) -> dict:
+             callback: Optional[Callable[[dict], None]] = None, fvd_cache: Optional[str] = None) -> dict:
     """Scores of every model and of copy-last on every held-out set, and the rollout of
     ``rollout_model`` (default: the first model) from the first set. The first model is also sampled
     at every history-guidance scale in ``guidance`` (named ``"msc w=2"``; ``w = 1`` is the plain sampler).
-    With ``settings.fvd``, ``i3d`` (default: :func:`msc.i3d.load_i3d`) scores FVD. ``callback(report)``
+    With ``settings.fvd``, ``i3d`` (default: :func:`msc.i3d.load_i3d`) scores FVD, keeping clip sets' features in the
+    folder ``fvd_cache`` (:class:`msc.fvd.FeatureCache`; ``None``: none). ``callback(report)``
     runs after every set (the report so far), so a long evaluation keeps what it finished."""
     if settings.fvd and i3d is None:
         from msc.i3d import load_i3d
@@ -226,7 +227,7 @@ def evaluate(models: Dict[str, MSCModel], settings: EvalSettings, data: Optional
         clips = held_out_set(set_name, settings.clips, settings.context + settings.horizon, size, data)
         context, truth = clips[:, : settings.context], clips[:, settings.context:]
         first_context = context if first_context is None else first_context
-        fvd = FVD(i3d, clips) if settings.fvd else None
+        fvd = FVD(i3d, clips, cache=fvd_cache) if settings.fvd else None
         sprites = None
         if set_name == "procedural":  # the generator knows where every sprite is
             sprites = [procedural_sprites(TEST_SEED_OFFSET + i, clips.shape[1], size) for i in range(clips.shape[0])]
@@ -321,6 +322,9 @@ def parse_args(argv=None):
     add_settings_arguments(p)
     p.add_argument("--fvd", action="store_true",
                    help="also score Fréchet Video Distance (converted I3D weights needed: python -m msc.i3d, once)")
+    p.add_argument("--fvd-cache", metavar="FOLDER",
+                   help="keep the I3D features of every clip set here, keyed by the clips' bytes: the ground truth and "
+                        "the baselines, the same in every evaluation of the same data, are computed once")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--videos", help="write the first clip's context + continuation per set and model, and the rollout, as mp4 here")
     p.add_argument("--gates-plot", help="write the learned-gates heatmap (PNG) here")
@@ -360,7 +364,8 @@ def main(argv=None) -> int:
         sampler = settings_from_args(args, next(iter(models.values())).config.windows,
                                      load_presets(args.weights if os.path.isdir(args.weights) else None))
         settings = EvalSettings(args.clips, args.context, args.horizon, args.rollout, args.rollout_clips, sets, sampler, args.fvd)
-        report = evaluate(models, settings, data, guidance=args.guidance, callback=lambda r: _write_json(r, args.json))
+        report = evaluate(models, settings, data, guidance=args.guidance, callback=lambda r: _write_json(r, args.json),
+                          fvd_cache=args.fvd_cache)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

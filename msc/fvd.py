@@ -11,11 +11,15 @@ numbers only at the same clip count (reported with every figure); the literature
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from msc.i3d import INPUT_SIZE, I3D
 
@@ -59,18 +63,54 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
 
 
+class FeatureCache:
+    """I3D features on disk, keyed by the clips' exact bytes and the I3D weights': the ground truth and the
+    deterministic baselines of a held-out set are the same clips in every evaluation of it (a grid of sampler settings,
+    the arms of a study), and their features are computed once. safetensors files, one per clip set."""
+
+    def __init__(self, folder: str, model: I3D):
+        self.folder = folder
+        weights = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            weights.update(name.encode())
+            weights.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+        self.weights = weights.hexdigest()
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, videos: torch.Tensor) -> str:
+        key = hashlib.sha256(self.weights.encode())
+        key.update(repr(tuple(videos.shape)).encode())
+        key.update(videos.detach().float().contiguous().cpu().numpy().tobytes())
+        return os.path.join(self.folder, key.hexdigest() + ".safetensors")
+
+    def load(self, videos: torch.Tensor) -> Optional[torch.Tensor]:
+        path = self.path(videos)
+        return load_file(path)["features"] if os.path.isfile(path) else None
+
+    def save(self, videos: torch.Tensor, features: torch.Tensor) -> None:
+        path = self.path(videos)
+        save_file({"features": features.contiguous()}, path + ".part")
+        os.replace(path + ".part", path)  # whole or absent: an evaluation killed mid-write leaves no half file
+
+
 class FVD:
     """FVD against one reference set: its I3D features are computed once, each candidate's on demand.
-    ``seconds`` accumulates the I3D time."""
+    ``seconds`` accumulates the I3D time. ``cache``: a folder of :class:`FeatureCache` (``None``: none)."""
 
-    def __init__(self, model: I3D, reference: torch.Tensor, batch: int = 4):
+    def __init__(self, model: I3D, reference: torch.Tensor, batch: int = 4, cache: Optional[str] = None):
         self.model, self.batch, self.seconds = model, batch, 0.0
+        self.cache = FeatureCache(cache, model) if cache else None
         self.reference = self.features(reference)
 
     def features(self, videos: torch.Tensor) -> torch.Tensor:
+        cached = self.cache.load(videos) if self.cache else None
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         out = i3d_logits(self.model, videos, self.batch)
         self.seconds += time.perf_counter() - start
+        if self.cache:
+            self.cache.save(videos, out)
         return out
 
     def __call__(self, videos: torch.Tensor) -> float:

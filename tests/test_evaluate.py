@@ -1,6 +1,7 @@
 """The evaluation harness on a tiny untrained model (the bundled model's figures are in its card)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -53,6 +54,19 @@ def test_fvd_is_scored_for_every_method(tmp_path):
     assert entry["fvd"]["clips"] == 2 and entry["fvd"]["frames"] == 9 and entry["fvd"]["i3d_seconds"] > 0
     assert all(isinstance(m["fvd"], float) for m in entry["methods"].values())
     assert "FVD: 2 clips of 9 frames" in format_table(report)
+    # with a feature cache: the same scores; a second evaluation computes only what its sampler draws anew (seed 1)
+    cache = str(tmp_path / "i3d")
+    cached = evaluate({"msc": MSCModel(config_from_name("tiny")).eval()}, settings, i3d=i3d, fvd_cache=cache)
+    assert {n: m["fvd"] for n, m in cached["sets"]["procedural"]["methods"].items()} == \
+        {n: m["fvd"] for n, m in entry["methods"].items()}
+    reseeded = replace(settings, sampler=replace(settings.sampler, seed=1))
+    calls = []
+    hook = i3d.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    again = evaluate({"msc": MSCModel(config_from_name("tiny")).eval()}, reseeded, i3d=i3d, fvd_cache=cache)
+    hook.remove()
+    methods = again["sets"]["procedural"]["methods"]
+    assert all(methods[n]["fvd"] == entry["methods"][n]["fvd"] for n in methods if n != "msc")
+    assert calls == [2]  # one batch: the model's 2 new clips; the truth and the baselines came from the cache
 
 
 def test_sets_that_need_prepared_data_say_so():

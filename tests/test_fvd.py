@@ -56,6 +56,24 @@ def test_fvd_of_a_set_against_itself_is_zero_and_grows_with_noise(i3d):
         i3d_logits(i3d, clips[:, :8])
 
 
+def test_a_feature_cache_returns_what_i3d_computes_and_skips_it_the_second_time(i3d, tmp_path):
+    """The cache (msc.evaluate --fvd-cache) keys a clip set by its bytes: the same clips read back the features I3D gave
+    them, without running it again; other clips (one value changed) are computed afresh."""
+    from msc.data import procedural_clip
+
+    clips = torch.stack([procedural_clip(i, 9, 32) for i in range(2)])  # [2, 9, 3, 32, 32]
+    other = clips.clone()
+    other[0, 0, 0, 0, 0] = -other[0, 0, 0, 0, 0] - 0.5
+    plain = FVD(i3d, clips)
+    first = FVD(i3d, clips, cache=str(tmp_path))
+    assert torch.equal(first.reference, plain.reference) and first(other) == plain(other)
+    again = FVD(i3d, clips, cache=str(tmp_path))
+    assert again.seconds == 0 and torch.equal(again.reference, plain.reference)
+    assert again(other) == plain(other) and again.seconds == 0
+    assert again(clips * 0.5) == plain(clips * 0.5) and again.seconds > 0  # not cached yet: computed
+    assert not list(tmp_path.glob("*.part"))
+
+
 def test_frechet_distance_matches_scipy():
     """Against the textbook formula with SciPy's general matrix square root."""
     from scipy import linalg
