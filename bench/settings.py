@@ -27,6 +27,13 @@ closest to the context's wins (the bar: objects neither dissolve into patch text
 the sharpness, nor collapse to flat colour, which lowers it). The speed of each setting is
 ``bench.stream``'s table.
 
+**A gap in the rule, found by study 32** (``docs/training.md``): when no setting keeps its colour, its last clause takes
+every setting and the colour no longer counts at all. Over 16 rollout clips no setting keeps it (the default's worst clip
+drifts 0.079), and the clause then takes the lowest FVD whatever its rollout does: chunks of 4 with the sub-pixel anchor
+after the context, whose worst clip drifts 0.284. That choice was not shipped; the default is ruled over the card's 4
+rollout clips (:data:`ROLLOUT_CLIPS`), on which settings keep their colour. How the rule should rank settings that all
+fail the colour bar is to be decided before its next run, not after a result.
+
 Each setting's report is kept in ``--runs`` and reused while it is complete and newer than the weights.
 """
 
