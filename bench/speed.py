@@ -237,9 +237,10 @@ def floor_table(report: dict) -> list:
     lines = ["", f"**The floor**: the same work in a model {width} wide ({MIN_HEAD_DIM} channels a head; every operator, "
              "window and tensor count the same; the transformer's matmul FLOPs shrink with the width, work on pixels such "
              "as an anchor's does not). What it takes is what a faster matmul would not remove: dispatch, the attention's "
-             "softmax over its windows, gathers, allocation. A row "
-             "cannot run faster than its floor plus its matmuls at the measured rate, so (floor + bound) / bound is about "
-             "the least × over its fp32 bound that PyTorch's eager operators reach on this machine.", "",
+             "softmax over its windows, gathers, allocation. At best a row takes about its floor plus its matmuls at the "
+             "measured rate (about: the twin's own small matmuls are in its floor, and timings move by ±20 %), so "
+             "(floor + bound) / bound is about the least × over its fp32 bound that PyTorch's eager operators reach on "
+             "this machine.", "",
              f"| work | GFLOP at width {width} | floor (ms) | floor over fp32 bound | floor + bound, × over fp32 bound |",
              "|---|---:|---:|---:|---:|"]
     for name, row in report["rows"].items():
