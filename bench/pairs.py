@@ -34,7 +34,7 @@ import torch
 
 from bench import ROOT, write_results
 from bench.speed import CHUNK, frame_work, timed, training_work
-from msc.model import KVCache, MSCModel
+from msc.model import MSCModel
 
 BATCH, FRAMES, STEPS = 4, 8, 2  # the training step and the sampler's steps, as bench.speed measures them
 
@@ -58,31 +58,6 @@ def in_context(fn, make_context):
         with make_context():
             fn()
     return run
-
-
-def committed_frame(model: MSCModel, keys_only: bool):
-    """A frame generated in chunks of 1 at the steady state (``STEPS`` forwards and its commit), the commit a keys-only
-    or a full forward; the window is put back after every call, so every call costs the same."""
-    cfg = model.config
-    window = max(cfg.windows.history())
-    g = torch.Generator().manual_seed(0)
-    cache = KVCache(cfg)
-    with torch.no_grad():
-        model(torch.randn(1, window, cfg.channels, cfg.image_size, cfg.image_size, generator=g), torch.zeros(1, window),
-              cache=cache, commit=True)
-    x, t = torch.randn(1, 1, cfg.channels, cfg.image_size, cfg.image_size, generator=g), torch.full((1, 1), 0.5)
-
-    @torch.no_grad()
-    def frame():
-        for _ in range(STEPS):
-            model(x, t, cache=cache)
-        keep = [(b.k, b.v) for pair in cache.layers for b in pair]
-        model(x, torch.zeros(1, 1), cache=cache, commit=True, keys_only=keys_only)
-        for (k, v), b in zip(keep, (b for pair in cache.layers for b in pair)):
-            b.k, b.v = k, v
-        cache.frames -= 1
-
-    return frame
 
 
 def streamed(model: MSCModel, settings, context):
@@ -109,8 +84,8 @@ def in_process_pairs(model: MSCModel, weights: str) -> list:
         (f"forward of a chunk of {CHUNK} frames", *tiles, chunk_forward, in_context(chunk_forward, lambda: fixed_tiles((1, 8, 8)))),
         (f"training step ({BATCH} clips x {FRAMES} frames)", *tiles, train_step,
          in_context(train_step, lambda: fixed_tiles((1, 8, 8)))),
-        (f"generated frame ({STEPS} steps, chunks of 1)", "keys-only commit", "full commit", committed_frame(model, True),
-         committed_frame(model, False)),
+        (f"generated frame ({STEPS} steps, chunks of 1)", "keys-only commit", "full commit",
+         frame_work(model, STEPS, keys_only=True)[1], frame_work(model, STEPS, keys_only=False)[1]),
         (f"64 frames at the real-time preset ({preset.steps} steps, chunks of {preset.chunk}, first chunk "
          f"{preset.first_chunk or preset.chunk})", "bfloat16", "float32",
          streamed(model, replace(preset, precision="bfloat16"), context), streamed(model, replace(preset, precision="float32"), context)),

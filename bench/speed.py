@@ -81,10 +81,11 @@ def matmul_rate(tokens: int, width: int, dtype: torch.dtype, repeat: int) -> flo
     return flops / seconds
 
 
-def frame_work(model: MSCModel, steps: int, chunk: int = CHUNK):
+def frame_work(model: MSCModel, steps: int, chunk: int = CHUNK, keys_only: bool = True):
     """``(one_forward, generated_frame, chunk_forward)`` closures at the steady state (a full window of committed
     frames): one frame's forward, a frame generated in chunks of 1, and the forward of a chunk of ``chunk`` frames
-    (the default preset's model call)."""
+    (the default preset's model call). ``keys_only``: the generated frame's commit computes keys and values only, as the
+    sampler commits (False: a full forward, the baseline ``bench.pairs`` times it against)."""
     cfg = model.config
     window = max(model.config.windows.history())
     g = torch.Generator().manual_seed(0)
@@ -109,7 +110,7 @@ def frame_work(model: MSCModel, steps: int, chunk: int = CHUNK):
         for _ in range(steps):
             model(x, t, cache=cache, **actions(1))
         keep = [(b.k, b.v) for pair in cache.layers for b in pair]
-        model(x, torch.zeros(1, 1), cache=cache, commit=True, keys_only=True, **actions(1))  # as the sampler commits
+        model(x, torch.zeros(1, 1), cache=cache, commit=True, keys_only=keys_only, **actions(1))
         for (k, v), b in zip(keep, (b for pair in cache.layers for b in pair)):  # the window stays the same length
             b.k, b.v = k, v
         cache.frames -= 1
