@@ -83,12 +83,13 @@ class FeatureCache:
         key.update(videos.detach().float().contiguous().cpu().numpy().tobytes())
         return os.path.join(self.folder, key.hexdigest() + ".safetensors")
 
-    def load(self, videos: torch.Tensor) -> Optional[torch.Tensor]:
-        path = self.path(videos)
+    @staticmethod
+    def load(path: str) -> Optional[torch.Tensor]:
+        """The features kept at ``path`` (:meth:`path`), or ``None``."""
         return load_file(path)["features"] if os.path.isfile(path) else None
 
-    def save(self, videos: torch.Tensor, features: torch.Tensor) -> None:
-        path = self.path(videos)
+    @staticmethod
+    def save(path: str, features: torch.Tensor) -> None:
         save_file({"features": features.contiguous()}, path + ".part")
         os.replace(path + ".part", path)  # whole or absent: an evaluation killed mid-write leaves no half file
 
@@ -103,14 +104,15 @@ class FVD:
         self.reference = self.features(reference)
 
     def features(self, videos: torch.Tensor) -> torch.Tensor:
-        cached = self.cache.load(videos) if self.cache else None
+        path = self.cache.path(videos) if self.cache else None  # the clips' bytes hashed once
+        cached = FeatureCache.load(path) if path else None
         if cached is not None:
             return cached
         start = time.perf_counter()
         out = i3d_logits(self.model, videos, self.batch)
         self.seconds += time.perf_counter() - start
-        if self.cache:
-            self.cache.save(videos, out)
+        if path:
+            FeatureCache.save(path, out)
         return out
 
     def __call__(self, videos: torch.Tensor) -> float:
