@@ -8,6 +8,7 @@ at run time, the models load from local folders. A variable the user has set alr
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -49,6 +50,7 @@ def keep_freed_memory() -> bool:
     return all(mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED.items())
 
 
+@functools.lru_cache(maxsize=None)  # asked on every model call of a bf16 sampler; the hardware does not change
 def bf16_native(device_type: str = "cpu") -> bool:
     """Whether ``device_type``'s processor computes bfloat16 matrix multiplies in hardware: on a CPU, AVX512-BF16 or AMX
     (elsewhere PyTorch emulates them, several times slower than float32); a CUDA GPU that supports bf16."""
