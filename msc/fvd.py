@@ -75,6 +75,8 @@ class FeatureCache:
             weights.update(name.encode())
             weights.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
         self.weights = weights.hexdigest()
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"the FVD feature cache {folder} is a file, not a folder.")
         os.makedirs(folder, exist_ok=True)
 
     def path(self, videos: torch.Tensor) -> str:

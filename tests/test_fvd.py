@@ -72,6 +72,9 @@ def test_a_feature_cache_returns_what_i3d_computes_and_skips_it_the_second_time(
     assert again(other) == plain(other) and again.seconds == 0
     assert again(clips * 0.5) == plain(clips * 0.5) and again.seconds > 0  # not cached yet: computed
     assert not list(tmp_path.glob("*.part"))
+    (tmp_path / "a file").write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        FVD(i3d, clips, cache=str(tmp_path / "a file"))
 
 
 def test_frechet_distance_matches_scipy():
