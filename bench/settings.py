@@ -16,7 +16,7 @@ time with one torch thread each):
   context (the bar: 0.5; a rollout that slows to a halt is a frozen picture).
 
 **The rule** (:data:`RULE`): among the settings whose rollout keeps its colour and keeps moving (when none does both,
-among those that keep their colour), the lowest FVD. FVD
+among those that keep their colour; when none keeps its colour, no setting), the lowest FVD. FVD
 compares the distribution of whole continuations with the truth's, so it punishes both blur and
 made-up motion, where PSNR rewards a blurred average; but it sees 16 frames, and the app extends
 videos for as long as one asks, so a setting whose colour drifts away over 256 frames does not
@@ -27,12 +27,11 @@ closest to the context's wins (the bar: objects neither dissolve into patch text
 the sharpness, nor collapse to flat colour, which lowers it). The speed of each setting is
 ``bench.stream``'s table.
 
-**A gap in the rule, found by study 32** (``docs/training.md``): when no setting keeps its colour, its last clause takes
-every setting and the colour no longer counts at all. Over 16 rollout clips no setting keeps it (the default's worst clip
-drifts 0.079), and the clause then takes the lowest FVD whatever its rollout does: chunks of 4 with the sub-pixel anchor
-after the context, whose worst clip drifts 0.284. That choice was not shipped; the default is ruled over the card's 4
-rollout clips (:data:`ROLLOUT_CLIPS`), on which settings keep their colour. How the rule should rank settings that all
-fail the colour bar is to be decided before its next run, not after a result.
+**When no setting keeps its colour, none qualifies** (decided after study 32, ``docs/training.md``, before the rule's
+next run): the report says so and the weights keep their default. Over 16 rollout clips no setting keeps its colour (the
+default's worst clip drifts 0.079); the two ways to rank failures both defeat the rule's purpose: the least drift
+rewards the stillest rollout (a frozen picture drifts 0), and the lowest FVD ignores the colour altogether (it took
+chunks of 4 whose worst clip drifts 0.284). A default is ruled over the card's 4 rollout clips (:data:`ROLLOUT_CLIPS`).
 
 Each setting's report is kept in ``--runs`` and reused while it is complete and newer than the weights.
 """
@@ -46,6 +45,7 @@ import os
 import platform
 import subprocess
 import sys
+from typing import Optional
 
 from bench import write_results
 from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, model_names
@@ -56,7 +56,8 @@ ROLLOUT_CLIPS = 4  # as the model card's rollout
 SEEDS = 3  # FVD seeds per setting whose rollout keeps its colour (seed 0 is the grid's own evaluation)
 RULE = ("among the settings whose 256-frame rollout keeps the colour within "
         f"{COLOUR_TOLERANCE} and still moves at least {MOTION_KEPT:g}× as much as its context (those that keep the colour "
-        "when none does both; FVD sees 16 frames, and the app extends videos as long as one asks), the lowest FVD (mean over "
+        "when none does both, and none when no setting keeps its colour; FVD sees 16 frames, and the app extends videos "
+        "as long as one asks), the lowest FVD (mean over "
         f"{SEEDS} seeds; it compares whole continuations with the truth's, so it punishes blur and made-up motion alike, "
         "where PSNR rewards a blurred average); settings within two standard errors of it are tied, and of those the one "
         "whose rollout's sharpness is closest to the context's (objects neither dissolve into texture nor collapse to flat colour)")
@@ -73,15 +74,18 @@ def fvd_mean_and_error(row: dict) -> tuple:
 
 
 def qualifying(rows: list) -> list:
-    """The settings whose rollout keeps its colour and keeps moving; else those that keep the colour; else all."""
+    """The settings whose rollout keeps its colour and keeps moving; else those that keep the colour; else none."""
     coloured = [r for r in rows if r["drift"] <= COLOUR_TOLERANCE]
-    return [r for r in coloured if r.get("motion_kept", 0.0) >= MOTION_KEPT] or coloured or rows
+    return [r for r in coloured if r.get("motion_kept", 0.0) >= MOTION_KEPT] or coloured
 
 
-def choose(rows: list) -> dict:
+def choose(rows: list) -> Optional[dict]:
     """The row :data:`RULE` picks: of the :func:`qualifying` settings, those whose mean FVD is within two standard
-    errors (of the difference) of the lowest mean are tied; of those, the rollout sharpness closest to the context's."""
+    errors (of the difference) of the lowest mean are tied; of those, the rollout sharpness closest to the context's.
+    None when no setting qualifies."""
     kept = qualifying(rows)
+    if not kept:
+        return None
     best_mean, best_error = fvd_mean_and_error(min(kept, key=lambda r: fvd_mean_and_error(r)[0]))
 
     def tied(row: dict) -> bool:
@@ -175,7 +179,8 @@ def settings_table(report: dict) -> str:
     def key(r):  # (steps, chunk, anchor after the context); reports before the anchor was a setting: the prior
         return r["steps"], r["chunk"], r.get("context_anchor", "prior")
 
-    choice, default = key(report["choice"]), key(report["default"])
+    choice = key(report["choice"]) if report["choice"] else None  # None: no setting qualified
+    default = key(report["default"])
     anchors = any(key(r)[2] != "prior" for r in rows)  # a column for the anchor only where the grid varies it
     seeds = report.get("seeds", 1)
     lines = [f"Held-out real windows ({rows[0]['clips']} × 16 frames) and a 256-frame rollout from {rows[0]['rollout_clips']} "
@@ -200,7 +205,8 @@ def settings_table(report: dict) -> str:
     def said(k):
         return f"steps {k[0]}, chunk {k[1]}" + (f", anchor after the context {k[2]}" if anchors else "")
 
-    lines += ["", f"Rule: {report['rule']} → {said(choice)}; the default: {said(default)}."]
+    chosen = said(choice) if choice else f"no setting qualifies (every rollout's colour drifts past {COLOUR_TOLERANCE})"
+    lines += ["", f"Rule: {report['rule']} → {chosen}; the default: {said(default)}."]
     return "\n".join(lines)
 
 
@@ -234,7 +240,7 @@ def main(argv=None) -> None:
                + ("" if args.rollout_clips == ROLLOUT_CLIPS else f" --rollout-clips {args.rollout_clips}"))
     report = {"machine": machine, "command": command, "jobs": args.jobs, "grid": rows, "copy_last": copy_last,
               "rule": RULE, "seeds": SEEDS,
-              "choice": {"steps": choice["steps"], "chunk": choice["chunk"], "context_anchor": choice["context_anchor"]},
+              "choice": choice and {"steps": choice["steps"], "chunk": choice["chunk"], "context_anchor": choice["context_anchor"]},
               "default": {"steps": default.steps, "chunk": default.chunk, "context_anchor": default.context_anchor}}
     lines = [f"Measured by `{command}` on {machine} ({args.jobs} evaluation{'s' * (args.jobs != 1)} at a time, one torch thread each).", "",
              settings_table(report)]

@@ -118,7 +118,11 @@ def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
     assert "## From nothing" in card and first_table in card and "![Videos from nothing](from_nothing.png)" in card
     kept = [{"fvd_seeds": [150.0], "drift": 0.01, "sharpness_ratio": 1.0}, {"fvd_seeds": [100.0], "drift": 0.2, "sharpness_ratio": 1.0},
             {"fvd_seeds": [120.0], "drift": 0.04, "sharpness_ratio": 2.0}]
-    assert choose(kept) is kept[2] and choose(kept[1:2]) is kept[1]  # the best FVD that keeps the colour; else the best FVD
+    assert choose(kept) is kept[2]  # the best FVD that keeps the colour
+    assert choose(kept[1:2]) is None  # none keeps its colour: none qualifies (not the best FVD whatever its colour)
+    none = settings_table({"grid": rows, "copy_last": copy_last, "rule": "the rule", "choice": None, "default": {"steps": 1, "chunk": 2}})
+    assert "**(chosen" not in none and "| 1 | 2 **(the default)** |" in none
+    assert "Rule: the rule → no setting qualifies (every rollout's colour drifts past 0.05); the default: steps 1, chunk 2." in none
 
 
 def test_settings_study_with_the_anchor_after_the_context_in_its_grid(tmp_path):
