@@ -1,4 +1,4 @@
-"""How far can a classical anchor go? ``python -m bench.anchors --data data`` (about 5 minutes, one thread).
+"""How far can a classical anchor go? ``python -m bench.anchors --data data`` (about a minute, one thread).
 
 The bundled model's noise is centred on its **anchor**, the last frame pushed forward by whole pixels along the DIS
 optical flow of the two frames before it (``prior=flow_splat_whole``, :mod:`msc.flow`), and the model scores within a
@@ -16,7 +16,16 @@ classical anchor would reach them, with no network at all:
 Each is scored as the card scores a model: 8 generated frames after 8 context frames of 16 held-out clips a set (PSNR,
 motion ratio, the sprites' distance from their true centres), and as the card's rollout: 256 frames from the context
 of 4 held-out real clips, the anchor re-estimated from its own frames every 8 (the default chunk), colour drift,
-sharpness and motion of the last 32 frames against the context. Results: ``bench/results/anchors.md``.
+sharpness and motion of the last 32 frames against the context.
+
+**The ceiling of any constant-velocity anchor** (the procedural set, whose generator knows the truth): the same anchor
+drawn with the generator's exact velocities (:func:`msc.data.procedural.procedural_motion`: the camera's for the
+texture, each sprite's own) instead of a flow estimate, by whole pixels (the anchor's drawing), bilinearly, and with
+each sprite drawn over what it moves onto (softmax splatting, ``msc.flow.splat``'s ``importance``; the summation
+splat averages a sprite with the background it lands on); the practical counterpart, DIS's flow drawn the same way
+with each pixel's importance its speed against the frame's median motion (what moves unlike the camera is in front);
+and the sprites' true centres moved on at their last velocity with no picture at all (a sprite that bounces off an
+edge within the 8 frames is missed by every constant-velocity anchor). Results: ``bench/results/anchors.md``.
 """
 
 from __future__ import annotations
@@ -31,9 +40,10 @@ import torch
 
 from bench import ROOT, write_results
 from msc.data.mixture import PreparedData
-from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
+from msc.data.procedural import TEST_SEED_OFFSET, procedural_motion, procedural_sprites
 from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, continuation_scores, copy_last, held_out_set, rollout_measures
-from msc.flow import DIS_REFINEMENT_ITERATIONS, FARNEBACK, grey_uint8, extrapolate
+from msc.flow import DIS_REFINEMENT_ITERATIONS, FARNEBACK, extrapolate, grey_uint8, splat_layered
+from msc.tracking import MIN_VISIBLE, trajectory_error
 
 CLIPS, CONTEXT, HORIZON = 16, 8, 8
 ROLLOUT, ROLLOUT_CLIPS, CHUNK = 256, 4, 8
@@ -70,6 +80,7 @@ def _upsampled(estimate, factor: int):
 ESTIMATORS = {"DIS ultrafast (the anchor's)": _dis("ultrafast"), "DIS fast": _dis("fast"), "DIS medium": _dis("medium"),
               "DIS medium, frames upsampled 2×": _upsampled(_dis("medium"), 2), "Farnebäck": _farneback}
 BASELINES = (1, 2, 4, 7)  # frames between the two the velocity is measured on (1: the anchor's)
+SPRITE_IMPORTANCE = 5.0  # softmax-splatting importance per layer of the exact motion: a sprite outweighs what it covers e^5×
 
 
 def velocity_flow(frames: torch.Tensor, estimate, baseline: int) -> torch.Tensor:
@@ -108,6 +119,47 @@ def rollout_row(context: torch.Tensor, estimate, baseline: int) -> dict:
     return {k: measures[k] for k in ("colour_drift_max", "sharpness_ratio", "motion_kept")}
 
 
+def layered(last: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` frames after ``last`` ``[B, C, H, W]`` pushed forward along ``flow`` (backward flow, ``[B, 2, H, W]``)
+    by softmax splatting with ``importance`` ``[B, H, W]`` (:func:`msc.flow.splat_layered`): ``[B, count, C, H, W]``."""
+    return torch.stack([splat_layered(last, flow, h, importance) for h in range(1, count + 1)], dim=1)
+
+
+def constant_velocity_error(sprites: list) -> float:
+    """Mean distance (pixels) between each sprite's true centre in the ``HORIZON`` frames after the context and its last
+    context centre moved on at its last velocity, over the sprites the trajectory error scores (no picture drawn)."""
+    total, count = 0.0, 0
+    for record in sprites:
+        centre, visible = record["centre"], record["visible"]
+        velocity = centre[CONTEXT - 1] - centre[CONTEXT - 2]  # [n, 2]
+        for h in range(1, HORIZON + 1):
+            miss = (centre[CONTEXT - 1] + h * velocity - centre[CONTEXT - 1 + h]).norm(dim=-1)  # [n]
+            scored = visible[CONTEXT - 1 + h] >= MIN_VISIBLE
+            total, count = total + float(miss[scored].sum()), count + int(scored.sum())
+    return total / max(count, 1)
+
+
+def ceiling_rows(clips: torch.Tensor, sprites: list) -> list:
+    """The procedural set's anchors drawn with the generator's exact velocities, and DIS's flow drawn in layers (see the
+    module's docstring): one ``{"anchor", "psnr_mean", "motion_ratio", "trajectory_error"}`` per way of drawing."""
+    context, truth = clips[:, :CONTEXT], clips[:, CONTEXT:]
+    last, size = context[:, -1], clips.shape[-1]
+    motions = [procedural_motion(TEST_SEED_OFFSET + i, CONTEXT - 1, size) for i in range(clips.shape[0])]
+    exact = torch.stack([m["flow"] for m in motions])  # [N, 2, S, S]
+    layers = torch.stack([m["layer"] for m in motions]).float()  # [N, S, S]
+    drawn = {"the generator's exact velocities, by whole pixels (the anchor's drawing)":
+             extrapolate(None, last, range(1, HORIZON + 1), flow=exact, method="splat_whole"),
+             "the exact velocities, bilinear": extrapolate(None, last, range(1, HORIZON + 1), flow=exact, method="splat"),
+             "the exact velocities, each sprite drawn over what it moves onto": layered(last, exact, SPRITE_IMPORTANCE * layers, HORIZON),
+             "DIS ultrafast, pixels that move unlike the frame's median drawn on top (`splat_layered`)":
+             extrapolate(context[:, -2], last, range(1, HORIZON + 1), method="splat_layered")}
+    rows = []
+    for name, pred in drawn.items():
+        scores = continuation_scores(pred, truth, sprites, CONTEXT)
+        rows.append({"anchor": name, **{k: scores[k] for k in ("psnr_mean", "motion_ratio", "trajectory_error")}})
+    return rows
+
+
 def table(report: dict) -> list:
     lines = ["| anchor | velocity baseline (frames) | real PSNR / motion | camera PSNR / motion | procedural PSNR / motion "
              "/ sprite error | rollout drift | sharpness | motion kept |", "|---|---:|---|---|---|---:|---:|---:|"]
@@ -128,6 +180,19 @@ def table(report: dict) -> list:
               f"bar (motion kept ≥ {MOTION_KEPT:g}, drift ≤ {COLOUR_TOLERANCE:g}): the most moving anchor keeps "
               f"{moving['rollout']['motion_kept']:.2f} ({moving['estimator']}, baseline {moving['baseline']}). Measured "
               f"with {report['clips']} clips a set, {ROLLOUT_CLIPS} rollouts of {ROLLOUT} frames."]
+    return lines
+
+
+def ceiling_table(report: dict) -> list:
+    """The ceiling section: the procedural set's anchors from the exact motion, and the constant-velocity centres."""
+    half = report["copy_last"]["sprites"] / 2
+    lines = ["| anchor (procedural set) | PSNR | motion | sprite error |", "|---|---:|---:|---:|",
+             f"| copy the last frame | {report['copy_last']['procedural']:.2f} | 0 | {report['copy_last']['sprites']:.2f} px |"]
+    lines += [f"| {r['anchor']} | {r['psnr_mean']:.2f} | {r['motion_ratio']:.2f} | {r['trajectory_error']:.2f} px |"
+              for r in report["ceiling"]]
+    lines += [f"| the true centres moved on at their last velocity, no picture | | | {report['constant_velocity']:.2f} px |",
+              "", f"The sprite bar ({half:.2f} px) against the locator's own error on the true frames, "
+              f"{report['locator_floor']:.2f} px."]
     return lines
 
 
@@ -154,9 +219,13 @@ def main(argv=None) -> int:
                      "rollout": rollout_row(rollout_context, estimate, baseline)})
         print(f"{name}, baseline {baseline}: {time.time() - start:.0f} s", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    report = {"machine": machine, "clips": CLIPS, "copy_last": frozen, "rows": rows}
+    procedural = sets["procedural"]
+    report = {"machine": machine, "clips": CLIPS, "copy_last": frozen, "rows": rows, "ceiling": ceiling_rows(procedural, sprites),
+              "constant_velocity": constant_velocity_error(sprites),
+              "locator_floor": trajectory_error(procedural[:, CONTEXT:], sprites, CONTEXT)}
     write_results(args.out, report, [f"`python -m bench.anchors` on {machine}: the whole-pixel splatting anchor alone, no "
-                                     "network, by flow estimator and velocity baseline.", "", *table(report)])
+                                     "network, by flow estimator and velocity baseline.", "", *table(report), "",
+                                     "## The ceiling of a constant-velocity anchor", "", *ceiling_table(report)])
     return 0
 
 

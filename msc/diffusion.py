@@ -19,7 +19,8 @@ the standard deviation of the noise (1 for frames without an anchor):
   predict; ``prior="flow_splat"``: the same with the stronger extrapolator that pushes each pixel forward along its
   own velocity (:data:`msc.flow.METHODS` ``"splat"``: moving objects arrive where they go instead of smearing);
   ``prior="flow_splat_whole"``: that extrapolation by whole pixels (``"splat_whole"``: no blend of neighbours, whose
-  blur a rollout anchored on its own frames would compound);
+  blur a rollout anchored on its own frames would compound); ``prior="flow_splat_layered"``: the sub-pixel
+  extrapolation with what moves unlike the camera drawn over what it lands on (``"splat_layered"``, softmax splatting);
 * ``prior="action_kernel"`` (a world model; Finn, Goodfellow & Levine 2016, CDNA): ``a`` is the last finished frame
   convolved with a learned ``k × k`` kernel per action (:class:`ActionKernels`, a softmax over the window: each pixel a
   convex combination of its neighbours), once per action since that frame. The kernels start as the identity and
@@ -61,9 +62,9 @@ import torch.nn as nn
 from msc.flow import extrapolate as flow_extrapolate
 
 SCHEDULES = ("cosine", "linear", "shifted")
-PRIORS = ("none", "previous_frame", "flow", "flow_splat", "flow_splat_whole", "action_kernel")
+PRIORS = ("none", "previous_frame", "flow", "flow_splat", "flow_splat_whole", "flow_splat_layered", "action_kernel")
 # prior -> its extrapolation method in msc.flow.METHODS
-FLOW_PRIORS = {"flow": "warp", "flow_splat": "splat", "flow_splat_whole": "splat_whole"}
+FLOW_PRIORS = {"flow": "warp", "flow_splat": "splat", "flow_splat_whole": "splat_whole", "flow_splat_layered": "splat_layered"}
 KERNEL_PRIORS = ("action_kernel",)  # anchors made by the network's learned kernels, from the frames' actions
 LEVEL_DISTRIBUTIONS = ("uniform", "logit-normal")
 MIN_TRAINING_LEVEL = 1e-3  # the preconditioned velocity divides by t

@@ -75,28 +75,37 @@ def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(frames.dtype)
 
 
-def splat(frames: torch.Tensor, velocity: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def splat(frames: torch.Tensor, velocity: torch.Tensor, fill: torch.Tensor, importance: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Forward warp: every pixel ``x`` of ``frames`` ``[B, C, H, W]`` moved to ``x + velocity(x)`` (``[B, 2, H, W]``
     pixels), spread over the four pixels around it with bilinear weights; a pixel gets the weighted mean of what lands
-    on it, blended with ``fill`` ``[B, C, H, W]`` where less than one pixel's weight lands (nothing: ``fill`` alone)."""
+    on it, blended with ``fill`` ``[B, C, H, W]`` where less than one pixel's weight lands (nothing: ``fill`` alone).
+    ``importance`` ``[B, H, W]`` (softmax splatting, Niklaus & Liu 2020): each pixel's weight in that mean is scaled by
+    ``exp(importance)``, so that where pixels collide the more important one is drawn over the others (a sprite over
+    the background it moves onto); whether a pixel is covered still counts the plain weights."""
     b, c, h, w = frames.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=frames.device, dtype=torch.float32),
                             torch.arange(w, device=frames.device, dtype=torch.float32), indexing="ij")
     x, y = xs + velocity[:, 0], ys + velocity[:, 1]  # [B, H, W] where each pixel lands
     x0, y0 = x.floor(), y.floor()
     source = torch.cat([frames.float(), torch.ones_like(frames[:, :1], dtype=torch.float32)], 1).flatten(2)  # [B, C+1, HW]
+    scale = None if importance is None else torch.exp(importance.float().clamp(-30, 30)).flatten(1)  # [B, HW], within float32
     landed = torch.zeros_like(source)  # [B, C+1, HW]: weighted colour sums, then the weight itself
+    plain = torch.zeros_like(source[:, 0]) if scale is not None else None  # [B, HW]: the bilinear weights alone
     for dx in (0, 1):
         for dy in (0, 1):
             xi, yi = x0 + dx, y0 + dy
             inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
             weight = ((1 - (x - xi).abs()) * (1 - (y - yi).abs()) * inside).flatten(1)  # [B, HW]
             target = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().flatten(1)
+            if scale is not None:
+                plain.scatter_add_(1, target, weight)
+                weight = weight * scale
             landed.scatter_add_(2, target[:, None].expand(-1, c + 1, -1), source * weight[:, None])
     landed = landed.view(b, c + 1, h, w)
     weight = landed[:, -1:]
-    cover = weight.clamp(max=1)
-    return (cover * landed[:, :-1] / weight.clamp(min=1e-6) + (1 - cover) * fill.float()).to(frames.dtype)
+    cover = (weight if plain is None else plain.view(b, 1, h, w)).clamp(max=1)
+    mean = landed[:, :-1] / weight.clamp(min=1e-6 if scale is None else 1e-30)
+    return (cover * mean + (1 - cover) * fill.float()).to(frames.dtype)
 
 
 def _warped_back(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Tensor:
@@ -112,6 +121,26 @@ def _splatted_whole(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Ten
     return splat(last, -displacement, warp(last, displacement))
 
 
+SPEED_IMPORTANCE = 4.0  # softmax-splatting importance per pixel a frame of speed against the frame's median motion
+# (chosen on training clips: procedural sprites 7.50 -> 6.04 px against summation splatting, PSNR within 0.1 dB on
+# procedural, camera and real footage; 1, 2, 8 and 16 were each worse on the sprites)
+
+
+def speed_importance(flow: torch.Tensor) -> torch.Tensor:
+    """``[B, 2, H, W]`` flow -> ``[B, H, W]`` importance for :func:`splat`: :data:`SPEED_IMPORTANCE` × how far each
+    pixel's motion is from the frame's median motion. What moves unlike most of the frame (an object, against the
+    camera's motion) is taken to be in front of what it moves onto."""
+    median = flow.flatten(2).median(dim=2).values[:, :, None, None]  # [B, 2, 1, 1]
+    return SPEED_IMPORTANCE * (flow - median).norm(dim=1)
+
+
+def splat_layered(last: torch.Tensor, flow: torch.Tensor, h: int, importance: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Frame ``h`` after ``last`` by softmax splatting along the backward ``flow`` (the backward warp where nothing
+    lands): pixels that collide are drawn in order of ``importance`` ``[B, H, W]`` (default :func:`speed_importance`)."""
+    importance = speed_importance(flow) if importance is None else importance
+    return splat(last, -h * flow, warp(last, h * flow), importance)
+
+
 # name -> (flow estimator, how frame h is drawn from the last frame and its backward flow)
 METHODS: Dict[str, tuple] = {
     "warp": ("farneback", _warped_back),  # the issue's classical predictor and the ``flow`` prior's anchor
@@ -119,6 +148,9 @@ METHODS: Dict[str, tuple] = {
     # the same by whole pixels, the ``flow_splat_whole`` prior's anchor: a sub-pixel move is a bilinear blend of
     # neighbours, a little blur that a rollout, anchored again on its own frames chunk after chunk, compounds
     "splat_whole": ("dis", _splatted_whole),
+    # sub-pixel, with what moves unlike the camera drawn over what it lands on (summation splatting draws a sprite
+    # half over the background at its new place)
+    "splat_layered": ("dis", splat_layered),
 }
 
 

@@ -90,8 +90,8 @@ class MSCConfig:
     attention: str = "msc"  # "msc", or "dense" for the frame-causal dense baseline
     rope_base: float = 100.0
     # what each frame's noise is centred on (msc.diffusion, PRIORS): "none" (plain rectified flow), "previous_frame" (the
-    # last finished frame; the network learns the change, EDM-preconditioned), "flow" / "flow_splat" / "flow_splat_whole"
-    # (its optical-flow extrapolation; msc.flow.METHODS)
+    # last finished frame; the network learns the change, EDM-preconditioned), "flow" / "flow_splat" / "flow_splat_whole" /
+    # "flow_splat_layered" (its optical-flow extrapolation; msc.flow.METHODS)
     # or "action_kernel" (a world model: the last frame through a learned kernel per action)
     prior: str = "none"
     residual_std: float = 0.2  # std of a frame's change from its anchor in the training mixture

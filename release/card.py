@@ -32,7 +32,9 @@ LABELS = {"copy-last": "copy the last frame", "flow-extrapolation": "flow extrap
 PRIORS = {"previous_frame": "the last finished frame", "flow": "the last finished frame carried along the Farnebäck "
           "flow of the two before it (warped back)", "flow_splat": "the last finished frame pushed forward along the DIS "
           "flow of the two before it (splatted)", "flow_splat_whole": "the last finished frame pushed forward by whole "
-          "pixels along the DIS flow of the two before it (splatted, no pixel blended with its neighbours)", "none": "nothing (plain rectified flow)"}
+          "pixels along the DIS flow of the two before it (splatted, no pixel blended with its neighbours)", "flow_splat_layered":
+          "the last finished frame pushed forward along the DIS flow of the two before it, what moves unlike the camera "
+          "drawn over what it lands on (softmax splatting)", "none": "nothing (plain rectified flow)"}
 
 
 def _load(path: str) -> dict:

@@ -286,7 +286,8 @@ def test_flow_training_anchors_extrapolate_the_two_frames_before_each_chunk():
             assert torch.allclose(flow_anchor[clip, s], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("prior, method", [("flow", "warp"), ("flow_splat", "splat"), ("flow_splat_whole", "splat_whole")])
+@pytest.mark.parametrize("prior, method", [("flow", "warp"), ("flow_splat", "splat"), ("flow_splat_whole", "splat_whole"),
+                                           ("flow_splat_layered", "splat_layered")])
 def test_untrained_flow_model_in_one_step_is_the_flow_extrapolation(prior, method):
     from msc.flow import flow_extrapolation
 

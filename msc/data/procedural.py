@@ -60,8 +60,9 @@ def sprite_alpha(xx, yy, pos, radius, shape, size: int) -> torch.Tensor:
     return (0.5 - dist * size).clamp(0, 1)
 
 
-def _render(seed: int, frames: int, size: int):
-    """``(clip [T, 3, S, S], sprites)`` of ``seed`` (see :func:`procedural_sprites`)."""
+def _scene(seed: int, size: int) -> dict:
+    """Everything a clip of ``seed`` is drawn from, drawn from its generator in one fixed order: the texture, the
+    camera path and each sprite's first position, velocity, radius, colour and shape (positions in [0, 1] frame units)."""
     g = torch.Generator().manual_seed(int(seed))
     # -- global motion: a camera path over a texture four times the frame's area
     texture = _texture(g, 2 * size)[None]  # [1, 3, 2S, 2S]
@@ -76,19 +77,32 @@ def _render(seed: int, frames: int, size: int):
     radius = 0.06 + 0.08 * torch.rand(n_sprites, generator=g)
     colour = torch.rand(n_sprites, 3, generator=g) * 2 - 1
     shape = torch.randint(0, 3, (n_sprites,), generator=g)
+    return {"texture": texture, "pan": pan, "start": start, "zoom0": zoom0, "zoom_rate": zoom_rate, "pos": pos, "vel": vel,
+            "radius": radius, "colour": colour, "shape": shape}
 
+
+def _camera(scene: dict, frame: int):
+    """``(centre [2], half)``: the texture window (texture units, the texture spanning [-1, 1]) frame ``frame`` shows."""
+    half = scene["zoom0"] * (1 + scene["zoom_rate"] * frame)
+    return (scene["start"] + scene["pan"] * frame).clamp(-1 + half, 1 - half), half
+
+
+def _render(seed: int, frames: int, size: int):
+    """``(clip [T, 3, S, S], sprites)`` of ``seed`` (see :func:`procedural_sprites`)."""
+    scene = _scene(seed, size)
+    pos, vel, radius, colour, shape = (scene[k] for k in ("pos", "vel", "radius", "colour", "shape"))
+    n_sprites = len(radius)
     coords = (torch.arange(size) + 0.5) / size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # [S, S]
     out = torch.empty(frames, 3, size, size)
     centres = torch.empty(frames, n_sprites, 2)
     visible = torch.empty(frames, n_sprites)
     for f in range(frames):
-        half = zoom0 * (1 + zoom_rate * f)
-        centre = (start + pan * f).clamp(-1 + half, 1 - half)
+        centre, half = _camera(scene, f)
         lin = torch.linspace(-half, half, size)
         gy, gx = torch.meshgrid(lin + centre[1], lin + centre[0], indexing="ij")
         grid = torch.stack([gx, gy], dim=-1)[None]  # [1, S, S, 2]
-        frame = F.grid_sample(texture, grid, mode="bilinear", align_corners=False)[0]  # [3, S, S]
+        frame = F.grid_sample(scene["texture"], grid, mode="bilinear", align_corners=False)[0]  # [3, S, S]
         alphas = [sprite_alpha(xx, yy, pos[i], radius[i], int(shape[i]), size) for i in range(n_sprites)]
         for i in range(n_sprites):  # painter's order: later sprites occlude earlier ones
             frame = frame * (1 - alphas[i]) + colour[i, :, None, None] * alphas[i]
@@ -106,6 +120,34 @@ def _render(seed: int, frames: int, size: int):
         pos = torch.where(pos < low, 2 * low - pos, torch.where(pos > high, 2 * high - pos, pos))
     sprites = {"centre": centres, "radius": radius * size, "colour": colour, "shape": shape, "visible": visible}
     return out.clamp(-1, 1), sprites
+
+
+def procedural_motion(seed: int, frame: int, size: int = 64) -> dict:
+    """The exact motion of frame ``frame`` (>= 1) of the clip of ``seed`` against the frame before it, as an optical
+    flow estimator would measure it: ``flow`` ``[2, S, S]``, where each pixel was one frame earlier (``(dx, dy)``
+    pixels, :func:`msc.flow.backward_flow`'s convention): the camera's pan and zoom for the texture, the sprite's own
+    move for a pixel at least half covered by a sprite; and ``layer`` ``[S, S]``, 0 for the texture and ``i + 1`` for
+    sprite ``i`` (the topmost where sprites overlap: the painter's order)."""
+    if frame < 1:
+        raise ValueError(f"a frame's motion needs the frame before it: frame must be >= 1, got {frame}.")
+    scene = _scene(seed, size)
+    (now, half_now), (before, half_before) = _camera(scene, frame), _camera(scene, frame - 1)
+    unit = (2 * torch.arange(size, dtype=torch.float32) / (size - 1) - 1)  # pixel -> window offset over half
+    flow = torch.empty(2, size, size)
+    for axis in (0, 1):  # 0: columns (x), 1: rows (y)
+        seen = now[axis] + half_now * unit  # the texture point each column / row shows now
+        was = ((seen - before[axis]) / half_before + 1) * (size - 1) / 2 - torch.arange(size)  # [S] pixels
+        flow[axis] = was[None, :].expand(size, size) if axis == 0 else was[:, None].expand(size, size)
+    sprites = _render(seed, frame + 1, size)[1]
+    coords = (torch.arange(size) + 0.5) / size
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # [S, S]
+    layer = torch.zeros(size, size, dtype=torch.long)
+    for i, (radius, shape) in enumerate(zip(sprites["radius"].tolist(), sprites["shape"].tolist())):
+        centre = sprites["centre"][frame, i]  # pixels
+        covered = sprite_alpha(xx, yy, (centre + 0.5) / size, radius / size, int(shape), size) >= 0.5
+        flow[:, covered] = (sprites["centre"][frame - 1, i] - centre)[:, None]
+        layer[covered] = i + 1
+    return {"flow": flow, "layer": layer}
 
 
 class ProceduralVideos(torch.utils.data.Dataset):
