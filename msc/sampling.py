@@ -335,7 +335,8 @@ class SamplerSettings:
                                                                  "choices": GUIDANCE_SCHEDULES})
     context_anchor: str = field(default="prior", metadata={"help": "anchor of the frames after the context: the model's own "
                                                                     "(prior) or a flow anchor in its place (flow_splat: "
-                                                                    "sub-pixel)", "choices": CONTEXT_ANCHORS})
+                                                                    "sub-pixel; flow_splat_layered: sub-pixel, what moves "
+                                                                    "drawn over what it lands on)", "choices": CONTEXT_ANCHORS})
     precision: str = field(default="float32", metadata={"help": "the network's matrix multiplies in float32 or bfloat16 "
                                                                 "(bf16 autocast; float32 on a processor without bf16 units)",
                                                         "choices": PRECISIONS})
