@@ -1,13 +1,11 @@
 """Write the bundled model's card, ``weights/README.md``, from measured files only:
 
-    python -m release.card --weights weights --run studies/motion-whole/shipped_checkpoint.json \\
-        --history studies/history --eval studies/motion-whole/evaluation.json \\
-        --fvd-eval studies/motion-whole/evaluation_fvd.json \\
-        --from-nothing studies/motion-whole/from_nothing.json
+    python -m release.card --bundled            # the files of BUNDLED; any flag below replaces one
+    python -m release.card --bundled --readme   # the tables of docs/results.md
 
 ``--run``: the record of the run that made the weights (its checkpoint's ``step``, ``elapsed`` seconds, ``args`` and
 ``config``, as in its ``state.json``); ``--history``: the folder of the training records of the weights it started from
-(``*.state.json``, one per run); ``--eval``: ``python -m msc.evaluate --clips 16 --rollout 256 --rollout-clips 2
+(``*.state.json``, one per run); ``--eval``: ``python -m msc.evaluate --clips 16 --rollout 256 --rollout-clips 4
 --gates-plot …``; ``--fvd-eval``: ``--sets real --clips 256 --rollout 0 --fvd``; ``--settings``: ``python -m
 bench.settings`` (which sampler settings the default is); ``--from-nothing``: ``python -m bench.from_nothing``. With
 ``--readme`` it prints the tables of ``docs/results.md`` instead (a test keeps the page equal to them).
@@ -26,6 +24,14 @@ from typing import Optional
 from msc.evaluate import COLOUR_TOLERANCE, MOTION_KEPT, model_names
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the records' paths are relative to
+# The measured files the bundled card (weights/README.md) and docs/results.md's tables are written from
+# (``--bundled``); tests keep both equal to what these files say. They change when weights or default settings ship
+# (docs/training.md, "Shipping a model").
+BUNDLED = {"run": "studies/motion-whole/shipped_checkpoint.json", "history": "studies/history",
+           "eval": "studies/motion-whole/evaluation.json", "fvd_eval": "studies/motion-whole/evaluation_fvd.json",
+           "settings": "studies/motion-whole/settings.json", "from_nothing": "studies/motion-whole/from_nothing.json",
+           "equal_time_eval": "studies/equal-time/evaluation_equal_time.json",
+           "equal_time_fvd_eval": "studies/equal-time/evaluation_fvd_equal_time.json"}
 LABELS = {"copy-last": "copy the last frame", "flow-extrapolation": "flow extrapolation (Farnebäck, warped back)",
           "flow-splatting": "flow splatting (DIS, pushed forward)",
           "flow-splatting-whole": "flow splatting by whole pixels (DIS, pushed forward)"}
@@ -297,7 +303,8 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default="weights")
     p.add_argument("--run", help="the record of the run that made the weights (step, elapsed, args)")
     p.add_argument("--history", help="the folder of the training records of the weights it started from")
-    p.add_argument("--eval", required=True, help="msc.evaluate's JSON (16 clips a set, with the rollout and the gates)")
+    p.add_argument("--bundled", action="store_true", help="every file not given: the bundled model's (BUNDLED)")
+    p.add_argument("--eval", help="msc.evaluate's JSON (16 clips a set, with the rollout and the gates)")
     p.add_argument("--fvd-eval", help="msc.evaluate's JSON with --fvd")
     p.add_argument("--settings", help="bench.settings' JSON")
     p.add_argument("--from-nothing", help="bench.from_nothing's JSON")
@@ -305,6 +312,12 @@ def main(argv=None) -> int:
     p.add_argument("--equal-time-fvd-eval")
     p.add_argument("--readme", action="store_true", help="print docs/results.md's tables instead of writing the card")
     args = p.parse_args(argv)
+    if args.bundled:
+        for name, path in BUNDLED.items():
+            if getattr(args, name) is None:
+                setattr(args, name, os.path.join(REPOSITORY, path))
+    if not args.eval:
+        p.error("the card needs --eval (or --bundled).")
     if args.readme:
         loaded = [_load(x) if x else None for x in (args.eval, args.fvd_eval, args.equal_time_eval, args.equal_time_fvd_eval)]
         print("\n\n".join(readme_tables(*loaded)))

@@ -37,18 +37,16 @@ def test_the_folder_holds_safetensors_json_and_a_card():
 
 def test_the_bundled_card_is_its_measurements():
     """weights/README.md is what release.card writes from the measured files of the study that trained the weights."""
-    from release.card import write_card
+    from release.card import BUNDLED, write_card
 
-    study = os.path.join(ROOT, "studies", "motion-whole")
+    path = {name: os.path.join(ROOT, p) for name, p in BUNDLED.items()}
     card = open(os.path.join(WEIGHTS, "README.md")).read()
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", "sampler.json", "model.safetensors"):
             shutil.copy(os.path.join(WEIGHTS, name), tmp)
-        again = open(write_card(tmp, os.path.join(study, "shipped_checkpoint.json"), os.path.join(ROOT, "studies", "history"),
-                                os.path.join(study, "evaluation.json"), os.path.join(study, "evaluation_fvd.json"),
-                                settings_path=os.path.join(study, "settings.json"),
-                                from_nothing_path=os.path.join(study, "from_nothing.json"))).read()
-    assert card == again, "weights/README.md is stale: python -m release.card ... (docs/training.md, Shipping a model)"
+        again = open(write_card(tmp, path["run"], path["history"], path["eval"], path["fvd_eval"],
+                                settings_path=path["settings"], from_nothing_path=path["from_nothing"])).read()
+    assert card == again, "weights/README.md is stale: python -m release.card --bundled (docs/training.md, Shipping a model)"
     assert "## Continuing held-out video" in card and "## What it does not do" in card
 
 

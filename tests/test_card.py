@@ -61,14 +61,14 @@ def test_card_from_a_tiny_run(tmp_path):
 def test_the_results_page_shows_the_bundled_models_measured_tables():
     """docs/results.md's tables (and the README's first) are what ``python -m release.card --readme`` prints from the
     shipped evaluation files."""
-    names = ("studies/motion-whole/evaluation.json", "studies/motion-whole/evaluation_fvd.json",
-             "studies/equal-time/evaluation_equal_time.json", "studies/equal-time/evaluation_fvd_equal_time.json")
+    from release.card import BUNDLED
+
+    names = [BUNDLED[k] for k in ("eval", "fvd_eval", "equal_time_eval", "equal_time_fvd_eval")]
     tables = readme_tables(*[json.load(open(os.path.join(ROOT, n))) for n in names])
     results = open(os.path.join(ROOT, "docs", "results.md")).read()
     assert tables[0] in open(os.path.join(ROOT, "README.md")).read(), "README.md's table of the bundled model is stale"
     for table in tables:
-        assert table in results, "docs/results.md is stale: python -m release.card --eval " + " --fvd-eval ".join(
-            names[:2]) + f" --equal-time-eval {names[2]} --equal-time-fvd-eval {names[3]} --readme"
+        assert table in results, "docs/results.md is stale: python -m release.card --bundled --readme"
 
 
 def test_settings_study_table_marks_the_choice_and_the_default(tmp_path):
