@@ -55,7 +55,7 @@ import torch
 from msc.data.mixture import PreparedData, held_out_camera, held_out_procedural, held_out_real
 from msc.environment import go_offline, keep_freed_memory
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_sprites
-from msc.flow import flow_extrapolation, flow_splatting, flow_splatting_whole
+from msc.flow import flow_extrapolation, flow_splatting, flow_splatting_layered, flow_splatting_whole
 from msc.fvd import FVD
 from msc.metrics import motion, psnr, sharpness, ssim, to_unit
 from msc.model import MSCModel
@@ -98,10 +98,10 @@ def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
     return context[:, -1:].expand(-1, horizon, -1, -1, -1)
 
 
-# the predictors every model is scored beside: no motion, and the classical ones (msc.flow; the last, splatting by whole
-# pixels, is the flow_splat_whole prior's anchor alone)
+# the predictors every model is scored beside: no motion, and the classical ones (msc.flow; splatting by whole pixels is
+# the flow_splat_whole prior's anchor alone, the layered splatting the flow_splat_layered anchor's)
 BASELINES = (("copy-last", copy_last), ("flow-extrapolation", flow_extrapolation), ("flow-splatting", flow_splatting),
-             ("flow-splatting-whole", flow_splatting_whole))
+             ("flow-splatting-whole", flow_splatting_whole), ("flow-splatting-layered", flow_splatting_layered))
 
 
 def model_names(methods: dict) -> list:

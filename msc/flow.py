@@ -184,3 +184,8 @@ def flow_splatting(context: torch.Tensor, horizon: int) -> torch.Tensor:
 def flow_splatting_whole(context: torch.Tensor, horizon: int) -> torch.Tensor:
     """:func:`flow_extrapolation` by the ``splat_whole`` method (the ``flow_splat_whole`` prior's anchor alone)."""
     return flow_extrapolation(context, horizon, "splat_whole")
+
+
+def flow_splatting_layered(context: torch.Tensor, horizon: int) -> torch.Tensor:
+    """:func:`flow_extrapolation` by the ``splat_layered`` method (the ``flow_splat_layered`` anchor alone)."""
+    return flow_extrapolation(context, horizon, "splat_layered")

@@ -510,10 +510,9 @@ def test_stream_yields_every_frame_as_it_is_finished(client):
     steps = [status for image, status in outputs if not isinstance(image, str)]
     assert len(frames) == 4 and len(seen) >= 1
     first = BUNDLED["real-time"].first_frame_steps  # from nothing, the first frame comes alone, with its own steps
-    assert BUNDLED["real-time"].first_chunk == 1  # then a first chunk of one frame, then the chunks of 8
+    assert BUNDLED["real-time"].first_chunk == 0  # then the chunks of 8 (the request's): the other 3 frames at once
     assert steps == [f"0/4 frames · first frame (from nothing) · step {i}/{first}" for i in range(1, first + 1)] + [
-        "1/4 frames · chunk 2/3 (frame 2) · step 1/2", "1/4 frames · chunk 2/3 (frame 2) · step 2/2",
-        "2/4 frames · chunk 3/3 (frames 3-4) · step 1/2", "2/4 frames · chunk 3/3 (frames 3-4) · step 2/2"]
+        "1/4 frames · chunk 2/2 (frames 2-4) · step 1/2", "1/4 frames · chunk 2/2 (frames 2-4) · step 2/2"]
     image, status = frames[-1]
     assert Image.open(image).size == (256, 256)
     assert status.startswith("frame 4/4") and "frames/s" in status

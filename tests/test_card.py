@@ -33,7 +33,7 @@ def test_card_from_a_tiny_run(tmp_path):
                           "--chunk", "2", "--rollout", "4", "--rollout-clips", "1", "--json", evaluation]) == 0
     report = json.load(open(evaluation))
     fvd_path = str(tmp_path / "eval_fvd.json")
-    json.dump(_with_fvd(report, [300.0, 200.0, 150.0, 120.0, 100.0]), open(fvd_path, "w"))
+    json.dump(_with_fvd(report, [300.0, 200.0, 150.0, 120.0, 110.0, 100.0]), open(fvd_path, "w"))
     state = json.load(open(os.path.join(run, "checkpoint", "state.json")))
     record = str(tmp_path / "shipped_checkpoint.json")
     json.dump({k: state[k] for k in ("step", "elapsed", "args", "config")}, open(record, "w"))
@@ -54,6 +54,9 @@ def test_card_from_a_tiny_run(tmp_path):
     assert f"* **procedural**: {gap:+.2f} dB against copy-last" in card
     assert "| procedural (2 × 4) | MSC (these weights) |" in card and "**100.0**" in card  # the lowest FVD in bold
     assert "## 256-frame rollout" in card and f"{report['rollout']['colour_drift_max']:.3f}" in card
+    anchor = procedural["flow-splatting"]  # the flow_splat prior's anchor alone
+    below = procedural["msc"]["psnr_mean"] <= anchor["psnr_mean"]
+    assert ("* The network does not improve on its own anchor, the flow splatting (DIS, pushed forward) alone (" in card) == below
     assert "## What it does not do" in card and "Sampled by default at 1 denoising steps, chunks of 2" in card
     assert readme_tables(report, json.load(open(fvd_path)))[0] in card
 

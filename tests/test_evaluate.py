@@ -27,7 +27,8 @@ def test_evaluate_reports_every_method_and_the_rollout():
                       guidance=(1.0, 2.0), callback=lambda r: finished.append(list(r["sets"])))
     assert finished == [["procedural"]]
     methods = report["sets"]["procedural"]["methods"]
-    assert list(methods) == ["copy-last", "flow-extrapolation", "flow-splatting", "flow-splatting-whole", "msc", "msc w=2", "dense"]
+    assert list(methods) == ["copy-last", "flow-extrapolation", "flow-splatting", "flow-splatting-whole", "flow-splatting-layered",
+                            "msc", "msc w=2", "dense"]
     assert methods["msc w=2"]["history_guidance"] == 2.0
     for scores in methods.values():
         assert len(scores["psnr"]) == 4 and len(scores["ssim"]) == 4
@@ -83,7 +84,8 @@ def test_cli_writes_json_videos_and_gates_plot(tmp_path):
                  "--videos", str(tmp_path / "v"), "--gates-plot", str(tmp_path / "gates.png")])
     assert code == 0
     report = json.loads(out.read_text())
-    assert set(report["sets"]["procedural"]["methods"]) == {"copy-last", "flow-extrapolation", "flow-splatting", "flow-splatting-whole", "msc"}
+    assert set(report["sets"]["procedural"]["methods"]) == {"copy-last", "flow-extrapolation", "flow-splatting", "flow-splatting-whole",
+                                                            "flow-splatting-layered", "msc"}
     assert report["rollout"]["frames"] == 4
     assert len(report["gates"]["low_res_share"]) == 2
     assert (tmp_path / "v" / "continuation_procedural_msc.mp4").stat().st_size > 0
