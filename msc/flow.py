@@ -122,7 +122,7 @@ def _splatted_whole(last: torch.Tensor, flow: torch.Tensor, h: int) -> torch.Ten
 
 
 SPEED_IMPORTANCE = 4.0  # softmax-splatting importance per pixel a frame of speed against the frame's median motion
-# (chosen on training clips: procedural sprites 7.50 -> 6.04 px against summation splatting, PSNR within 0.1 dB on
+# (chosen on training clips: procedural sprites 7.50 -> 6.04 px against summation splatting, PSNR within 0.11 dB on
 # procedural, camera and real footage; 1, 2, 8 and 16 were each worse on the sprites)
 
 
