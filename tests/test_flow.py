@@ -1,6 +1,7 @@
 """The classical predictors (constant-velocity extrapolation, warped back or splatted forward) and the sprite locator, on motion
 whose truth is known: a photograph panned by whole pixels, and the procedural generator's own sprites."""
 
+import pytest
 import torch
 
 from msc.data.procedural import TEST_SEED_OFFSET, procedural_clip, procedural_sprites
@@ -135,6 +136,8 @@ def test_the_generators_exact_motion_moves_its_frames():
     there is frame ``f``."""
     from msc.data.procedural import procedural_motion
 
+    with pytest.raises(ValueError, match="needs the frame before it"):
+        procedural_motion(TEST_SEED_OFFSET, 0)
     seeds = [TEST_SEED_OFFSET + i for i in range(4)]
     for seed in seeds:
         clip, sprites = procedural_clip(seed, 8, 64), procedural_sprites(seed, 8, 64)
